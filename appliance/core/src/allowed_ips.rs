@@ -55,7 +55,7 @@ impl IpPrefix {
         self.addr
     }
 
-    pub fn len(&self) -> u8 {
+    pub fn prefix_len(&self) -> u8 {
         self.len
     }
 
@@ -362,7 +362,10 @@ mod tests {
         );
         assert!("10.0.0/8".parse::<IpPrefix>().is_err());
         assert!("fd00::/129".parse::<IpPrefix>().is_err());
-        assert_eq!("fd00::1".parse::<IpPrefix>().map(|p| p.len()), Ok(128));
+        assert_eq!(
+            "fd00::1".parse::<IpPrefix>().map(|p| p.prefix_len()),
+            Ok(128)
+        );
     }
 
     #[test]

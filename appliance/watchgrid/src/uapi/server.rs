@@ -1,0 +1,154 @@
+//! The UAPI socket at `/var/run/wireguard/IFNAME.sock`, as `wg(8)` expects it.
+//!
+//! Each connection carries `get=1` / `set=1` requests terminated by a blank line. Requests
+//! become [`Command`]s for the dataplane task, which owns all engine state.
+
+use super::protocol::{parse_set, UapiError, EINVAL, EPROTO};
+use crate::dataplane::Command;
+use anyhow::{bail, Context};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+pub const SOCKET_DIR: &str = "/var/run/wireguard";
+
+/// A request line longer than this is not a UAPI request.
+const MAX_LINE: usize = 4096;
+
+/// The listening socket; removes its file when dropped.
+pub struct UapiSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Drop for UapiSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+pub fn socket_path(ifname: &str) -> PathBuf {
+    Path::new(SOCKET_DIR).join(format!("{ifname}.sock"))
+}
+
+impl UapiSocket {
+    /// Binds the socket, refusing to steal one that a live process still answers on.
+    pub fn bind(ifname: &str) -> anyhow::Result<UapiSocket> {
+        std::fs::create_dir_all(SOCKET_DIR).with_context(|| format!("creating {SOCKET_DIR}"))?;
+        std::fs::set_permissions(SOCKET_DIR, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("setting permissions of {SOCKET_DIR}"))?;
+        let path = socket_path(ifname);
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+                bail!(
+                    "{} is in use by another running process; stop it first",
+                    path.display()
+                );
+            }
+            std::fs::remove_file(&path)
+                .with_context(|| format!("removing stale {}", path.display()))?;
+        }
+        let listener =
+            UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+        // Configuration carries private keys: owner only.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("setting permissions of {}", path.display()))?;
+        Ok(UapiSocket { listener, path })
+    }
+
+    /// Accepts connections until the dataplane goes away.
+    pub async fn serve(self, commands: mpsc::Sender<Command>) {
+        loop {
+            let stream = match self.listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "UAPI accept failed");
+                    continue;
+                }
+            };
+            let commands = commands.clone();
+            tokio::spawn(async move {
+                if let Err(e) = handle_connection(stream, commands).await {
+                    tracing::debug!(error = %e, "UAPI connection ended");
+                }
+            });
+        }
+    }
+}
+
+async fn handle_connection(
+    stream: UnixStream,
+    commands: mpsc::Sender<Command>,
+) -> anyhow::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    loop {
+        let Some(op) = read_line(&mut reader).await? else {
+            return Ok(());
+        };
+        let mut body = Vec::new();
+        loop {
+            match read_line(&mut reader).await? {
+                Some(line) if line.is_empty() => break,
+                Some(line) => body.push(line),
+                // A request cut short by EOF is not applied.
+                None => return Ok(()),
+            }
+        }
+        let reply = match op.as_str() {
+            "get=1" if body.is_empty() => {
+                let (tx, rx) = oneshot::channel();
+                commands.send(Command::Get(tx)).await?;
+                rx.await?
+            }
+            "set=1" => {
+                let result = match parse_set(body.iter().map(String::as_str)) {
+                    Ok(req) => {
+                        let (tx, rx) = oneshot::channel();
+                        commands.send(Command::Set(Box::new(req), tx)).await?;
+                        rx.await?
+                    }
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(()) => "errno=0\n\n".to_string(),
+                    Err(e) => {
+                        tracing::warn!(error = %e.message, "UAPI set rejected");
+                        format!("errno={}\n\n", e.errno)
+                    }
+                }
+            }
+            "get=1" => format!("errno={EINVAL}\n\n"),
+            _ => {
+                let e = UapiError {
+                    errno: EPROTO,
+                    message: format!("unknown operation {op:?}"),
+                };
+                tracing::warn!(error = %e.message, "UAPI request rejected");
+                format!("errno={}\n\n", e.errno)
+            }
+        };
+        write.write_all(reply.as_bytes()).await?;
+    }
+}
+
+/// One line without its newline; `None` at end of stream.
+async fn read_line(
+    reader: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
+) -> anyhow::Result<Option<String>> {
+    let mut line = String::new();
+    let n = (&mut *reader)
+        .take(MAX_LINE as u64)
+        .read_line(&mut line)
+        .await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if !line.ends_with('\n') {
+        bail!("UAPI line too long or cut short");
+    }
+    line.pop();
+    Ok(Some(line))
+}
