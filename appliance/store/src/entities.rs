@@ -1,0 +1,130 @@
+//! The stored entities and the operations that must be atomic on them.
+
+use crate::{Result, Store};
+use serde::{Deserialize, Serialize};
+
+/// A device on the VPN (agent or plain WireGuard device).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    pub id: String,
+    pub name: String,
+    /// Base64 WireGuard public key.
+    pub public_key: String,
+    pub address_v4: std::net::Ipv4Addr,
+    pub enabled: bool,
+    pub created_at: u64,
+    pub expires_at: Option<u64>,
+}
+
+/// An enrollment token. Only a hash of the token is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollmentToken {
+    /// Hex SHA-256 of the token; also the record key.
+    pub token_hash: String,
+    pub name: String,
+    /// Redemptions left; the token is deleted when it reaches zero.
+    pub uses_left: u32,
+    pub expires_at: Option<u64>,
+    pub created_at: u64,
+}
+
+/// One audit log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEntry {
+    pub at: u64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+}
+
+/// Outcome of redeeming an enrollment token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redemption {
+    /// Redeemed; the token as it was before this use.
+    Accepted(EnrollmentToken),
+    /// Unknown, used up or expired: callers answer all three with the same generic 401.
+    Rejected,
+}
+
+impl Store {
+    /// Uses one redemption of the token with this hash, atomically: of any number of
+    /// concurrent callers, exactly `uses_left` succeed.
+    pub fn redeem_enrollment_token(&self, token_hash: &str, now: u64) -> Result<Redemption> {
+        let mut before = None;
+        let outcome = self.enrollment_tokens.update(token_hash, |current| {
+            let Some(t) = current else { return Err(()) };
+            if t.uses_left == 0 || t.expires_at.is_some_and(|e| now >= e) {
+                return Err(());
+            }
+            before = Some(t.clone());
+            let left = t.uses_left - 1;
+            Ok((left > 0).then_some(EnrollmentToken {
+                uses_left: left,
+                ..t
+            }))
+        })?;
+        Ok(match (outcome, before) {
+            (Ok(_), Some(t)) => Redemption::Accepted(t),
+            _ => Redemption::Rejected,
+        })
+    }
+
+    /// Stores a new device on the lowest free host address of `subnet_base/prefix`
+    /// (the first host is the hub), atomically claiming the address so concurrent
+    /// registrations never share one. Returns the device as stored.
+    pub fn create_device(
+        &self,
+        mut device: Device,
+        subnet_base: std::net::Ipv4Addr,
+        prefix: u8,
+    ) -> Result<Device> {
+        let base =
+            u32::from(subnet_base) & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        let hosts = 1u64 << (32 - u32::from(prefix.min(32)));
+        let claims = self.db.open_tree("address_claims")?;
+        // .0 is the network, .1 the hub, the last one broadcast.
+        for offset in 2..hosts.saturating_sub(1) {
+            let addr = std::net::Ipv4Addr::from(base.wrapping_add(offset as u32));
+            let claimed = claims
+                .compare_and_swap(addr.octets(), None::<&[u8]>, Some(device.id.as_bytes()))?
+                .is_ok();
+            if claimed {
+                device.address_v4 = addr;
+                if !self.devices.put_new(&device.id, &device)? {
+                    claims.remove(addr.octets())?;
+                    claims.flush()?;
+                    return Err(crate::StoreError::Conflict(format!(
+                        "device id {} already exists",
+                        device.id
+                    )));
+                }
+                claims.flush()?;
+                return Ok(device);
+            }
+        }
+        Err(crate::StoreError::Conflict(format!(
+            "no free address left in {subnet_base}/{prefix}"
+        )))
+    }
+
+    /// Deletes a device and releases its address.
+    pub fn delete_device(&self, id: &str) -> Result<Option<Device>> {
+        let removed = self.devices.remove(id)?;
+        if let Some(d) = &removed {
+            let claims = self.db.open_tree("address_claims")?;
+            claims.remove(d.address_v4.octets())?;
+            claims.flush()?;
+        }
+        Ok(removed)
+    }
+
+    /// Appends to the audit log (flushed).
+    pub fn audit(&self, entry: &AuditEntry) -> Result<()> {
+        // Zero-padded ids keep the log in insertion order under sled's byte ordering.
+        let key = format!("{:020}", self.next_id()?);
+        self.audit.put(&key, entry)
+    }
+}

@@ -1,0 +1,156 @@
+//! The appliance's embedded store: typed sled trees, schema migrations, and
+//! flush-before-acknowledge.
+//!
+//! Rules this crate keeps:
+//! - one process owns a data dir: [`Store::open`] takes an exclusive lock on `DIR/lock`;
+//! - the data dir must not be group- or world-accessible (SPEC §2), or opening fails;
+//! - every write method returns only after sled has flushed it to disk, so a caller that
+//!   reports success to a client never acknowledges data a crash could lose (SPEC §7);
+//! - the schema version lives in the store; migrations run in order at open, and a
+//!   failing migration stops the open with an error that names it.
+
+mod entities;
+mod migrate;
+mod table;
+
+pub use entities::{AuditEntry, Device, EnrollmentToken, Redemption};
+pub use migrate::{Migration, MIGRATIONS};
+pub use table::Table;
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// Everything that can go wrong with the store, each with what the operator should do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("data dir {0} is in use by another watchgrid process; stop it first")]
+    Locked(PathBuf),
+    #[error("{path} is accessible to group or others (mode {mode:o}); run `chmod go-rwx {path}`")]
+    Permissions { path: String, mode: u32 },
+    #[error("data dir {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("database: {0}")]
+    Db(#[from] sled::Error),
+    #[error(
+        "migration {version} ({name}) failed: {reason}; the data is left at schema version {at}"
+    )]
+    Migration {
+        version: u32,
+        name: &'static str,
+        reason: String,
+        at: u32,
+    },
+    #[error("the data was written by a newer watchgrid (schema {found}, this build knows up to {supported}); upgrade watchgrid")]
+    NewerSchema { found: u32, supported: u32 },
+    #[error("stored {tree} record {key:?} is unreadable: {reason}")]
+    Corrupt {
+        tree: String,
+        key: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Conflict(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The open store.
+pub struct Store {
+    db: sled::Db,
+    /// Held for the life of the store; the OS releases the lock when it closes.
+    _lock: File,
+    pub devices: Table<Device>,
+    pub enrollment_tokens: Table<EnrollmentToken>,
+    pub audit: Table<AuditEntry>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir` and brings its schema up to date.
+    pub fn open(dir: &Path) -> Result<Store> {
+        Self::open_with(dir, MIGRATIONS)
+    }
+
+    /// Like [`Store::open`] with an explicit migration list (tests use their own).
+    pub fn open_with(dir: &Path, migrations: &[Migration]) -> Result<Store> {
+        let io = |source| StoreError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(io)?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
+        }
+        check_private(dir)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))
+            .map_err(io)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(dir.to_path_buf())),
+            Err(fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        // Every write flushes itself, so sled's periodic flusher thread is not needed;
+        // without it the database closes (and unlocks) as soon as the store is dropped.
+        let db = open_sled(&dir.join("db"))?;
+        migrate::run(&db, migrations)?;
+        Ok(Store {
+            devices: Table::open(&db, "devices")?,
+            enrollment_tokens: Table::open(&db, "enrollment_tokens")?,
+            audit: Table::open(&db, "audit")?,
+            db,
+            _lock: lock,
+        })
+    }
+
+    pub fn schema_version(&self) -> Result<u32> {
+        migrate::version(&self.db)
+    }
+
+    /// A fresh, strictly increasing id (survives restarts).
+    pub fn next_id(&self) -> Result<u64> {
+        Ok(self.db.generate_id()?)
+    }
+}
+
+/// Opens sled. Our `lock` file already excludes other processes, so a busy sled lock
+/// can only belong to a handle of this process that is still closing on sled's IO
+/// threads (a store dropped and reopened, as `admin` commands do): wait for it, briefly.
+fn open_sled(path: &Path) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        // Every write flushes itself, so sled's periodic flusher thread is not needed.
+        match sled::Config::new().path(path).flush_every_ms(None).open() {
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+fn check_private(path: &Path) -> Result<()> {
+    let mode = fs::metadata(path)
+        .map_err(|source| StoreError::Io {
+            path: path.display().to_string(),
+            source,
+        })?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(StoreError::Permissions {
+            path: path.display().to_string(),
+            mode: mode & 0o777,
+        });
+    }
+    Ok(())
+}

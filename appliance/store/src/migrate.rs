@@ -1,0 +1,77 @@
+//! Schema versions and ordered migrations, run at open.
+
+use crate::{Result, StoreError};
+
+/// One step from schema `version - 1` to `version`.
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub run: fn(&sled::Db) -> std::result::Result<(), String>,
+}
+
+/// The migrations of this build, in order.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial trees",
+    run: initial_trees,
+}];
+
+const META: &str = "meta";
+const VERSION_KEY: &str = "schema_version";
+
+fn initial_trees(db: &sled::Db) -> std::result::Result<(), String> {
+    for tree in ["devices", "enrollment_tokens", "audit"] {
+        db.open_tree(tree).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+pub(crate) fn version(db: &sled::Db) -> Result<u32> {
+    let meta = db.open_tree(META)?;
+    match meta.get(VERSION_KEY)? {
+        None => Ok(0),
+        Some(bytes) => {
+            let raw: [u8; 4] = bytes.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                tree: META.to_string(),
+                key: VERSION_KEY.to_string(),
+                reason: format!("{} bytes, expected 4", bytes.len()),
+            })?;
+            Ok(u32::from_be_bytes(raw))
+        }
+    }
+}
+
+/// Applies every migration newer than the stored version, recording each step and
+/// flushing it before the next, so a crash mid-way resumes at the right step.
+pub(crate) fn run(db: &sled::Db, migrations: &[Migration]) -> Result<()> {
+    let supported = migrations.last().map(|m| m.version).unwrap_or(0);
+    let mut at = version(db)?;
+    if at > supported {
+        return Err(StoreError::NewerSchema {
+            found: at,
+            supported,
+        });
+    }
+    let meta = db.open_tree(META)?;
+    let start = at;
+    for m in migrations.iter().filter(|m| m.version > start) {
+        if m.version != at + 1 {
+            return Err(StoreError::Migration {
+                version: m.version,
+                name: m.name,
+                reason: format!("migrations must be consecutive; expected {}", at + 1),
+                at,
+            });
+        }
+        (m.run)(db).map_err(|reason| StoreError::Migration {
+            version: m.version,
+            name: m.name,
+            reason,
+            at,
+        })?;
+        meta.insert(VERSION_KEY, &m.version.to_be_bytes())?;
+        db.flush()?;
+        at = m.version;
+    }
+    Ok(())
+}

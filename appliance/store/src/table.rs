@@ -1,0 +1,109 @@
+//! A sled tree holding one entity type as JSON, keyed by a string id.
+
+use crate::{Result, StoreError};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::marker::PhantomData;
+
+pub struct Table<T> {
+    tree: sled::Tree,
+    name: &'static str,
+    _entity: PhantomData<fn() -> T>,
+}
+
+impl<T: Serialize + DeserializeOwned> Table<T> {
+    pub(crate) fn open(db: &sled::Db, name: &'static str) -> Result<Table<T>> {
+        Ok(Table {
+            tree: db.open_tree(name)?,
+            name,
+            _entity: PhantomData,
+        })
+    }
+
+    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<T> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+            tree: self.name.to_string(),
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn encode(value: &T) -> Result<Vec<u8>> {
+        serde_json::to_vec(value).map_err(|e| StoreError::Conflict(format!("cannot encode: {e}")))
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<T>> {
+        match self.tree.get(key)? {
+            Some(bytes) => Ok(Some(self.decode(key.as_bytes(), &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes and flushes: when this returns, the record survives a crash.
+    pub fn put(&self, key: &str, value: &T) -> Result<()> {
+        self.tree.insert(key, Self::encode(value)?)?;
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    /// Writes only if `key` is absent; false if it was taken. Flushed on success.
+    pub fn put_new(&self, key: &str, value: &T) -> Result<bool> {
+        let swapped = self
+            .tree
+            .compare_and_swap(key, None::<&[u8]>, Some(Self::encode(value)?))?;
+        if swapped.is_ok() {
+            self.tree.flush()?;
+        }
+        Ok(swapped.is_ok())
+    }
+
+    /// Removes and flushes; returns the removed record.
+    pub fn remove(&self, key: &str) -> Result<Option<T>> {
+        let old = self.tree.remove(key)?;
+        self.tree.flush()?;
+        match old {
+            Some(bytes) => Ok(Some(self.decode(key.as_bytes(), &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every record, in key order.
+    pub fn list(&self) -> Result<Vec<T>> {
+        self.tree
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                self.decode(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Atomically replaces the record at `key` with `f(current)`: `f` may run more than
+    /// once under contention and must be pure. `Ok(None)` from `f` deletes the record;
+    /// an `Err` from `f` leaves it unchanged and is returned. Flushed before returning.
+    pub fn update<E>(
+        &self,
+        key: &str,
+        mut f: impl FnMut(Option<T>) -> std::result::Result<Option<T>, E>,
+    ) -> Result<std::result::Result<Option<T>, E>> {
+        loop {
+            let current = self.tree.get(key)?;
+            let decoded = match &current {
+                Some(bytes) => Some(self.decode(key.as_bytes(), bytes)?),
+                None => None,
+            };
+            let next = match f(decoded) {
+                Ok(next) => next,
+                Err(e) => return Ok(Err(e)),
+            };
+            let encoded = match &next {
+                Some(v) => Some(Self::encode(v)?),
+                None => None,
+            };
+            if self.tree.compare_and_swap(key, current, encoded)?.is_ok() {
+                self.tree.flush()?;
+                return Ok(Ok(next));
+            }
+        }
+    }
+}

@@ -1,0 +1,264 @@
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use watchgrid_store::{
+    AuditEntry, Device, EnrollmentToken, Migration, Redemption, Store, StoreError, MIGRATIONS,
+};
+
+fn private_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    dir
+}
+
+fn device(id: &str) -> Device {
+    Device {
+        id: id.to_string(),
+        name: format!("host-{id}"),
+        public_key: "k".repeat(44),
+        address_v4: std::net::Ipv4Addr::UNSPECIFIED,
+        enabled: true,
+        created_at: 1,
+        expires_at: None,
+    }
+}
+
+fn token(hash: &str, uses: u32, expires_at: Option<u64>) -> EnrollmentToken {
+    EnrollmentToken {
+        token_hash: hash.to_string(),
+        name: "t".to_string(),
+        uses_left: uses,
+        expires_at,
+        created_at: 0,
+    }
+}
+
+#[test]
+fn data_survives_reopen_and_schema_is_current() {
+    let dir = private_dir();
+    {
+        let s = Store::open(dir.path()).expect("open");
+        s.devices.put("a", &device("a")).expect("put");
+        s.audit(&AuditEntry {
+            at: 1,
+            actor: "admin".into(),
+            action: "device.create".into(),
+            target: "a".into(),
+        })
+        .expect("audit");
+    }
+    let s = Store::open(dir.path()).expect("reopen");
+    assert_eq!(s.devices.get("a").expect("get"), Some(device("a")));
+    assert_eq!(s.audit.list().expect("list").len(), 1);
+    assert_eq!(
+        s.schema_version().expect("version"),
+        MIGRATIONS.len() as u32
+    );
+}
+
+#[test]
+fn second_open_of_the_same_dir_is_refused() {
+    let dir = private_dir();
+    let _first = Store::open(dir.path()).expect("open");
+    match Store::open(dir.path()) {
+        Err(StoreError::Locked(_)) => {}
+        other => panic!("expected Locked, got {:?}", other.err()),
+    }
+}
+
+#[test]
+fn group_readable_data_dir_is_refused() {
+    let dir = private_dir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o750)).expect("chmod");
+    let err = Store::open(dir.path()).err().expect("must fail");
+    assert!(
+        matches!(err, StoreError::Permissions { mode: 0o750, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("chmod go-rwx"));
+}
+
+fn ok(_: &sled::Db) -> Result<(), String> {
+    Ok(())
+}
+fn broken(_: &sled::Db) -> Result<(), String> {
+    Err("disk says no".to_string())
+}
+
+#[test]
+fn failing_migration_stops_open_and_names_itself() {
+    let dir = private_dir();
+    let steps = [
+        Migration {
+            version: 1,
+            name: "one",
+            run: ok,
+        },
+        Migration {
+            version: 2,
+            name: "two",
+            run: broken,
+        },
+    ];
+    let err = Store::open_with(dir.path(), &steps)
+        .err()
+        .expect("must fail");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("migration 2 (two) failed: disk says no"),
+        "{msg}"
+    );
+    assert!(msg.contains("schema version 1"), "{msg}");
+    // Fixed migration: the open resumes at step 2 and completes.
+    let fixed = [
+        Migration {
+            version: 1,
+            name: "one",
+            run: broken,
+        },
+        Migration {
+            version: 2,
+            name: "two",
+            run: ok,
+        },
+    ];
+    let s = Store::open_with(dir.path(), &fixed).expect("resume after fix");
+    assert_eq!(s.schema_version().expect("v"), 2);
+}
+
+#[test]
+fn data_from_a_newer_build_is_refused() {
+    let dir = private_dir();
+    let newer = [
+        Migration {
+            version: 1,
+            name: "one",
+            run: ok,
+        },
+        Migration {
+            version: 2,
+            name: "two",
+            run: ok,
+        },
+    ];
+    drop(Store::open_with(dir.path(), &newer).expect("open"));
+    let err = Store::open_with(dir.path(), &newer[..1])
+        .err()
+        .expect("must fail");
+    assert!(
+        matches!(
+            err,
+            StoreError::NewerSchema {
+                found: 2,
+                supported: 1
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn one_use_token_redeems_exactly_once_under_100_concurrent_callers() {
+    let dir = private_dir();
+    let s = Arc::new(Store::open(dir.path()).expect("open"));
+    s.enrollment_tokens
+        .put("h1", &token("h1", 1, None))
+        .expect("put");
+    s.enrollment_tokens
+        .put("h3", &token("h3", 3, None))
+        .expect("put");
+    for (hash, expected) in [("h1", 1), ("h3", 3)] {
+        let handles: Vec<_> = (0..100)
+            .map(|_| {
+                let s = s.clone();
+                let hash = hash.to_string();
+                std::thread::spawn(move || s.redeem_enrollment_token(&hash, 10).expect("redeem"))
+            })
+            .collect();
+        let accepted = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .filter(|r| matches!(r, Redemption::Accepted(_)))
+            .count();
+        assert_eq!(accepted, expected, "token {hash}");
+        assert_eq!(
+            s.enrollment_tokens.get(hash).expect("get"),
+            None,
+            "used up tokens are deleted"
+        );
+    }
+}
+
+#[test]
+fn expired_and_unknown_tokens_are_rejected_alike() {
+    let dir = private_dir();
+    let s = Store::open(dir.path()).expect("open");
+    s.enrollment_tokens
+        .put("old", &token("old", 5, Some(100)))
+        .expect("put");
+    assert_eq!(
+        s.redeem_enrollment_token("old", 100).expect("r"),
+        Redemption::Rejected
+    );
+    assert_eq!(
+        s.redeem_enrollment_token("nope", 1).expect("r"),
+        Redemption::Rejected
+    );
+    // A rejected redemption changes nothing.
+    assert_eq!(
+        s.enrollment_tokens
+            .get("old")
+            .expect("get")
+            .map(|t| t.uses_left),
+        Some(5)
+    );
+}
+
+#[test]
+fn concurrent_device_creation_never_shares_an_address() {
+    let dir = private_dir();
+    let s = Arc::new(Store::open(dir.path()).expect("open"));
+    let base: std::net::Ipv4Addr = "10.100.0.0".parse().expect("addr");
+    let handles: Vec<_> = (0..50)
+        .map(|i| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                s.create_device(device(&format!("d{i}")), base, 24)
+                    .expect("create")
+            })
+        })
+        .collect();
+    let mut addrs: Vec<_> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread").address_v4)
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 50);
+    assert_eq!(
+        addrs[0],
+        "10.100.0.2".parse::<std::net::Ipv4Addr>().expect("a")
+    );
+    // Deleting a device frees its address for the next one.
+    let freed = s
+        .delete_device("d0")
+        .expect("delete")
+        .expect("existed")
+        .address_v4;
+    assert_eq!(
+        s.create_device(device("new"), base, 24)
+            .expect("create")
+            .address_v4,
+        freed
+    );
+}
+
+#[test]
+fn full_subnet_is_a_clear_error() {
+    let dir = private_dir();
+    let s = Store::open(dir.path()).expect("open");
+    let base: std::net::Ipv4Addr = "10.100.0.0".parse().expect("addr");
+    // A /30 has one address for a device (.2): .0 network, .1 hub, .3 broadcast.
+    s.create_device(device("a"), base, 30).expect("first fits");
+    let err = s.create_device(device("b"), base, 30).err().expect("full");
+    assert!(err.to_string().contains("no free address"), "{err}");
+}
