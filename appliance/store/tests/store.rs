@@ -259,6 +259,6 @@ fn full_subnet_is_a_clear_error() {
     let base: std::net::Ipv4Addr = "10.100.0.0".parse().expect("addr");
     // A /30 has one address for a device (.2): .0 network, .1 hub, .3 broadcast.
     s.create_device(device("a"), base, 30).expect("first fits");
-    let err = s.create_device(device("b"), base, 30).err().expect("full");
+    let err = s.create_device(device("b"), base, 30).expect_err("full");
     assert!(err.to_string().contains("no free address"), "{err}");
 }
