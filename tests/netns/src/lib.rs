@@ -1,1 +1,262 @@
 //! Test harness: network namespaces, veth links and peer processes that clean up on drop.
+//!
+//! Everything here shells out to the same tools an operator would use (`ip`, `wg`, `ping`,
+//! `iperf3`, `nft`, `python3`), so a failure message names the exact command and its stderr.
+//!
+//! Resources are owned by guards: [`Netns`] deletes its namespace (and kills whatever still runs
+//! in it) on drop, [`Proc`] terminates and reaps its child, [`WgDevice`] stops the WireGuard
+//! implementation (which removes its TUN interface and UAPI socket). A panicking test therefore
+//! leaves nothing behind, and its log files are kept under [`SCRATCH_ROOT`] for inspection.
+//!
+//! Which program plays "our" side is decided by [`Impl::Ours`]: the binary named by
+//! `WATCHGRID_BIN` (default [`DEFAULT_WATCHGRID_BIN`]), or wireguard-go when
+//! `WATCHGRID_NETNS_OURS=wireguard-go` is set, which validates the harness itself with the
+//! reference implementation on every side.
+
+mod iperf;
+mod netns;
+mod proc;
+pub mod python;
+mod topo;
+mod wg;
+
+pub use iperf::{iperf3_client, iperf3_server, IperfResult};
+pub use netns::{veth, Netns};
+pub use proc::Proc;
+pub use topo::{Outer, Pair};
+pub use wg::{
+    genpsk, uapi_socket, Dump, Impl, InterfaceDump, KeyPair, PeerConfig, PeerDump, WgDevice,
+};
+
+use anyhow::{bail, Context, Result};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Where the release build of the binary under test lives unless `WATCHGRID_BIN` says otherwise.
+pub const DEFAULT_WATCHGRID_BIN: &str =
+    "/work/main/target/x86_64-unknown-linux-gnu/release/watchgrid";
+
+/// Per-namespace scratch directories (keys, configs, process logs) live below this.
+pub const SCRATCH_ROOT: &str = "/tmp/watchgrid-netns";
+
+/// Directory of the WireGuard cross-platform UAPI sockets (shared by all namespaces).
+pub const UAPI_DIR: &str = "/var/run/wireguard";
+
+/// Panics with a clear message unless the effective uid is 0. Call it first in every test.
+pub fn require_root() {
+    let euid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
+        })
+        .and_then(|euid| euid.parse::<u32>().ok());
+    if euid != Some(0) {
+        panic!(
+            "the netns end-to-end tests must run as root (they create network namespaces, \
+             TUN devices and veth links); effective uid is {euid:?}. Run them through \
+             scripts/test as root."
+        );
+    }
+}
+
+/// A short name that is unique machine-wide among live test processes: `<prefix><pid>n<k>`.
+///
+/// With pid_max <= 4194304 (7 digits) and a 2-character prefix this stays within the
+/// 15-character interface name limit for the first thousand names a process takes.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{}n{n}", std::process::id())
+}
+
+fn quote(arg: &str) -> String {
+    if !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=+,@%[]".contains(c))
+    {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+/// Renders an argv the way a shell user would type it (for error messages).
+pub fn format_cmd<S: AsRef<str>>(args: &[S]) -> String {
+    let mut s = String::new();
+    for (i, a) in args.iter().enumerate() {
+        if i > 0 {
+            s.push(' ');
+        }
+        let a = a.as_ref();
+        // Embedded scripts are long; keep error messages readable.
+        if a.len() > 120 {
+            let head: String = a.chars().take(60).collect();
+            s.push_str(&quote(&format!("{head}...")));
+        } else {
+            s.push_str(&quote(a));
+        }
+    }
+    s
+}
+
+/// Runs a command to completion without judging its exit status.
+pub fn run_output<S: AsRef<str>>(args: &[S], stdin: Option<&[u8]>) -> Result<Output> {
+    let Some((prog, rest)) = args.split_first() else {
+        bail!("empty command line");
+    };
+    let mut cmd = Command::new(prog.as_ref());
+    cmd.args(rest.iter().map(|a| a.as_ref()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start `{}`", format_cmd(args)))?;
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().context("child stdin")?;
+        pipe.write_all(input)
+            .with_context(|| format!("writing stdin of `{}`", format_cmd(args)))?;
+    }
+    child
+        .wait_with_output()
+        .with_context(|| format!("waiting for `{}`", format_cmd(args)))
+}
+
+fn check_output<S: AsRef<str>>(args: &[S], out: Output) -> Result<String> {
+    if !out.status.success() {
+        bail!(
+            "`{}` failed ({}): stderr: {} stdout: {}",
+            format_cmd(args),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs a command and returns its stdout; a non-zero exit is an error naming the command and
+/// carrying its stderr.
+pub fn run<S: AsRef<str>>(args: &[S]) -> Result<String> {
+    let out = run_output(args, None)?;
+    check_output(args, out)
+}
+
+/// Like [`run`] with `input` fed to the command's stdin.
+pub fn run_with_input<S: AsRef<str>>(args: &[S], input: &[u8]) -> Result<String> {
+    let out = run_output(args, Some(input))?;
+    check_output(args, out)
+}
+
+/// Polls `cond` every 50 ms until it holds; returns how long that took, or an error after
+/// `timeout` that names `what`.
+pub fn wait_until(
+    timeout: Duration,
+    what: &str,
+    mut cond: impl FnMut() -> bool,
+) -> Result<Duration> {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() >= timeout {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An error that makes [`retry_until`] give up at once (e.g. the process it waits for died).
+#[derive(Debug)]
+pub struct Fatal(pub String);
+
+impl std::fmt::Display for Fatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Fatal {}
+
+/// Marks an error as [`Fatal`] for [`retry_until`].
+pub fn fatal(e: anyhow::Error) -> anyhow::Error {
+    anyhow::Error::new(Fatal(format!("{e:#}")))
+}
+
+/// Polls a fallible probe every 50 ms until it returns `Ok`; after `timeout` the error carries
+/// the probe's last failure. An error wrapping [`Fatal`] ends the wait immediately.
+pub fn retry_until<T>(
+    timeout: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        match probe() {
+            Ok(v) => return Ok(v),
+            Err(e) if e.downcast_ref::<Fatal>().is_some() => {
+                return Err(e.context(format!("gave up waiting for {what}")));
+            }
+            Err(e) if start.elapsed() >= timeout => {
+                return Err(e.context(format!("timed out after {timeout:?} waiting for {what}")));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The python interpreter used for the embedded helper scripts (the system one: no shims).
+pub fn python3() -> &'static str {
+    if std::path::Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
+/// Declares one `#[test]` per implementation pairing of a two-sided scenario
+/// `fn scenario(a: Impl, b: Impl) -> anyhow::Result<()>`; each test checks for root first.
+///
+/// ```ignore
+/// variants!(ping_scenario {
+///     ping_ours_wggo => (Impl::Ours, Impl::WireguardGo),
+///     ping_ours_ours => (Impl::Ours, Impl::Ours),
+/// });
+/// ```
+#[macro_export]
+macro_rules! variants {
+    ($scenario:ident { $($name:ident => ($a:expr, $b:expr)),+ $(,)? }) => {
+        $(
+            #[test]
+            fn $name() -> ::anyhow::Result<()> {
+                $crate::require_root();
+                eprintln!(
+                    "{}: side A = {}, side B = {}",
+                    stringify!($name),
+                    $crate::Impl::describe($a),
+                    $crate::Impl::describe($b)
+                );
+                $scenario($a, $b)
+            }
+        )+
+    };
+}

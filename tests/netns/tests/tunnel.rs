@@ -1,0 +1,220 @@
+//! Basic tunnel traffic between two sides: pings (v4/v6 inside, v4/v6 outside), large pings
+//! that need inner fragmentation, TCP throughput, and the counters `wg show dump` reports.
+
+use anyhow::{bail, ensure, Context, Result};
+use std::time::Duration;
+use watchgrid_netns_tests::{iperf3_client, iperf3_server, unix_now, variants, Impl, Outer, Pair};
+
+const TEN: Duration = Duration::from_secs(10);
+
+/// Pings both tunnel families in both directions.
+fn ping_all(p: &Pair) -> Result<()> {
+    let t = p.ns_a.ping_within(Pair::B_TUN4, TEN)?;
+    eprintln!("first v4 ping A->B (handshake included) after {t:?}");
+    p.ns_a.ping_within(Pair::B_TUN6, TEN)?;
+    p.ns_b.ping_within(Pair::A_TUN4, TEN)?;
+    p.ns_b.ping_within(Pair::A_TUN6, TEN)?;
+    // Established now: single pings must simply work.
+    for (ns, addr) in [
+        (&p.ns_a, Pair::B_TUN4),
+        (&p.ns_a, Pair::B_TUN6),
+        (&p.ns_b, Pair::A_TUN4),
+        (&p.ns_b, Pair::A_TUN6),
+    ] {
+        ns.ping_args(addr, &[])
+            .with_context(|| format!("ping {addr} from {} after the handshake", ns.name()))?;
+    }
+    Ok(())
+}
+
+fn ping_v4_v6(a: Impl, b: Impl) -> Result<()> {
+    let mut p = Pair::new(a, b, Outer::V4)?;
+    ping_all(&p)?;
+    p.ensure_running()
+}
+
+variants!(ping_v4_v6 {
+    ping_v4_v6_ours_wggo => (Impl::Ours, Impl::WireguardGo),
+    ping_v4_v6_wggo_ours => (Impl::WireguardGo, Impl::Ours),
+    ping_v4_v6_ours_ours => (Impl::Ours, Impl::Ours),
+});
+
+/// The encrypted UDP travels over IPv6 (`endpoint [fd00::2]:51821`).
+fn outer_ipv6(a: Impl, b: Impl) -> Result<()> {
+    let mut p = Pair::new(a, b, Outer::V6)?;
+    ping_all(&p)?;
+    let ep_b = format!("[{}]:{}", Pair::B_UNDER6, Pair::B_PORT);
+    let ep_a = format!("[{}]:{}", Pair::A_UNDER6, Pair::A_PORT);
+    ensure!(
+        p.a.endpoint(p.b.public_key())?.as_deref() == Some(ep_b.as_str()),
+        "A's endpoint for B is not {ep_b}: {:?}",
+        p.a.show("endpoints")?
+    );
+    ensure!(
+        p.b.endpoint(p.a.public_key())?.as_deref() == Some(ep_a.as_str()),
+        "B's endpoint for A is not {ep_a}: {:?}",
+        p.b.show("endpoints")?
+    );
+    // Prove the tunnel really rides on IPv6: take IPv4 off the underlay and it still works.
+    p.ns_a.del_addr("eth0", &format!("{}/24", Pair::A_UNDER4))?;
+    p.ns_b.del_addr("eth0", &format!("{}/24", Pair::B_UNDER4))?;
+    p.ns_a
+        .ping_args(Pair::B_TUN4, &[])
+        .context("tunnel ping with no IPv4 underlay")?;
+    p.ns_b
+        .ping_args(Pair::A_TUN6, &[])
+        .context("tunnel ping with no IPv4 underlay")?;
+    p.ensure_running()
+}
+
+variants!(outer_ipv6 {
+    outer_ipv6_ours_wggo => (Impl::Ours, Impl::WireguardGo),
+    outer_ipv6_ours_ours => (Impl::Ours, Impl::Ours),
+});
+
+/// Pings larger than the 1420-byte tunnel MTU are fragmented inside the tunnel; every fragment
+/// must make it through, in both directions and both families.
+fn large_pings(a: Impl, b: Impl) -> Result<()> {
+    let mut p = Pair::new(a, b, Outer::V4)?;
+    p.establish()?;
+    for size in ["3000", "8000"] {
+        for (ns, addr) in [
+            (&p.ns_a, Pair::B_TUN4),
+            (&p.ns_a, Pair::B_TUN6),
+            (&p.ns_b, Pair::A_TUN4),
+            (&p.ns_b, Pair::A_TUN6),
+        ] {
+            // Two tries: a lost fragment is possible in principle, two in a row is a bug.
+            ns.ping_args(addr, &["-s", size])
+                .or_else(|_| ns.ping_args(addr, &["-s", size]))
+                .with_context(|| format!("ping -s {size} {addr} from {}", ns.name()))?;
+        }
+    }
+    // The link MTU stays the one the contract promises.
+    let link = p
+        .ns_a
+        .exec(&["ip", "-o", "link", "show", "dev", &p.a.ifname])?;
+    ensure!(
+        link.contains("mtu 1420"),
+        "A's tunnel MTU is not 1420: {link}"
+    );
+    p.ensure_running()
+}
+
+variants!(large_pings {
+    large_pings_ours_wggo => (Impl::Ours, Impl::WireguardGo),
+    large_pings_ours_ours => (Impl::Ours, Impl::Ours),
+});
+
+/// TCP through the tunnel with iperf3, A as client sending (`-t 2`) and receiving (`-R`), over
+/// the inner IPv4 and IPv6 addresses respectively.
+fn tcp_iperf3(a: Impl, b: Impl) -> Result<()> {
+    let mut p = Pair::new(a, b, Outer::V4)?;
+    p.establish()?;
+    let _server = iperf3_server(&p.ns_b, 5201)?;
+    let up = iperf3_client(&p.ns_a, Pair::B_TUN4, 5201, 2, false)?;
+    eprintln!(
+        "iperf3 A->B over IPv4: {:.1} Mbit/s ({} bytes)",
+        up.received_bps / 1e6,
+        up.received_bytes
+    );
+    let down = iperf3_client(&p.ns_a, Pair::B_TUN6, 5201, 2, true)?;
+    eprintln!(
+        "iperf3 B->A (-R) over IPv6: {:.1} Mbit/s ({} bytes)",
+        down.received_bps / 1e6,
+        down.received_bytes
+    );
+    for (dir, r) in [("A->B", &up), ("B->A", &down)] {
+        if !(r.received_bps > 0.0 && r.received_bytes > 0) {
+            bail!("iperf3 {dir} moved nothing: {r:?}");
+        }
+    }
+    p.ensure_running()
+}
+
+variants!(tcp_iperf3 {
+    tcp_iperf3_ours_wggo => (Impl::Ours, Impl::WireguardGo),
+    tcp_iperf3_ours_ours => (Impl::Ours, Impl::Ours),
+});
+
+/// After traffic, `wg show IFNAME dump` on our side (A) reports the peer with its endpoint and
+/// allowed-ips, non-zero transfer both ways and a recent handshake.
+fn wg_show_dump(a: Impl, b: Impl) -> Result<()> {
+    let mut p = Pair::new(a, b, Outer::V4)?;
+    p.establish()?;
+    p.ns_a
+        .exec(&["ping", "-n", "-q", "-c5", "-i0.05", "-W1", Pair::B_TUN4])?;
+    p.ns_b
+        .exec(&["ping", "-n", "-q", "-c5", "-i0.05", "-W1", Pair::A_TUN6])?;
+    let now = unix_now();
+    let dump = p.a.dump()?;
+    eprintln!("A's dump: {dump:#?}");
+    ensure!(
+        dump.interface.public_key.as_deref() == Some(p.a.public_key()),
+        "dump public key {:?} is not A's {}",
+        dump.interface.public_key,
+        p.a.public_key()
+    );
+    ensure!(
+        dump.interface.private_key.as_deref() == Some(p.a.keys.private.as_str()),
+        "dump private key is not the one set"
+    );
+    ensure!(
+        dump.interface.listen_port == Pair::A_PORT,
+        "listen port {} != {}",
+        dump.interface.listen_port,
+        Pair::A_PORT
+    );
+    ensure!(dump.peers.len() == 1, "expected exactly one peer: {dump:?}");
+    let peer = dump.peer(p.b.public_key())?;
+    let ep = format!("{}:{}", Pair::B_UNDER4, Pair::B_PORT);
+    ensure!(
+        peer.endpoint.as_deref() == Some(ep.as_str()),
+        "endpoint {:?} != {ep}",
+        peer.endpoint
+    );
+    let mut allowed = peer.allowed_ips.clone();
+    allowed.sort();
+    ensure!(
+        allowed == ["10.100.0.2/32", "fd10::2/128"],
+        "allowed-ips {:?}",
+        peer.allowed_ips
+    );
+    ensure!(
+        peer.rx_bytes > 0,
+        "transfer rx is 0 after traffic: {peer:?}"
+    );
+    ensure!(
+        peer.tx_bytes > 0,
+        "transfer tx is 0 after traffic: {peer:?}"
+    );
+    // 10 echo requests and 10 replies of 84/104 bytes each went through: each direction carries
+    // at least 10 packets of 32 bytes overhead + payload.
+    ensure!(
+        peer.rx_bytes >= 10 * 84 && peer.tx_bytes >= 10 * 84,
+        "transfer counters too small for the traffic sent: {peer:?}"
+    );
+    ensure!(
+        peer.latest_handshake != 0,
+        "latest-handshake is 0 after traffic"
+    );
+    ensure!(
+        peer.latest_handshake <= now + 2 && now.saturating_sub(peer.latest_handshake) <= 60,
+        "latest-handshake {} is not within a minute of now ({now})",
+        peer.latest_handshake
+    );
+    ensure!(
+        peer.persistent_keepalive.is_none(),
+        "keepalive should be off: {peer:?}"
+    );
+    ensure!(
+        peer.preshared_key.is_none(),
+        "no preshared key was set: {peer:?}"
+    );
+    p.ensure_running()
+}
+
+variants!(wg_show_dump {
+    wg_show_dump_ours_wggo => (Impl::Ours, Impl::WireguardGo),
+    wg_show_dump_ours_ours => (Impl::Ours, Impl::Ours),
+});
