@@ -17,6 +17,10 @@ fn key_change(a: Impl, b: Impl) -> Result<()> {
     let b_ep = format!("{}:{}", Pair::B_UNDER4, Pair::B_PORT);
 
     // Phase 1: A changes its key; B swaps the peer. A (the re-keyed side) sends first.
+    // This is the order an operator follows (new key on the device, then tell the other side),
+    // so an initiation A might send the moment its key changes reaches B before B knows the
+    // new key. If that makes A wait for REKEY_TIMEOUT (5 s) before trying again, the limit
+    // below catches it.
     let old_a = p.a.public_key().to_owned();
     let new_a = KeyPair::generate()?;
     p.a.set_private_key(&new_a)?;

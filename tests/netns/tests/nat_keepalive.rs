@@ -117,12 +117,13 @@ fn nat_scenario(peer_impl: Impl, hub_impl: Impl, keepalive: Option<u16>) -> Resu
     );
     match keepalive {
         Some(k) => {
-            // Roughly IDLE/k keepalives of 32 bytes each; allow for timer slack.
-            let min = (IDLE.as_secs() / u64::from(k)).saturating_sub(2) * 32;
+            // IDLE/k keepalives of 32 bytes are due; timer granularity (boringtun polls at
+            // 250 ms with 1 s resolution) may stretch the interval, so ask for half.
+            let min = IDLE.as_secs() / u64::from(k) / 2 * 32;
             ensure!(
                 rx_idle >= min,
                 "with persistent-keepalive {k} the hub got only {rx_idle} bytes in {IDLE:?} \
-                 (expected >= {min})"
+                 (expected >= {min}: keepalives are 32 bytes)"
             );
             ensure!(
                 reached,
