@@ -233,8 +233,58 @@ pub fn python3() -> &'static str {
     }
 }
 
+static SCRATCH_DIRS: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Records a scratch directory created by this process, for [`scenario`] to clean up.
+pub(crate) fn register_scratch(dir: std::path::PathBuf) {
+    SCRATCH_DIRS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(dir);
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Runs a test body: checks for root, then runs `body`. All resources are released by their
+/// guards when `body` returns; afterwards, on success the scratch directories of the
+/// namespaces it created are removed, on failure every process log in them is printed (tail)
+/// and they are kept for inspection (also kept with `WATCHGRID_NETNS_KEEP=1`).
+pub fn scenario(body: impl FnOnce() -> Result<()>) -> Result<()> {
+    require_root();
+    let result = body();
+    let dirs = std::mem::take(&mut *SCRATCH_DIRS.lock().unwrap_or_else(|e| e.into_inner()));
+    let keep = std::env::var_os("WATCHGRID_NETNS_KEEP").is_some();
+    for dir in dirs {
+        if result.is_err() {
+            let mut logs: Vec<_> = std::fs::read_dir(&dir)
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            logs.sort();
+            for log in logs {
+                let text = std::fs::read(&log)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                eprintln!("---- tail of {} ----\n{}", log.display(), tail(&text, 60));
+            }
+        }
+        if result.is_err() || keep {
+            eprintln!("scratch files kept in {}", dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    result
+}
+
 /// Declares one `#[test]` per implementation pairing of a two-sided scenario
-/// `fn scenario(a: Impl, b: Impl) -> anyhow::Result<()>`; each test checks for root first.
+/// `fn scenario(a: Impl, b: Impl) -> anyhow::Result<()>`, each run through [`scenario`].
 ///
 /// ```ignore
 /// variants!(ping_scenario {
@@ -248,14 +298,15 @@ macro_rules! variants {
         $(
             #[test]
             fn $name() -> ::anyhow::Result<()> {
-                $crate::require_root();
-                eprintln!(
-                    "{}: side A = {}, side B = {}",
-                    stringify!($name),
-                    $crate::Impl::describe($a),
-                    $crate::Impl::describe($b)
-                );
-                $scenario($a, $b)
+                $crate::scenario(|| {
+                    eprintln!(
+                        "{}: side A = {}, side B = {}",
+                        stringify!($name),
+                        $crate::Impl::describe($a),
+                        $crate::Impl::describe($b)
+                    );
+                    $scenario($a, $b)
+                })
             }
         )+
     };

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 /// A network namespace owned by the test, with its loopback up and a scratch directory for
 /// keys, configuration files and process logs.
 ///
-/// Drop kills every process still inside the namespace (SIGTERM, then SIGKILL), deletes the
-/// namespace and removes the scratch directory (kept when the test is panicking, or always
-/// with `WATCHGRID_NETNS_KEEP=1`).
+/// Drop kills every process still inside the namespace (SIGTERM, then SIGKILL) and deletes the
+/// namespace. The scratch directory is left to [`crate::scenario`], which removes it after a
+/// passing test and keeps it after a failing one.
 pub struct Netns {
     name: String,
     dir: PathBuf,
@@ -27,6 +27,7 @@ impl Netns {
         let ns = Netns { name, dir };
         std::fs::create_dir_all(&ns.dir)
             .with_context(|| format!("creating {}", ns.dir.display()))?;
+        crate::register_scratch(ns.dir.clone());
         ns.exec(&["ip", "link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -206,14 +207,14 @@ impl Drop for Netns {
         if let Err(e) = run(&["ip", "netns", "del", &self.name]) {
             eprintln!("warning: deleting namespace {}: {e:#}", self.name);
         }
-        if std::thread::panicking() || std::env::var_os("WATCHGRID_NETNS_KEEP").is_some() {
+        // The scratch directory outlives the namespace: `scenario` removes it once the test
+        // has passed, and keeps it (printing the logs) when it failed.
+        if std::thread::panicking() {
             eprintln!(
                 "scratch files of {} kept in {}",
                 self.name,
                 self.dir.display()
             );
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }

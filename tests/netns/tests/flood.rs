@@ -14,7 +14,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use std::time::{Duration, Instant};
 use watchgrid_netns_tests::{
-    python, require_root, veth, wait_until, Impl, Netns, PeerConfig, Proc, WgDevice,
+    python, scenario, veth, wait_until, Impl, Netns, PeerConfig, Proc, WgDevice,
 };
 
 const TARGET_TUN: &str = "10.100.0.1";
@@ -95,7 +95,6 @@ fn ping_stats(output: &str) -> Result<(u32, u32)> {
 }
 
 fn handshake_flood(target_impl: Impl, sources: Sources) -> Result<()> {
-    require_root();
     eprintln!(
         "target = {}, peers = wireguard-go, flood sources: {sources:?}",
         target_impl.describe()
@@ -248,10 +247,10 @@ fn handshake_flood(target_impl: Impl, sources: Sources) -> Result<()> {
 
 #[test]
 fn handshake_flood_ours() -> Result<()> {
-    handshake_flood(Impl::Ours, Sources::Single)
+    scenario(|| handshake_flood(Impl::Ours, Sources::Single))
 }
 
 #[test]
 fn handshake_flood_spoofed_sources_ours() -> Result<()> {
-    handshake_flood(Impl::Ours, Sources::Spoofed)
+    scenario(|| handshake_flood(Impl::Ours, Sources::Spoofed))
 }

@@ -4,7 +4,7 @@
 use anyhow::{ensure, Context, Result};
 use std::time::Duration;
 use watchgrid_netns_tests::{
-    genpsk, require_root, uapi_socket, unique_name, unix_now, veth, wait_until, Impl, Netns,
+    genpsk, scenario, uapi_socket, unique_name, unix_now, veth, wait_until, Impl, Netns,
     PeerConfig, WgDevice,
 };
 
@@ -15,7 +15,6 @@ const HUB_ADDRS: [&str; 2] = ["10.77.0.1/24", "fd77::1/64"];
 /// Peer 1 is known to the hub with an Endpoint in peers.conf; peer 2 has no Endpoint but a
 /// PresharedKey, and announces itself with persistent keepalives.
 fn hub_routing(hub_impl: Impl) -> Result<()> {
-    require_root();
     eprintln!("hub = {}, peers = wireguard-go", hub_impl.describe());
     let ns_hub = Netns::new("hub")?;
     let ns_p1 = Netns::new("p1")?;
@@ -139,14 +138,17 @@ fn hub_routing(hub_impl: Impl) -> Result<()> {
 
 #[test]
 fn hub_routes_between_wggo_peers_ours() -> Result<()> {
-    hub_routing(Impl::Ours)
+    scenario(|| hub_routing(Impl::Ours))
 }
 
 /// First start generates DATA/wg-private.key; SIGTERM stops serve cleanly (socket and
 /// interface gone); the next start reuses the key.
 #[test]
 fn hub_key_generated_once_and_kept_ours() -> Result<()> {
-    require_root();
+    scenario(hub_key_generated_once_and_kept)
+}
+
+fn hub_key_generated_once_and_kept() -> Result<()> {
     eprintln!("hub = {}", Impl::Ours.describe());
     let ns = Netns::new("hub")?;
     let data = ns.private_dir("data")?;

@@ -2,13 +2,14 @@
 //! `wireguard-go -f IFNAME` from the outside.
 
 use anyhow::{ensure, Result};
-use watchgrid_netns_tests::{
-    require_root, uapi_socket, unique_name, Impl, KeyPair, Netns, WgDevice,
-};
+use watchgrid_netns_tests::{scenario, uapi_socket, unique_name, Impl, KeyPair, Netns, WgDevice};
 
 #[test]
 fn device_lifecycle_ours() -> Result<()> {
-    require_root();
+    scenario(device_lifecycle)
+}
+
+fn device_lifecycle() -> Result<()> {
     eprintln!("device = {}", Impl::Ours.describe());
     let ns = Netns::new("dev")?;
     let ifname = unique_name("wg");

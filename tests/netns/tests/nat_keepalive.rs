@@ -14,9 +14,7 @@
 
 use anyhow::{ensure, Context, Result};
 use std::time::Duration;
-use watchgrid_netns_tests::{
-    require_root, run_with_input, veth, Impl, Netns, PeerConfig, WgDevice,
-};
+use watchgrid_netns_tests::{run_with_input, scenario, veth, Impl, Netns, PeerConfig, WgDevice};
 
 const HUB_TUN: &str = "10.100.0.1";
 const PEER_TUN: &str = "10.100.0.2";
@@ -84,7 +82,6 @@ fn setup(peer_impl: Impl, hub_impl: Impl, keepalive: Option<u16>) -> Result<NatS
 }
 
 fn nat_scenario(peer_impl: Impl, hub_impl: Impl, keepalive: Option<u16>) -> Result<()> {
-    require_root();
     eprintln!(
         "peer = {} (persistent keepalive {keepalive:?}), hub = {}",
         peer_impl.describe(),
@@ -148,20 +145,20 @@ fn nat_scenario(peer_impl: Impl, hub_impl: Impl, keepalive: Option<u16>) -> Resu
 
 #[test]
 fn nat_keepalive_ours_peer_wggo_hub() -> Result<()> {
-    nat_scenario(Impl::Ours, Impl::WireguardGo, Some(1))
+    scenario(|| nat_scenario(Impl::Ours, Impl::WireguardGo, Some(1)))
 }
 
 #[test]
 fn nat_keepalive_wggo_peer_ours_hub() -> Result<()> {
-    nat_scenario(Impl::WireguardGo, Impl::Ours, Some(1))
+    scenario(|| nat_scenario(Impl::WireguardGo, Impl::Ours, Some(1)))
 }
 
 #[test]
 fn nat_keepalive_ours_ours() -> Result<()> {
-    nat_scenario(Impl::Ours, Impl::Ours, Some(1))
+    scenario(|| nat_scenario(Impl::Ours, Impl::Ours, Some(1)))
 }
 
 #[test]
 fn nat_no_keepalive_control_ours_peer_wggo_hub() -> Result<()> {
-    nat_scenario(Impl::Ours, Impl::WireguardGo, None)
+    scenario(|| nat_scenario(Impl::Ours, Impl::WireguardGo, None))
 }
