@@ -177,15 +177,12 @@ impl Engine {
     }
 
     /// Replaces the private key. Sessions of every peer die (they were keyed to the old
-    /// identity), so each peer with an endpoint gets a fresh handshake at once instead of
-    /// waiting for its next packet. A peer whose key equals the new public key is
-    /// removed, as wireguard-go does: a device cannot be its own peer.
-    pub fn set_private_key(
-        &mut self,
-        now: Instant,
-        key: Secret,
-        out: &mut impl Output,
-    ) -> Result<(), EngineError> {
+    /// identity). No handshake is started here: the peers do not know the new key yet,
+    /// and an initiation they drop would hold back the next one for REKEY_TIMEOUT (5 s);
+    /// the next packet in either direction handshakes at once instead, as in
+    /// wireguard-go. A peer whose key equals the new public key is removed: a device
+    /// cannot be its own peer.
+    pub fn set_private_key(&mut self, now: Instant, key: Secret) -> Result<(), EngineError> {
         if key.is_zero() {
             return Err(EngineError::ZeroPrivateKey);
         }
@@ -198,23 +195,22 @@ impl Engine {
         let own = self.public_key;
         self.remove_peer(&own).ok();
         let public = x25519::PublicKey::from(self.public_key.0);
-        let ids: Vec<PeerIndex> = self.peers.keys().copied().collect();
-        for id in ids {
-            if let Some(peer) = self.peers.get_mut(&id) {
-                peer.tunn.set_static_private(
-                    self.private_key.static_secret(),
-                    public,
-                    Some(self.load_limiter.clone()),
-                );
-            }
-            self.initiate_handshake(now, id, out);
+        for peer in self.peers.values_mut() {
+            peer.tunn.set_static_private(
+                self.private_key.static_secret(),
+                public,
+                Some(self.load_limiter.clone()),
+            );
         }
+        self.schedule(now);
         Ok(())
     }
 
     /// Adds the peer if it is new, then applies `update`. Changing the preshared key or
     /// the keepalive interval of an existing peer restarts its session (boringtun fixes
-    /// both at construction) and re-handshakes at once; other peers are untouched.
+    /// both at construction); other peers are untouched. After a keepalive-only change
+    /// the peer re-handshakes at once, since it still knows us; after a preshared-key
+    /// change it waits for traffic, as the other side may not have the new key yet.
     pub fn upsert_peer(
         &mut self,
         now: Instant,
@@ -233,9 +229,11 @@ impl Engine {
             return Err(EngineError::UnknownPeer);
         };
         let mut rebuild = false;
+        let mut psk_changed = false;
         if let Some(psk) = update.preshared_key {
             let psk = psk.filter(|k| !k.is_zero());
-            rebuild |= psk != peer.preshared_key;
+            psk_changed = psk != peer.preshared_key;
+            rebuild |= psk_changed;
             peer.preshared_key = psk;
         }
         if let Some(ka) = update.persistent_keepalive {
@@ -254,7 +252,9 @@ impl Engine {
                 id,
                 &self.load_limiter,
             );
-            self.initiate_handshake(now, id, out);
+            if !psk_changed {
+                self.initiate_handshake(now, id, out);
+            }
         }
         if update.replace_allowed_ips {
             self.routes.remove_value(id);

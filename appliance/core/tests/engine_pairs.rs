@@ -233,13 +233,13 @@ fn private_key_change_rehandshakes_at_once_after_peer_readds_key() {
     let new_key = Secret::generate_private();
     net.set_private_key(a, new_key.clone());
     net.pump();
-    // B still knows the old key: nothing gets through.
+    // B's session was keyed to A's old identity: nothing gets through.
     assert!(!ping(
         &mut net,
-        a,
         b,
-        v4(10, 0, 0, 1),
+        a,
         v4(10, 0, 0, 2),
+        v4(10, 0, 0, 1),
         b"lost"
     ));
     // B replaces the peer with A's new public key.
@@ -250,21 +250,22 @@ fn private_key_change_rehandshakes_at_once_after_peer_readds_key() {
         net.nodes[b].engine.peer_status(now)[0].public_key,
         new_key.public_key()
     );
-    // Without any timer running, the next packet handshakes and arrives.
+    // Without any timer running, the next packet from the side whose key changed
+    // handshakes and arrives: nothing sent at the key change holds it back.
     assert!(ping(
         &mut net,
-        b,
         a,
-        v4(10, 0, 0, 2),
+        b,
         v4(10, 0, 0, 1),
+        v4(10, 0, 0, 2),
         b"again"
     ));
     assert!(ping(
         &mut net,
-        a,
         b,
-        v4(10, 0, 0, 1),
+        a,
         v4(10, 0, 0, 2),
+        v4(10, 0, 0, 1),
         b"and back"
     ));
 }

@@ -15,6 +15,8 @@ pub struct Device {
     pub enabled: bool,
     pub created_at: u64,
     pub expires_at: Option<u64>,
+    /// Hex SHA-256 of the agent credential handed out at registration.
+    pub agent_key_hash: String,
 }
 
 /// An enrollment token. Only a hash of the token is stored.
@@ -28,6 +30,49 @@ pub struct EnrollmentToken {
     pub uses_left: u32,
     pub expires_at: Option<u64>,
     pub created_at: u64,
+}
+
+/// Appliance settings, written by setup and the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `host:port` that devices dial (WG_SERVER_ENDPOINT).
+    pub endpoint: String,
+    pub vpn_subnet_v4: std::net::Ipv4Addr,
+    pub vpn_prefix_v4: u8,
+    /// Hex HMAC key for session JWTs (JWT_SECRET).
+    pub jwt_secret: String,
+    pub setup_completed_at: u64,
+}
+
+/// An administrator. The password is stored as an argon2id PHC string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUser {
+    pub username: String,
+    pub password_hash: String,
+    /// Sessions issued before this time are void (set on password change).
+    pub sessions_valid_after: u64,
+    pub created_at: u64,
+}
+
+/// An API token for automation. Only a hash of the token is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// Hex SHA-256 of the token; also the record key.
+    pub token_hash: String,
+    pub name: String,
+    pub username: String,
+    pub created_at: u64,
+}
+
+/// A revoked session (logout), kept until the session would have expired anyway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokedSession {
+    pub jti: String,
+    pub expires_at: u64,
 }
 
 /// One audit log line.

@@ -13,7 +13,9 @@ mod entities;
 mod migrate;
 mod table;
 
-pub use entities::{AuditEntry, Device, EnrollmentToken, Redemption};
+pub use entities::{
+    AdminUser, ApiToken, AuditEntry, Device, EnrollmentToken, Redemption, RevokedSession, Settings,
+};
 pub use migrate::{Migration, MIGRATIONS};
 pub use table::Table;
 
@@ -66,7 +68,15 @@ pub struct Store {
     pub devices: Table<Device>,
     pub enrollment_tokens: Table<EnrollmentToken>,
     pub audit: Table<AuditEntry>,
+    /// One record, key [`SETTINGS_KEY`]; present once setup has completed.
+    pub settings: Table<Settings>,
+    pub admins: Table<AdminUser>,
+    pub api_tokens: Table<ApiToken>,
+    pub revoked_sessions: Table<RevokedSession>,
 }
+
+/// The key of the single settings record.
+pub const SETTINGS_KEY: &str = "settings";
 
 impl Store {
     /// Opens (creating if needed) the store in `dir` and brings its schema up to date.
@@ -104,6 +114,10 @@ impl Store {
             devices: Table::open(&db, "devices")?,
             enrollment_tokens: Table::open(&db, "enrollment_tokens")?,
             audit: Table::open(&db, "audit")?,
+            settings: Table::open(&db, "settings")?,
+            admins: Table::open(&db, "admins")?,
+            api_tokens: Table::open(&db, "api_tokens")?,
+            revoked_sessions: Table::open(&db, "revoked_sessions")?,
             db,
             _lock: lock,
         })
@@ -111,6 +125,11 @@ impl Store {
 
     pub fn schema_version(&self) -> Result<u32> {
         migrate::version(&self.db)
+    }
+
+    /// Bytes the database takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()?)
     }
 
     /// A fresh, strictly increasing id (survives restarts).

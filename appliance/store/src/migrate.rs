@@ -20,7 +20,16 @@ const META: &str = "meta";
 const VERSION_KEY: &str = "schema_version";
 
 fn initial_trees(db: &sled::Db) -> std::result::Result<(), String> {
-    for tree in ["devices", "enrollment_tokens", "audit"] {
+    for tree in [
+        "devices",
+        "enrollment_tokens",
+        "audit",
+        "settings",
+        "admins",
+        "api_tokens",
+        "revoked_sessions",
+        "address_claims",
+    ] {
         db.open_tree(tree).map_err(|e| e.to_string())?;
     }
     Ok(())

@@ -19,6 +19,7 @@ fn device(id: &str) -> Device {
         enabled: true,
         created_at: 1,
         expires_at: None,
+        agent_key_hash: String::new(),
     }
 }
 

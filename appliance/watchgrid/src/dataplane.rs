@@ -143,11 +143,11 @@ impl Dataplane {
         let out = &mut self.batch;
         match req.private_key {
             Some(Some(k)) => {
-                set_key(&mut self.engine, now, k, out)?;
+                set_key(&mut self.engine, now, k)?;
                 self.has_key = true;
             }
             Some(None) => {
-                set_key(&mut self.engine, now, Secret::generate_private(), out)?;
+                set_key(&mut self.engine, now, Secret::generate_private())?;
                 self.has_key = false;
             }
             None => {}
@@ -336,16 +336,9 @@ impl Dataplane {
     }
 }
 
-fn set_key(
-    engine: &mut Engine,
-    now: Instant,
-    key: Secret,
-    out: &mut Batch,
-) -> Result<(), UapiError> {
-    engine
-        .set_private_key(now, key, out)
-        .map_err(|e| UapiError {
-            errno: EINVAL,
-            message: e.to_string(),
-        })
+fn set_key(engine: &mut Engine, now: Instant, key: Secret) -> Result<(), UapiError> {
+    engine.set_private_key(now, key).map_err(|e| UapiError {
+        errno: EINVAL,
+        message: e.to_string(),
+    })
 }

@@ -151,13 +151,11 @@ impl Net {
 
     pub fn set_private_key(&mut self, a: usize, key: Secret) {
         let now = self.now();
-        let mut out = Capture::default();
         self.nodes[a]
             .engine
-            .set_private_key(now, key.clone(), &mut out)
+            .set_private_key(now, key.clone())
             .expect("set private key");
         self.nodes[a].key = key;
-        self.absorb(a, out);
     }
 
     fn absorb(&mut self, a: usize, out: Capture) {

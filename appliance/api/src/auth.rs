@@ -1,0 +1,191 @@
+//! Admin authentication: argon2id passwords, JWT session cookies with revocation, API
+//! tokens, the admin network fence, and the client-address extractor.
+
+use crate::error::ApiError;
+use crate::limits::client_ip;
+use crate::secrets::token_hash;
+use crate::state::{unix_now, AppState};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::header;
+use axum::http::request::Parts;
+use jsonwebtoken::{decode, encode, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+
+pub const SESSION_COOKIE: &str = "watchgrid_session";
+
+/// argon2id with SPEC §6's floor: m = 19 MiB, t = 2, p = 1.
+fn argon2() -> Result<Argon2<'static>, ApiError> {
+    let params = Params::new(19 * 1024, 2, 1, None).map_err(ApiError::internal)?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+/// Hashes a password off the async runtime (it takes tens of milliseconds by design).
+pub async fn hash_password(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut rand_core::OsRng);
+        argon2()?
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(ApiError::internal)
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// Verifies a password off the async runtime. With no stored hash, a dummy hash is
+/// checked anyway so unknown users take as long as wrong passwords.
+pub async fn verify_password(password: String, stored: Option<String>) -> Result<bool, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let dummy = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2VpMb3lAqNYk3uPVpOqvOMbZOY2VkjwZDBvXfrRB8z8";
+        let known = stored.is_some();
+        let stored = stored.unwrap_or_else(|| dummy.to_string());
+        let parsed = PasswordHash::new(&stored).map_err(ApiError::internal)?;
+        let ok = argon2()?.verify_password(password.as_bytes(), &parsed).is_ok();
+        Ok(known && ok)
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub jti: String,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+fn jwt_secret(state: &AppState) -> Result<String, ApiError> {
+    if let Some(s) = &state.config.jwt_secret {
+        return Ok(s.clone());
+    }
+    let settings = state
+        .store
+        .settings
+        .get(watchgrid_store::SETTINGS_KEY)?
+        .ok_or(ApiError::SetupRequired)?;
+    Ok(settings.jwt_secret)
+}
+
+/// Issues a session token and the Set-Cookie value that carries it.
+pub fn issue_session(state: &AppState, username: &str) -> Result<(String, String), ApiError> {
+    let now = unix_now();
+    let claims = Claims {
+        sub: username.to_string(),
+        jti: crate::secrets::new_token(),
+        iat: now,
+        exp: now + state.config.session_ttl_secs,
+    };
+    let token = encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(jwt_secret(state)?.as_bytes()),
+    )
+    .map_err(ApiError::internal)?;
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
+        state.config.session_ttl_secs
+    );
+    Ok((token, cookie))
+}
+
+/// The Set-Cookie value that clears the session cookie.
+pub fn clear_cookie() -> String {
+    format!("{SESSION_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0")
+}
+
+/// The requesting client's address (after trusted-proxy handling).
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .ok_or_else(|| ApiError::internal("connection info missing"))?;
+        let xff = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        Ok(ClientIp(client_ip(
+            peer,
+            xff,
+            &state.config.trusted_proxies,
+        )))
+    }
+}
+
+/// An authenticated administrator: a session cookie or an API token.
+pub struct Admin {
+    pub username: String,
+    /// The session id when authenticated by cookie (for logout).
+    pub session: Option<Claims>,
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
+        if !state.config.admin_cidrs.is_empty()
+            && !state.config.admin_cidrs.iter().any(|c| c.contains(ip))
+        {
+            return Err(ApiError::Forbidden("Forbidden"));
+        }
+        if let Some(bearer) = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        {
+            // The lookup is by SHA-256 of the token, so timing reveals nothing usable.
+            let token = state
+                .store
+                .api_tokens
+                .get(&token_hash(bearer.trim()))?
+                .ok_or(ApiError::Unauthorized)?;
+            return Ok(Admin {
+                username: token.username,
+                session: None,
+            });
+        }
+        let cookie = parts
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| *k == SESSION_COOKIE)
+            .map(|(_, v)| v.to_string())
+            .ok_or(ApiError::Unauthorized)?;
+        let claims = decode::<Claims>(
+            &cookie,
+            &DecodingKey::from_secret(jwt_secret(state)?.as_bytes()),
+            &Validation::default(),
+        )
+        .map_err(|_| ApiError::Unauthorized)?
+        .claims;
+        if state.store.revoked_sessions.get(&claims.jti)?.is_some() {
+            return Err(ApiError::Unauthorized);
+        }
+        let admin = state
+            .store
+            .admins
+            .get(&claims.sub)?
+            .ok_or(ApiError::Unauthorized)?;
+        if claims.iat < admin.sessions_valid_after {
+            return Err(ApiError::Unauthorized);
+        }
+        Ok(Admin {
+            username: admin.username,
+            session: Some(claims),
+        })
+    }
+}

@@ -1,0 +1,19 @@
+//! How the control plane reaches the WireGuard hub: through the dataplane's command
+//! channel (implemented by the binary), never by sharing engine state.
+
+use std::future::Future;
+use std::pin::Pin;
+use watchgrid_core::{IpPrefix, PublicKey};
+
+pub type HubFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+pub trait Hub: Send + Sync + 'static {
+    /// The hub's WireGuard public key, base64.
+    fn public_key(&self) -> String;
+    /// Adds or replaces a peer; resolves once the dataplane has applied it.
+    fn set_peer(&self, key: PublicKey, allowed_ips: Vec<IpPrefix>) -> HubFuture;
+    /// Removes a peer (no error if it is absent).
+    fn remove_peer(&self, key: PublicKey) -> HubFuture;
+    /// Number of peers the hub has now, for the metrics.
+    fn peer_count(&self) -> usize;
+}

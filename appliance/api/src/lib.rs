@@ -1,0 +1,68 @@
+//! Watchgrid's HTTPS control plane (SPEC §4–§6): setup, admin sessions and API tokens,
+//! enrollment and device registration, devices, health and metrics.
+//!
+//! [`router`] builds the whole application from an [`AppState`]; the binary serves it
+//! over TLS, tests call it in-process. Handlers reach the WireGuard hub only through
+//! the [`hub::Hub`] trait (the dataplane's command channel).
+
+pub mod auth;
+pub mod error;
+pub mod hub;
+pub mod json;
+pub mod limits;
+pub mod metrics;
+mod middleware;
+pub mod routes;
+pub mod secrets;
+pub mod state;
+
+pub use state::{ApiConfig, AppState};
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+
+/// Request bodies larger than this are refused with 413 before any processing.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// The application: every route with its policies.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(routes::public::router())
+        .merge(routes::setup::router())
+        .merge(routes::session::router())
+        .merge(routes::enrollment::router())
+        .merge(routes::devices::router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::setup_gate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::cors,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::record_metrics,
+        ))
+        .layer(axum::middleware::from_fn(middleware::security_headers))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// The metrics exposition, refreshed from the hub and the store at each scrape.
+pub fn render_metrics(state: &AppState) -> String {
+    state
+        .metrics
+        .wireguard_peers
+        .set(state.hub.peer_count() as i64);
+    match state.store.size_on_disk() {
+        Ok(n) => {
+            state.metrics.db_size_bytes.set(n as i64);
+            state.metrics.db_up.set(1);
+        }
+        Err(_) => {
+            state.metrics.db_up.set(0);
+        }
+    }
+    state.metrics.render()
+}

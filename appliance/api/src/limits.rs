@@ -1,0 +1,131 @@
+//! Per-IP rate limits for login, 2FA and registration (SPEC §6): token buckets of
+//! 10/min with a burst of 10, keyed by limiter name and client address.
+
+use crate::error::ApiError;
+use governor::clock::{Clock, DefaultClock};
+use governor::{Quota, RateLimiter};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use watchgrid_core::IpPrefix;
+
+pub const LOGIN: &str = "login";
+pub const REGISTER: &str = "register";
+pub const SETUP: &str = "setup";
+
+type Keyed = RateLimiter<
+    (&'static str, IpAddr),
+    governor::state::keyed::HashMapStateStore<(&'static str, IpAddr)>,
+    DefaultClock,
+>;
+
+pub struct Limits {
+    limiter: Keyed,
+    clock: DefaultClock,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let ten = NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN);
+        let clock = DefaultClock::default();
+        Limits {
+            limiter: RateLimiter::hashmap_with_clock(
+                Quota::per_minute(ten).allow_burst(ten),
+                clock.clone(),
+            ),
+            clock,
+        }
+    }
+}
+
+impl Limits {
+    /// Takes one token for `ip` from the named limiter, or says when to retry.
+    pub fn check(&self, limiter: &'static str, ip: IpAddr) -> Result<(), ApiError> {
+        self.limiter.check_key(&(limiter, ip)).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            ApiError::TooManyRequests {
+                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            }
+        })
+    }
+
+    /// Forgets buckets that have refilled completely: for them a fresh bucket behaves
+    /// the same, so memory stays bounded without loosening any limit.
+    pub fn evict_idle(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.limiter.len()
+    }
+}
+
+/// The client address: the TCP peer, or, when that peer is a configured proxy, the
+/// right-most `X-Forwarded-For` entry that is not itself a trusted proxy. An untrusted
+/// client cannot choose its bucket by sending the header.
+pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpPrefix]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|p| p.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let Some(xff) = forwarded_for else {
+        return peer;
+    };
+    let mut client = peer;
+    for hop in xff.rsplit(',').map(str::trim) {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(ip) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+        let proxies: Vec<IpPrefix> = vec!["10.0.0.0/8".parse().expect("p")];
+        assert_eq!(
+            client_ip(ip("203.0.113.5"), Some("1.2.3.4"), &proxies),
+            ip("203.0.113.5")
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), Some("1.2.3.4"), &proxies),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), Some("9.9.9.9, 1.2.3.4, 10.0.0.3"), &proxies),
+            ip("1.2.3.4")
+        );
+        assert_eq!(client_ip(ip("10.0.0.2"), None, &proxies), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn ten_per_minute_burst_ten_then_retry_after() {
+        let l = Limits::default();
+        for _ in 0..10 {
+            l.check(LOGIN, ip("192.0.2.1")).expect("within burst");
+        }
+        match l.check(LOGIN, ip("192.0.2.1")) {
+            Err(ApiError::TooManyRequests { retry_after_secs }) => {
+                assert!((1..=6).contains(&retry_after_secs))
+            }
+            other => panic!("expected 429, got {other:?}"),
+        }
+        // Other limiters and other clients have their own buckets.
+        l.check(REGISTER, ip("192.0.2.1")).expect("other limiter");
+        l.check(LOGIN, ip("192.0.2.2")).expect("other client");
+    }
+}

@@ -1,0 +1,110 @@
+//! Prometheus series (names from the seed, SPEC §6), served on their own listener.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<Labels, Counter>,
+    pub http_duration: Histogram,
+    pub agent_heartbeats: Counter,
+    pub login_failures: Family<Labels, Counter>,
+    pub rate_limit_rejections: Family<Labels, Counter>,
+    pub wireguard_peers: Gauge,
+    pub db_size_bytes: Gauge,
+    pub db_up: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let http_requests = Family::<Labels, Counter>::default();
+        let http_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        let agent_heartbeats = Counter::default();
+        let login_failures = Family::<Labels, Counter>::default();
+        let rate_limit_rejections = Family::<Labels, Counter>::default();
+        let wireguard_peers = Gauge::default();
+        let db_size_bytes = Gauge::default();
+        let db_up = Gauge::default();
+        registry.register(
+            "watchgrid_http_requests",
+            "HTTP requests by route, method and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "watchgrid_http_request_duration_seconds",
+            "HTTP request latency",
+            http_duration.clone(),
+        );
+        registry.register(
+            "watchgrid_agent_heartbeats",
+            "Agent heartbeats received",
+            agent_heartbeats.clone(),
+        );
+        registry.register(
+            "watchgrid_login_failures",
+            "Failed admin logins by reason",
+            login_failures.clone(),
+        );
+        registry.register(
+            "watchgrid_rate_limit_rejections",
+            "Requests refused by a rate limiter",
+            rate_limit_rejections.clone(),
+        );
+        registry.register(
+            "watchgrid_wireguard_peers",
+            "Peers configured on the WireGuard hub",
+            wireguard_peers.clone(),
+        );
+        registry.register(
+            "watchgrid_db_size_bytes",
+            "Size of the embedded store on disk",
+            db_size_bytes.clone(),
+        );
+        registry.register(
+            "watchgrid_db_up",
+            "1 when the embedded store answers",
+            db_up.clone(),
+        );
+        Metrics {
+            registry,
+            http_requests,
+            http_duration,
+            agent_heartbeats,
+            login_failures,
+            rate_limit_rejections,
+            wireguard_peers,
+            db_size_bytes,
+            db_up,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn login_failure(&self, reason: &str) {
+        self.login_failures
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc();
+    }
+
+    pub fn rate_limited(&self, limiter: &str) {
+        self.rate_limit_rejections
+            .get_or_create(&vec![("limiter", limiter.to_string())])
+            .inc();
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "encoding metrics");
+        }
+        out
+    }
+}

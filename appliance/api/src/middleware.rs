@@ -1,0 +1,219 @@
+//! Request-wide policy: security headers, CORS (exactly as the seed), the setup gate,
+//! and request metrics.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Security headers on every response (SPEC §6).
+pub async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
+/// Paths agents, CLI clients and registries use: no browser Origin to check.
+fn cors_exempt(path: &str, headers: &HeaderMap) -> bool {
+    const EXEMPT: &[&str] = &[
+        "/api/register",
+        "/api/heartbeat",
+        "/api/commands/",
+        "/api/commandresult",
+        "/api/wg/",
+        "/api/logs/",
+        "/api/registry/",
+        "/v2/",
+        "/registry/",
+        "/downloads/",
+    ];
+    let websocket = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    // Entries ending in '/' cover a subtree; the others name one exact path.
+    websocket
+        || EXEMPT.iter().any(|p| match p.strip_suffix('/') {
+            Some(dir) => path == dir || path.starts_with(p),
+            None => path == *p,
+        })
+}
+
+/// Same-origin by Host, plus WATCHGRID_ALLOWED_ORIGINS; anything else is 403.
+fn origin_allowed(origin: &str, host: Option<&str>, extra: &[String]) -> bool {
+    let same_host = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .is_some_and(|rest| host.is_some_and(|h| rest.eq_ignore_ascii_case(h)));
+    same_host || extra.iter().any(|o| o.eq_ignore_ascii_case(origin))
+}
+
+pub async fn cors(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    if !path.starts_with("/api/") || cors_exempt(&path, req.headers()) {
+        return next.run(req).await;
+    }
+    let Some(origin) = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+    else {
+        // No Origin: not a cross-site browser request.
+        return next.run(req).await;
+    };
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
+    if !origin_allowed(&origin, host, &state.config.allowed_origins) {
+        return (StatusCode::FORBIDDEN, "Origin not allowed").into_response();
+    }
+    let preflight = req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut resp = if preflight {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("content-type, authorization"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        r
+    } else {
+        next.run(req).await
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&origin) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+    }
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+    h.append(header::VARY, HeaderValue::from_static("Origin"));
+    resp
+}
+
+/// Until setup completes only the wizard, /healthz and the CA download answer (SPEC §4).
+pub async fn setup_gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let always = path == "/healthz"
+        || path == "/api/setup"
+        || path == "/setup"
+        || path.starts_with("/downloads/");
+    if always {
+        return next.run(req).await;
+    }
+    match state.setup_done() {
+        Ok(true) => next.run(req).await,
+        Ok(false) => ApiError::SetupRequired.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Counts requests by matched route (never the raw path, which would explode labels).
+pub async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().to_string();
+    let start = std::time::Instant::now();
+    let resp = next.run(req).await;
+    state
+        .metrics
+        .http_duration
+        .observe(start.elapsed().as_secs_f64());
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&vec![
+            ("route", route),
+            ("method", method),
+            ("status", resp.status().as_u16().to_string()),
+        ])
+        .inc();
+    if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+        tracing::debug!("rate limited");
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_origin_is_by_host_and_extras_are_exact() {
+        let extra = vec!["https://staging.example.com".to_string()];
+        assert!(origin_allowed(
+            "https://vpn.example.com",
+            Some("vpn.example.com"),
+            &[]
+        ));
+        assert!(origin_allowed(
+            "https://vpn.example.com:8443",
+            Some("vpn.example.com:8443"),
+            &[]
+        ));
+        assert!(!origin_allowed(
+            "https://evil.example",
+            Some("vpn.example.com"),
+            &[]
+        ));
+        assert!(!origin_allowed(
+            "https://vpn.example.com.evil",
+            Some("vpn.example.com"),
+            &[]
+        ));
+        assert!(origin_allowed(
+            "https://staging.example.com",
+            Some("vpn.example.com"),
+            &extra
+        ));
+        assert!(!origin_allowed("null", Some("vpn.example.com"), &extra));
+    }
+
+    #[test]
+    fn agent_paths_are_exempt() {
+        let h = HeaderMap::new();
+        assert!(cors_exempt("/api/register", &h));
+        assert!(cors_exempt("/api/commands/", &h));
+        assert!(cors_exempt("/api/logs/ship", &h));
+        assert!(!cors_exempt("/api/devices", &h));
+        assert!(!cors_exempt("/api/registerx", &h));
+    }
+}

@@ -1,0 +1,192 @@
+//! Enrollment tokens and device registration (SPEC §5).
+
+use super::{audit, limit};
+use crate::auth::{Admin, ClientIp};
+use crate::error::ApiError;
+use crate::json::StrictJson;
+use crate::limits::REGISTER;
+use crate::secrets::{new_token, token_hash};
+use crate::state::{unix_now, AppState};
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::Deserialize;
+use watchgrid_core::{IpPrefix, PublicKey};
+use watchgrid_store::{Device, EnrollmentToken, Redemption, SETTINGS_KEY};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/enrollment-tokens", post(create).get(list))
+        .route("/api/register", post(register))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    name: Option<String>,
+    uses: Option<u32>,
+    expires_in_secs: Option<u64>,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    admin: Admin,
+    StrictJson(req): StrictJson<CreateRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = req.name.unwrap_or_default();
+    if name.len() > 100 {
+        return Err(ApiError::Invalid("name: at most 100 characters".into()));
+    }
+    let uses = req.uses.unwrap_or(1);
+    if uses == 0 || uses > 100_000 {
+        return Err(ApiError::Invalid("uses: 1 to 100000".into()));
+    }
+    let now = unix_now();
+    let expires_at = match req.expires_in_secs {
+        Some(0) => {
+            return Err(ApiError::Invalid(
+                "expires_in_secs: must be positive".into(),
+            ))
+        }
+        Some(s) => Some(now.saturating_add(s)),
+        None => None,
+    };
+    let token = new_token();
+    let hash = token_hash(&token);
+    state.store.enrollment_tokens.put(
+        &hash,
+        &EnrollmentToken {
+            token_hash: hash.clone(),
+            name: name.clone(),
+            uses_left: uses,
+            expires_at,
+            created_at: now,
+        },
+    )?;
+    audit(&state, &admin.username, "enrollment_token.create", &name)?;
+    Ok(Json(serde_json::json!({
+        "token": token, "name": name, "uses": uses, "expires_at": expires_at,
+    })))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tokens: Vec<_> = state
+        .store
+        .enrollment_tokens
+        .list()?
+        .into_iter()
+        .map(|t| {
+            serde_json::json!({
+                // A prefix of the hash identifies a token without revealing it.
+                "id": t.token_hash.get(..12).unwrap_or_default(),
+                "name": t.name, "uses_left": t.uses_left,
+                "expires_at": t.expires_at, "created_at": t.created_at,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "tokens": tokens })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterRequest {
+    token: String,
+    public_key: String,
+    hostname: String,
+}
+
+pub(crate) fn parse_public_key(s: &str) -> Result<PublicKey, ApiError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .map_err(|_| ApiError::Invalid("public_key: not base64".into()))?;
+    let key: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| ApiError::Invalid("public_key: must be 32 bytes".into()))?;
+    Ok(PublicKey(key))
+}
+
+fn validate_hostname(h: &str) -> Result<(), ApiError> {
+    let ok = (1..=63).contains(&h.len())
+        && h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(
+            "hostname: 1 to 63 letters, digits, '-' or '.'".into(),
+        ))
+    }
+}
+
+async fn register(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    StrictJson(req): StrictJson<RegisterRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    limit(&state, REGISTER, ip)?;
+    // Validate everything before redeeming, so bad input never burns a token.
+    let key = parse_public_key(&req.public_key)?;
+    validate_hostname(&req.hostname)?;
+    if state
+        .store
+        .devices
+        .list()?
+        .iter()
+        .any(|d| d.public_key == req.public_key.trim())
+    {
+        return Err(ApiError::Conflict(
+            "a device with this public key exists".into(),
+        ));
+    }
+    let settings = state
+        .store
+        .settings
+        .get(SETTINGS_KEY)?
+        .ok_or(ApiError::SetupRequired)?;
+    let now = unix_now();
+    match state
+        .store
+        .redeem_enrollment_token(&token_hash(&req.token), now)?
+    {
+        Redemption::Accepted(_) => {}
+        Redemption::Rejected => {
+            tracing::warn!(client = %ip, "registration with an invalid enrollment token");
+            return Err(ApiError::Unauthorized);
+        }
+    }
+    let agent_key = new_token();
+    let device = state.store.create_device(
+        Device {
+            id: format!("dev-{}", state.store.next_id()?),
+            name: req.hostname.clone(),
+            public_key: req.public_key.trim().to_string(),
+            address_v4: std::net::Ipv4Addr::UNSPECIFIED,
+            enabled: true,
+            created_at: now,
+            expires_at: None,
+            agent_key_hash: token_hash(&agent_key),
+        },
+        settings.vpn_subnet_v4,
+        settings.vpn_prefix_v4,
+    )?;
+    let host = IpPrefix::host(device.address_v4.into());
+    // The peer is live before we answer (SPEC §5).
+    if let Err(e) = state.hub.set_peer(key, vec![host]).await {
+        state.store.delete_device(&device.id)?;
+        return Err(ApiError::internal(format!("adding peer to the hub: {e}")));
+    }
+    audit(&state, "agent", "device.register", &device.id)?;
+    Ok(Json(serde_json::json!({
+        "device_id": device.id,
+        "agent_key": agent_key,
+        "address": format!("{}/{}", device.address_v4, settings.vpn_prefix_v4),
+        "hub_public_key": state.hub.public_key(),
+        "endpoint": settings.endpoint,
+        "allowed_ips": format!("{}/{}", settings.vpn_subnet_v4, settings.vpn_prefix_v4),
+        "persistent_keepalive": state.config.device_keepalive,
+    })))
+}

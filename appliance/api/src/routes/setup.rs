@@ -1,0 +1,168 @@
+//! First boot (SPEC §4): the setup token, `/api/setup`, and headless provisioning.
+
+use super::{audit, limit};
+use crate::auth::{hash_password, ClientIp};
+use crate::error::ApiError;
+use crate::json::StrictJson;
+use crate::limits::SETUP;
+use crate::secrets::ct_eq;
+use crate::state::{unix_now, AppState};
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use watchgrid_store::{AdminUser, Settings, Store, SETTINGS_KEY};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/setup", post(setup))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetupRequest {
+    pub setup_token: String,
+    pub admin_username: String,
+    pub admin_password: String,
+    /// `host:port` devices dial.
+    pub endpoint: String,
+}
+
+pub fn validate_username(u: &str) -> Result<(), ApiError> {
+    let ok = (1..=64).contains(&u.len())
+        && u.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(
+            "admin_username: 1 to 64 letters, digits, '.', '_' or '-'".into(),
+        ))
+    }
+}
+
+pub fn validate_password(p: &str) -> Result<(), ApiError> {
+    if p.chars().count() < 12 || p.len() > 1024 {
+        return Err(ApiError::Invalid(
+            "admin_password: at least 12 characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_endpoint(e: &str) -> Result<(), ApiError> {
+    let bad =
+        || ApiError::Invalid("endpoint: expected HOST:PORT, e.g. vpn.example.com:51820".into());
+    let (host, port) = e.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty()
+        || host.len() > 253
+        || !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c))
+        || port.parse::<u16>().map_or(true, |p| p == 0)
+    {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// Creates the admin and the settings; the settings record marks setup complete, so it
+/// is written last and only if absent (a second, concurrent setup gets 409).
+pub async fn provision(
+    store: &Store,
+    username: &str,
+    password: &str,
+    endpoint: &str,
+    jwt_secret: Option<&str>,
+    subnet: (std::net::Ipv4Addr, u8),
+) -> Result<(), ApiError> {
+    validate_username(username)?;
+    validate_password(password)?;
+    validate_endpoint(endpoint)?;
+    let now = unix_now();
+    let password_hash = hash_password(password.to_string()).await?;
+    let secret = match jwt_secret {
+        Some(s) => s.to_string(),
+        None => {
+            let mut b = [0u8; 32];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+            hex::encode(b)
+        }
+    };
+    store.admins.put(
+        username,
+        &AdminUser {
+            username: username.to_string(),
+            password_hash,
+            sessions_valid_after: 0,
+            created_at: now,
+        },
+    )?;
+    let created = store.settings.put_new(
+        SETTINGS_KEY,
+        &Settings {
+            endpoint: endpoint.to_string(),
+            vpn_subnet_v4: subnet.0,
+            vpn_prefix_v4: subnet.1,
+            jwt_secret: secret,
+            setup_completed_at: now,
+        },
+    )?;
+    if !created {
+        return Err(ApiError::Conflict(
+            "setup has already been completed".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn setup(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    StrictJson(req): StrictJson<SetupRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    limit(&state, SETUP, ip)?;
+    if state.setup_done()? {
+        return Err(ApiError::Conflict(
+            "setup has already been completed".into(),
+        ));
+    }
+    validate_username(&req.admin_username)?;
+    validate_password(&req.admin_password)?;
+    validate_endpoint(&req.endpoint)?;
+    // Claim the token: a concurrent second request with the same token finds none.
+    let token = {
+        let mut slot = state
+            .setup_token
+            .lock()
+            .map_err(|_| ApiError::internal("setup token lock poisoned"))?;
+        match slot.as_deref() {
+            Some(t) if ct_eq(t, &req.setup_token) => slot.take(),
+            _ => None,
+        }
+    };
+    let Some(token) = token else {
+        return Err(ApiError::Forbidden("invalid setup token"));
+    };
+    let subnet = (state.config.vpn_subnet, state.config.vpn_prefix);
+    let result = provision(
+        &state.store,
+        &req.admin_username,
+        &req.admin_password,
+        &req.endpoint,
+        state.config.jwt_secret.as_deref(),
+        subnet,
+    )
+    .await;
+    if let Err(e) = result {
+        // Nothing was completed: the token stays valid for the next attempt.
+        if let Ok(mut slot) = state.setup_token.lock() {
+            if !state.setup_done().unwrap_or(true) {
+                *slot = Some(token);
+            }
+        }
+        return Err(e);
+    }
+    audit(&state, &req.admin_username, "setup.complete", &req.endpoint)?;
+    Ok(Json(serde_json::json!({ "status": "ok" })))
+}

@@ -1,0 +1,104 @@
+//! The one `Clone` state every handler gets.
+
+use crate::hub::Hub;
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use watchgrid_core::IpPrefix;
+use watchgrid_store::Store;
+
+/// Settings from flags and environment (SPEC §2a, §3).
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Extra browser origins (WATCHGRID_ALLOWED_ORIGINS), e.g. `https://vpn.example.com`.
+    pub allowed_origins: Vec<String>,
+    /// Proxies whose X-Forwarded-For is believed.
+    pub trusted_proxies: Vec<IpPrefix>,
+    /// When non-empty, admin requests must come from these networks.
+    pub admin_cidrs: Vec<IpPrefix>,
+    /// JWT_SECRET, if the operator provides one (at least 32 characters).
+    pub jwt_secret: Option<String>,
+    /// The VPN's IPv4 subnet and the hub's address in it.
+    pub vpn_subnet: Ipv4Addr,
+    pub vpn_prefix: u8,
+    pub hub_address: Ipv4Addr,
+    /// Lifetime of admin sessions.
+    pub session_ttl_secs: u64,
+    /// Persistent keepalive handed to registering devices (they may sit behind NAT).
+    pub device_keepalive: u16,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            admin_cidrs: Vec::new(),
+            jwt_secret: None,
+            vpn_subnet: Ipv4Addr::new(10, 100, 0, 0),
+            vpn_prefix: 16,
+            hub_address: Ipv4Addr::new(10, 100, 0, 1),
+            session_ttl_secs: 12 * 3600,
+            device_keepalive: 25,
+        }
+    }
+}
+
+pub struct Inner {
+    pub store: Arc<Store>,
+    pub hub: Arc<dyn Hub>,
+    pub config: ApiConfig,
+    pub limits: Limits,
+    pub metrics: Metrics,
+    /// The one-time setup token; `None` once setup has completed.
+    pub setup_token: Mutex<Option<String>>,
+    /// PEM of the internal CA root, served at /downloads/ca.crt.
+    pub ca_cert_pem: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<Store>,
+        hub: Arc<dyn Hub>,
+        config: ApiConfig,
+        setup_token: Option<String>,
+        ca_cert_pem: Option<String>,
+    ) -> AppState {
+        AppState(Arc::new(Inner {
+            store,
+            hub,
+            config,
+            limits: Limits::default(),
+            metrics: Metrics::default(),
+            setup_token: Mutex::new(setup_token),
+            ca_cert_pem,
+        }))
+    }
+
+    pub fn setup_done(&self) -> Result<bool, crate::error::ApiError> {
+        Ok(self
+            .store
+            .settings
+            .get(watchgrid_store::SETTINGS_KEY)?
+            .is_some())
+    }
+}
+
+/// Seconds since the UNIX epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

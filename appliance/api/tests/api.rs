@@ -1,0 +1,574 @@
+//! The control plane in-process: router + oneshot, a recording fake hub.
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, Mutex};
+use tower::ServiceExt;
+use watchgrid_api::hub::{Hub, HubFuture};
+use watchgrid_api::{router, ApiConfig, AppState};
+use watchgrid_core::{IpPrefix, PublicKey};
+use watchgrid_store::Store;
+
+#[derive(Default)]
+struct FakeHub {
+    peers: Mutex<Vec<(PublicKey, Vec<IpPrefix>)>>,
+}
+
+impl Hub for FakeHub {
+    fn public_key(&self) -> String {
+        "HUBKEYHUBKEYHUBKEYHUBKEYHUBKEYHUBKEYHUBKEY=".into()
+    }
+    fn set_peer(&self, key: PublicKey, allowed: Vec<IpPrefix>) -> HubFuture {
+        if let Ok(mut p) = self.peers.lock() {
+            p.retain(|(k, _)| *k != key);
+            p.push((key, allowed));
+        }
+        Box::pin(async { Ok(()) })
+    }
+    fn remove_peer(&self, key: PublicKey) -> HubFuture {
+        if let Ok(mut p) = self.peers.lock() {
+            p.retain(|(k, _)| *k != key);
+        }
+        Box::pin(async { Ok(()) })
+    }
+    fn peer_count(&self) -> usize {
+        self.peers.lock().map(|p| p.len()).unwrap_or(0)
+    }
+}
+
+const TOKEN: &str = "setup-token-for-tests";
+const PASSWORD: &str = "correct horse battery";
+
+struct App {
+    router: Router,
+    hub: Arc<FakeHub>,
+    state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+fn app_with(config: ApiConfig) -> App {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let store = Arc::new(Store::open(dir.path()).expect("store"));
+    let hub = Arc::new(FakeHub::default());
+    let state = AppState::new(
+        store,
+        hub.clone(),
+        config,
+        Some(TOKEN.into()),
+        Some("PEM".into()),
+    );
+    App {
+        router: router(state.clone()),
+        hub,
+        state,
+        _dir: dir,
+    }
+}
+
+fn app() -> App {
+    app_with(ApiConfig::default())
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    json: serde_json::Value,
+    text: String,
+}
+
+impl App {
+    async fn call(&self, req: Request<Body>) -> Resp {
+        self.call_from("192.0.2.10:40000", req).await
+    }
+
+    async fn call_from(&self, peer: &str, mut req: Request<Body>) -> Resp {
+        let addr: SocketAddr = peer.parse().expect("peer addr");
+        req.extensions_mut().insert(ConnectInfo(addr));
+        let resp = self.router.clone().oneshot(req).await.expect("infallible");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        Resp {
+            status,
+            headers,
+            json: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+            text,
+        }
+    }
+
+    async fn setup(&self) {
+        let r = self.call(post("/api/setup", &setup_body(TOKEN))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+
+    /// Setup, then an API token for admin calls.
+    async fn admin_token(&self) -> String {
+        self.setup().await;
+        let cookie = self.login_cookie().await;
+        let r = self
+            .call(with(
+                post("/api/tokens", &serde_json::json!({"name": "ci"})),
+                header::COOKIE,
+                &cookie,
+            ))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        r.json["token"].as_str().expect("token").to_string()
+    }
+
+    async fn login_cookie(&self) -> String {
+        let r = self
+            .call(post("/api/auth/login", &login_body(PASSWORD)))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let set = r
+            .headers
+            .get(header::SET_COOKIE)
+            .expect("cookie")
+            .to_str()
+            .expect("ascii");
+        set.split(';').next().expect("pair").to_string()
+    }
+}
+
+fn setup_body(token: &str) -> serde_json::Value {
+    serde_json::json!({
+        "setup_token": token, "admin_username": "admin",
+        "admin_password": PASSWORD, "endpoint": "vpn.example.com:51820",
+    })
+}
+
+fn login_body(password: &str) -> serde_json::Value {
+    serde_json::json!({ "username": "admin", "password": password })
+}
+
+fn post(path: &str, body: &serde_json::Value) -> Request<Body> {
+    Request::post(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::HOST, "vpn.example.com")
+        .body(Body::from(body.to_string()))
+        .expect("request")
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path)
+        .header(header::HOST, "vpn.example.com")
+        .body(Body::empty())
+        .expect("request")
+}
+
+fn with(mut req: Request<Body>, name: header::HeaderName, value: &str) -> Request<Body> {
+    req.headers_mut()
+        .insert(name, value.parse().expect("header value"));
+    req
+}
+
+fn bearer(req: Request<Body>, token: &str) -> Request<Body> {
+    with(req, header::AUTHORIZATION, &format!("Bearer {token}"))
+}
+
+fn wg_key(i: u8) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode([i; 32])
+}
+
+#[tokio::test]
+async fn setup_requires_the_token_and_happens_once() {
+    let a = app();
+    // Before setup only the wizard endpoints and /healthz answer.
+    assert_eq!(
+        a.call(get("/api/devices")).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(a.call(get("/healthz")).await.json["setup_complete"], false);
+    let wrong = a.call(post("/api/setup", &setup_body("wrong"))).await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    a.setup().await;
+    let again = a.call(post("/api/setup", &setup_body(TOKEN))).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(a.call(get("/healthz")).await.json["setup_complete"], true);
+    // The token died with setup.
+    assert!(a.state.setup_token.lock().expect("lock").is_none());
+}
+
+#[tokio::test]
+async fn malformed_setup_changes_nothing_and_keeps_the_token() {
+    let a = app();
+    let mut weak = setup_body(TOKEN);
+    weak["admin_password"] = "short".into();
+    assert_eq!(
+        a.call(post("/api/setup", &weak)).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let mut extra = setup_body(TOKEN);
+    extra["is_superuser"] = true.into();
+    assert_eq!(
+        a.call(post("/api/setup", &extra)).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let bad_json = Request::post("/api/setup")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{not json"))
+        .expect("req");
+    assert_eq!(
+        a.call(bad_json).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(a.call(get("/healthz")).await.json["setup_complete"], false);
+    a.setup().await;
+}
+
+#[tokio::test]
+async fn session_cookie_is_hardened_and_revocable() {
+    let a = app();
+    a.setup().await;
+    let r = a.call(post("/api/auth/login", &login_body(PASSWORD))).await;
+    let set = r
+        .headers
+        .get(header::SET_COOKIE)
+        .expect("cookie")
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    for attr in ["HttpOnly", "Secure", "SameSite=Strict"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    let cookie = set.split(';').next().expect("pair").to_string();
+    assert_eq!(
+        a.call(with(get("/api/auth/me"), header::COOKIE, &cookie))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let out = a
+        .call(with(
+            post("/api/auth/logout", &serde_json::json!({})),
+            header::COOKIE,
+            &cookie,
+        ))
+        .await;
+    assert_eq!(out.status, StatusCode::OK);
+    // The same cookie, replayed after logout, is refused.
+    assert_eq!(
+        a.call(with(get("/api/auth/me"), header::COOKIE, &cookie))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    // A forged cookie is refused too.
+    let forged = "watchgrid_session=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZG1pbiJ9.AAAA";
+    assert_eq!(
+        a.call(with(get("/api/auth/me"), header::COOKIE, forged))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn wrong_password_is_401_and_brute_force_gets_429_with_retry_after() {
+    let a = app();
+    a.setup().await;
+    for _ in 0..10 {
+        let r = a
+            .call(post("/api/auth/login", &login_body("wrong password!")))
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(r.json["error"], "unauthorized");
+    }
+    let r = a.call(post("/api/auth/login", &login_body(PASSWORD))).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = r.headers[header::RETRY_AFTER]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("secs");
+    assert!(retry >= 1);
+    let metrics = watchgrid_api::render_metrics(&a.state);
+    assert!(
+        metrics.contains("watchgrid_login_failures_total{reason=\"bad_credentials\"} 10"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("watchgrid_rate_limit_rejections_total{limiter=\"login\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn rotating_forwarded_for_from_an_untrusted_client_is_still_limited() {
+    let a = app();
+    a.setup().await;
+    let mut limited = 0;
+    for i in 0..15 {
+        let req = with(
+            post("/api/auth/login", &login_body("nope nope nope")),
+            "x-forwarded-for".parse().expect("h"),
+            &format!("198.51.100.{i}"),
+        );
+        if a.call(req).await.status == StatusCode::TOO_MANY_REQUESTS {
+            limited += 1;
+        }
+    }
+    assert_eq!(limited, 5);
+}
+
+#[tokio::test]
+async fn forwarded_for_is_believed_from_a_trusted_proxy() {
+    let a = app_with(ApiConfig {
+        trusted_proxies: vec!["192.0.2.0/24".parse().expect("p")],
+        ..ApiConfig::default()
+    });
+    a.setup().await;
+    for i in 0..15 {
+        let req = with(
+            post("/api/auth/login", &login_body("nope nope nope")),
+            "x-forwarded-for".parse().expect("h"),
+            &format!("198.51.100.{i}"),
+        );
+        assert_eq!(
+            a.call(req).await.status,
+            StatusCode::UNAUTHORIZED,
+            "client {i} has its own bucket"
+        );
+    }
+}
+
+#[tokio::test]
+async fn foreign_origin_is_403_but_agent_endpoints_are_exempt() {
+    let a = app();
+    let token = a.admin_token().await;
+    let evil = |req| with(req, header::ORIGIN, "https://evil.example");
+    let r = a.call(evil(bearer(get("/api/devices"), &token))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.text, "Origin not allowed");
+    let same = a
+        .call(with(
+            bearer(get("/api/devices"), &token),
+            header::ORIGIN,
+            "https://vpn.example.com",
+        ))
+        .await;
+    assert_eq!(same.status, StatusCode::OK);
+    assert_eq!(
+        same.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://vpn.example.com"
+    );
+    // /api/register is agent-facing: a bad token is 401, never a CORS 403.
+    let body = serde_json::json!({"token": "x", "public_key": wg_key(1), "hostname": "h"});
+    assert_eq!(
+        a.call(evil(post("/api/register", &body))).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let pre = Request::options("/api/devices")
+        .header(header::HOST, "vpn.example.com")
+        .header(header::ORIGIN, "https://vpn.example.com")
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .body(Body::empty())
+        .expect("req");
+    let r = a.call(pre).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(r.headers[header::ACCESS_CONTROL_MAX_AGE], "600");
+}
+
+#[tokio::test]
+async fn security_headers_and_body_limit() {
+    let a = app();
+    let r = a.call(get("/healthz")).await;
+    let csp = r.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .expect("ascii");
+    assert!(csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"));
+    assert!(r.headers.contains_key(header::STRICT_TRANSPORT_SECURITY));
+    assert_eq!(r.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert!(r.headers.contains_key(header::REFERRER_POLICY));
+    let mut big = setup_body(TOKEN);
+    big["endpoint"] = "x".repeat(watchgrid_api::BODY_LIMIT + 1).into();
+    assert_eq!(
+        a.call(post("/api/setup", &big)).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    assert_eq!(a.call(get("/healthz")).await.json["setup_complete"], false);
+}
+
+#[tokio::test]
+async fn register_makes_the_peer_live_and_one_use_tokens_work_once_under_concurrency() {
+    let a = app();
+    let admin = a.admin_token().await;
+    let r = a
+        .call(bearer(
+            post(
+                "/api/enrollment-tokens",
+                &serde_json::json!({"name": "lab", "uses": 1}),
+            ),
+            &admin,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let token = r.json["token"].as_str().expect("token").to_string();
+    let mut tasks = Vec::new();
+    for i in 0..100u8 {
+        let router = a.router.clone();
+        let body = serde_json::json!({"token": token, "public_key": wg_key(i), "hostname": format!("h{i}")});
+        tasks.push(tokio::spawn(async move {
+            let mut req = post("/api/register", &body);
+            // Distinct clients, so the per-IP limit is not what stops them.
+            let addr: SocketAddr = format!("10.9.{}.{}:5000", i / 200, i % 200 + 1)
+                .parse()
+                .expect("addr");
+            req.extensions_mut().insert(ConnectInfo(addr));
+            router.oneshot(req).await.expect("infallible").status()
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            StatusCode::OK => ok += 1,
+            StatusCode::UNAUTHORIZED => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(ok, 1);
+    assert_eq!(a.hub.peer_count(), 1, "exactly one peer reached the hub");
+}
+
+#[tokio::test]
+async fn registration_response_and_device_lifecycle_reach_the_hub() {
+    let a = app();
+    let admin = a.admin_token().await;
+    let r = a
+        .call(bearer(
+            post("/api/enrollment-tokens", &serde_json::json!({"uses": 2})),
+            &admin,
+        ))
+        .await;
+    let token = r.json["token"].as_str().expect("token").to_string();
+    // Bad input does not burn the token.
+    let bad = serde_json::json!({"token": token, "public_key": "not-a-key", "hostname": "h"});
+    assert_eq!(
+        a.call(post("/api/register", &bad)).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let body = serde_json::json!({"token": token, "public_key": wg_key(7), "hostname": "laptop"});
+    let r = a.call(post("/api/register", &body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["address"], "10.100.0.2/16");
+    assert_eq!(r.json["allowed_ips"], "10.100.0.0/16");
+    assert_eq!(r.json["endpoint"], "vpn.example.com:51820");
+    assert_eq!(r.json["persistent_keepalive"], 25);
+    assert_eq!(r.json["agent_key"].as_str().map(str::len), Some(43));
+    let id = r.json["device_id"].as_str().expect("id").to_string();
+    assert_eq!(a.hub.peer_count(), 1);
+    let peers = a.hub.peers.lock().expect("lock").clone();
+    assert_eq!(
+        peers[0].1,
+        vec!["10.100.0.2/32".parse::<IpPrefix>().expect("p")]
+    );
+
+    let dis = a
+        .call(bearer(
+            post(
+                &format!("/api/devices/{id}/disable"),
+                &serde_json::json!({}),
+            ),
+            &admin,
+        ))
+        .await;
+    assert_eq!(dis.status, StatusCode::OK);
+    assert_eq!(a.hub.peer_count(), 0);
+    let en = a
+        .call(bearer(
+            post(&format!("/api/devices/{id}/enable"), &serde_json::json!({})),
+            &admin,
+        ))
+        .await;
+    assert_eq!(en.status, StatusCode::OK);
+    assert_eq!(a.hub.peer_count(), 1);
+    let del = Request::delete(format!("/api/devices/{id}"))
+        .header(header::HOST, "vpn.example.com")
+        .body(Body::empty())
+        .expect("req");
+    assert_eq!(a.call(bearer(del, &admin)).await.status, StatusCode::OK);
+    assert_eq!(a.hub.peer_count(), 0);
+    // Every admin action is in the audit log.
+    let actions: Vec<String> = a
+        .state
+        .store
+        .audit
+        .list()
+        .expect("audit")
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    for act in [
+        "setup.complete",
+        "enrollment_token.create",
+        "device.register",
+        "device.disable",
+        "device.enable",
+        "device.delete",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == act),
+            "{act} missing from {actions:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn admin_fence_blocks_other_networks_even_with_a_valid_token() {
+    let a = app_with(ApiConfig {
+        admin_cidrs: vec!["192.0.2.0/24".parse().expect("p")],
+        ..ApiConfig::default()
+    });
+    let token = a.admin_token().await;
+    assert_eq!(
+        a.call(bearer(get("/api/devices"), &token)).await.status,
+        StatusCode::OK
+    );
+    let outside = a
+        .call_from("203.0.113.7:1", bearer(get("/api/devices"), &token))
+        .await;
+    assert_eq!(outside.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn passwords_are_argon2id_with_the_spec_floor() {
+    let a = app();
+    a.setup().await;
+    let admin = a
+        .state
+        .store
+        .admins
+        .get("admin")
+        .expect("get")
+        .expect("admin");
+    assert!(
+        admin
+            .password_hash
+            .starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{}",
+        admin.password_hash
+    );
+    assert!(!admin.password_hash.contains(PASSWORD));
+}
+
+#[tokio::test]
+async fn stored_tokens_are_hashes_not_the_tokens() {
+    let a = app();
+    let admin = a.admin_token().await;
+    let stored = a.state.store.api_tokens.list().expect("list");
+    assert_eq!(stored.len(), 1);
+    assert_ne!(stored[0].token_hash, admin);
+    assert_eq!(
+        stored[0].token_hash,
+        watchgrid_api::secrets::token_hash(&admin)
+    );
+}
