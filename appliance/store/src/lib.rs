@@ -139,10 +139,11 @@ impl Store {
 }
 
 /// Opens sled. Our `lock` file already excludes other processes, so a busy sled lock
-/// can only belong to a handle of this process that is still closing on sled's IO
-/// threads (a store dropped and reopened, as `admin` commands do): wait for it, briefly.
+/// can only belong to a handle of this process that sled's IO threads are still
+/// closing (a store dropped and reopened in one process); wait for it. Under heavy IO
+/// load the release has been seen to take seconds, hence the generous bound.
 fn open_sled(path: &Path) -> Result<sled::Db> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         // Every write flushes itself, so sled's periodic flusher thread is not needed.
         match sled::Config::new().path(path).flush_every_ms(None).open() {

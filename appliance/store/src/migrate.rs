@@ -84,3 +84,40 @@ pub(crate) fn run(db: &sled::Db, migrations: &[Migration]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(_: &sled::Db) -> std::result::Result<(), String> {
+        Ok(())
+    }
+
+    #[test]
+    fn data_from_a_newer_build_is_refused() {
+        let db = sled::Config::new().temporary(true).open().expect("db");
+        let newer = [
+            Migration {
+                version: 1,
+                name: "one",
+                run: ok,
+            },
+            Migration {
+                version: 2,
+                name: "two",
+                run: ok,
+            },
+        ];
+        run(&db, &newer).expect("migrate");
+        assert_eq!(version(&db).expect("v"), 2);
+        match run(&db, &newer[..1]) {
+            Err(StoreError::NewerSchema {
+                found: 2,
+                supported: 1,
+            }) => {}
+            other => panic!("expected NewerSchema, got {other:?}"),
+        }
+        // Running the same list again is a no-op.
+        run(&db, &newer).expect("idempotent");
+    }
+}

@@ -14,6 +14,8 @@ use anyhow::Context;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tun_rs::AsyncDevice;
@@ -79,6 +81,8 @@ pub struct Dataplane {
     tun: AsyncDevice,
     sockets: Sockets,
     batch: Batch,
+    /// Peer count for readers outside this task (metrics, health).
+    peer_gauge: Arc<AtomicUsize>,
 }
 
 impl Dataplane {
@@ -91,7 +95,12 @@ impl Dataplane {
             tun,
             sockets,
             batch: Batch::default(),
+            peer_gauge: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    pub fn peer_gauge(&self) -> Arc<AtomicUsize> {
+        self.peer_gauge.clone()
     }
 
     pub fn listen_port(&self) -> u16 {
@@ -170,6 +179,8 @@ impl Dataplane {
         if !self.has_key {
             self.batch.clear();
         }
+        self.peer_gauge
+            .store(self.engine.peer_count(), Ordering::Relaxed);
         Ok(())
     }
 

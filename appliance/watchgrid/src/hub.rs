@@ -1,32 +1,50 @@
-//! `watchgrid serve`: the appliance daemon. For now it runs the WireGuard hub: the
-//! engine on a TUN device with the hub's addresses, its peers from the data dir, and
-//! the UAPI socket so `wg show` works on the appliance.
+//! `watchgrid serve`: the appliance daemon. The WireGuard hub (the engine on a TUN
+//! device with the hub's addresses, its UAPI socket so `wg show` works) plus the HTTPS
+//! control plane, which reaches the hub through the dataplane's command channel.
+//! The hub is rebuilt from the store (enrolled devices) and `peers.conf` at start.
 
 use crate::dataplane::{Command, Dataplane};
-use crate::uapi::protocol::SetRequest;
+use crate::hub_control::DataplaneHub;
+use crate::uapi::protocol::{PeerChange, SetRequest};
 use crate::uapi::server::UapiSocket;
 use crate::wgconf;
 use anyhow::{bail, Context};
 use std::fs;
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use watchgrid_core::{IpPrefix, Secret};
+use watchgrid_api::{ApiConfig, AppState};
+use watchgrid_core::{IpPrefix, PeerUpdate, PublicKey, Secret};
+use watchgrid_store::Store;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
-    /// Data directory (mode 0700): hub key and peer list.
+    /// Data directory (mode 0700): store, keys, certificates.
     #[arg(long, env = "WATCHGRID_DATA_DIR", default_value = "/var/lib/watchgrid")]
     data_dir: PathBuf,
+    /// Runtime directory; the setup token is written here until setup completes.
+    #[arg(long, env = "WATCHGRID_RUNTIME_DIR", default_value = "/run/watchgrid")]
+    runtime_dir: PathBuf,
+    /// HTTPS listener for the API, the wizard and the dashboard.
+    #[arg(long, env = "WATCHGRID_HTTPS_LISTEN", default_value = "[::]:443")]
+    https_listen: SocketAddr,
+    /// HTTP listener that redirects to HTTPS, or `off`.
+    #[arg(long, env = "WATCHGRID_HTTP_LISTEN", default_value = "[::]:80")]
+    http_listen: String,
+    /// Metrics listeners (comma separated). Default: 127.0.0.1:9100 and the hub's VPN address.
+    #[arg(long, env = "WATCHGRID_METRICS_LISTEN", value_delimiter = ',')]
+    metrics_listen: Vec<SocketAddr>,
     /// WireGuard interface name.
     #[arg(long, env = "WATCHGRID_WG_INTERFACE", default_value = "wg0")]
     wg_interface: String,
     /// WireGuard UDP port.
     #[arg(long, env = "WATCHGRID_WG_PORT", default_value_t = 51820)]
     wg_port: u16,
-    /// Hub addresses on the VPN, comma separated.
+    /// Hub addresses on the VPN, comma separated; the first IPv4 one sets the VPN subnet.
     #[arg(
         long,
         env = "WATCHGRID_HUB_ADDRESS",
@@ -40,12 +58,63 @@ pub struct ServeArgs {
     /// MTU of the WireGuard interface.
     #[arg(long, env = "WATCHGRID_WG_MTU", default_value_t = 1420)]
     wg_mtu: u16,
+    /// Names and addresses the TLS certificate covers (comma separated).
+    /// Default: localhost, 127.0.0.1, ::1, the hub address and FRONTEND_HOST if set.
+    #[arg(long, env = "WATCHGRID_TLS_NAMES", value_delimiter = ',')]
+    tls_names: Vec<String>,
+    /// Extra browser origins allowed by CORS (comma separated).
+    #[arg(long, env = "WATCHGRID_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Vec<String>,
+    /// Reverse proxies whose X-Forwarded-For is trusted (CIDRs, comma separated).
+    #[arg(long, env = "WATCHGRID_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<String>,
+    /// When set, admin requests are only accepted from these CIDRs (comma separated).
+    #[arg(long, env = "WATCHGRID_ADMIN_CIDRS", value_delimiter = ',')]
+    admin_cidrs: Vec<String>,
 }
 
 /// The hub's private key, generated on first start.
 const KEY_FILE: &str = "wg-private.key";
-/// Peers in wg(8) setconf format ([Peer] sections).
+/// Static peers in wg(8) setconf format ([Peer] sections), besides enrolled devices.
 const PEERS_FILE: &str = "peers.conf";
+
+/// Headless provisioning from the environment (SPEC §3).
+struct Provisioning {
+    admin_username: String,
+    admin_password: Option<String>,
+    endpoint: Option<String>,
+    jwt_secret: Option<String>,
+    frontend_host: Option<String>,
+}
+
+impl Provisioning {
+    fn from_env() -> anyhow::Result<Provisioning> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let jwt_secret = var("JWT_SECRET");
+        if jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            bail!("JWT_SECRET must be at least 32 characters (try: openssl rand -hex 32)");
+        }
+        Ok(Provisioning {
+            admin_username: var("ADMIN_USERNAME").unwrap_or_else(|| "admin".into()),
+            admin_password: var("ADMIN_PASSWORD"),
+            endpoint: var("WG_SERVER_ENDPOINT"),
+            jwt_secret,
+            frontend_host: var("FRONTEND_HOST"),
+        })
+    }
+}
+
+fn parse_cidrs(what: &str, items: &[String]) -> anyhow::Result<Vec<IpPrefix>> {
+    items
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim()
+                .parse::<IpPrefix>()
+                .with_context(|| format!("{what}: {s:?}"))
+        })
+        .collect()
+}
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     crate::init_logging();
@@ -56,41 +125,249 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             args.firewall
         );
     }
+    let provisioning = Provisioning::from_env()?;
     let addresses = args
         .hub_address
         .iter()
         .map(|s| s.parse::<HostAddress>().map(|h| (h.0, h.1)))
         .collect::<anyhow::Result<Vec<(IpAddr, u8)>>>()
         .context("--hub-address")?;
-    prepare_data_dir(&args.data_dir)?;
-    let key = load_or_create_key(&args.data_dir.join(KEY_FILE))?;
-    let mut config = read_peers(&args.data_dir.join(PEERS_FILE))?;
-    config.private_key = Some(Some(key.clone()));
-    config.listen_port = None;
+    let (hub_v4, hub_prefix) = addresses
+        .iter()
+        .find_map(|(a, l)| match a {
+            IpAddr::V4(v4) => Some((*v4, *l)),
+            IpAddr::V6(_) => None,
+        })
+        .context("--hub-address needs an IPv4 address (e.g. 10.100.0.1/16)")?;
+    let http_listen: Option<SocketAddr> = match args.http_listen.as_str() {
+        "off" => None,
+        s => Some(s.parse().with_context(|| format!("--http-listen {s:?}"))?),
+    };
+    let mut metrics_listen = args.metrics_listen.clone();
+    if metrics_listen.is_empty() {
+        metrics_listen = vec![
+            SocketAddr::from(([127, 0, 0, 1], 9100)),
+            SocketAddr::from((hub_v4, 9100)),
+        ];
+    }
+    let config = ApiConfig {
+        allowed_origins: args
+            .allowed_origins
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect(),
+        trusted_proxies: parse_cidrs("--trusted-proxies", &args.trusted_proxies)?,
+        admin_cidrs: parse_cidrs("--admin-cidrs", &args.admin_cidrs)?,
+        jwt_secret: provisioning.jwt_secret.clone(),
+        vpn_subnet: hub_v4,
+        vpn_prefix: hub_prefix,
+        hub_address: hub_v4,
+        ..ApiConfig::default()
+    };
+    let mut tls_names = args
+        .tls_names
+        .iter()
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .collect::<Vec<_>>();
+    if tls_names.is_empty() {
+        tls_names = vec![
+            "localhost".into(),
+            "127.0.0.1".into(),
+            "::1".into(),
+            hub_v4.to_string(),
+        ];
+        if let Some(h) = &provisioning.frontend_host {
+            tls_names.insert(0, h.clone());
+        }
+    }
 
-    let rt = crate::runtime()?;
-    rt.block_on(async {
+    prepare_data_dir(&args.data_dir)?;
+    let store = Arc::new(Store::open(&args.data_dir).context("opening the store")?);
+    let key = load_or_create_key(&args.data_dir.join(KEY_FILE))?;
+    let hub_public = wgconf::encode_key(&key.public_key().0);
+    let mut wg_config = read_peers(&args.data_dir.join(PEERS_FILE))?;
+    wg_config.private_key = Some(Some(key.clone()));
+    wg_config.listen_port = None;
+    wg_config.peers.extend(device_peers(&store)?);
+    let tls = crate::tls::internal_ca(&args.data_dir, &tls_names).context("setting up TLS")?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
         let tun = crate::device::open_tun(&args.wg_interface, args.wg_mtu, Some(&addresses))?;
         let mut dataplane = Dataplane::new(tun, args.wg_port)?;
-        let peers = config.peers.len();
+        let peers = wg_config.peers.len();
         dataplane
-            .apply(config)
-            .map_err(|e| anyhow::anyhow!("applying {PEERS_FILE}: {}", e.message))?;
+            .apply(wg_config)
+            .map_err(|e| anyhow::anyhow!("configuring the hub's peers: {}", e.message))?;
         let socket = UapiSocket::bind(&args.wg_interface)?;
+        let (tx, rx) = mpsc::channel::<Command>(64);
+        let hub = Arc::new(DataplaneHub {
+            commands: tx.clone(),
+            public_key: hub_public.clone(),
+            peers: dataplane.peer_gauge(),
+        });
+
+        let setup_token = first_boot(&store, &provisioning, &args.runtime_dir, &config).await?;
+        let state = AppState::new(store.clone(), hub, config, setup_token.clone(), Some(tls.ca_pem.clone()));
+        let app = watchgrid_api::router(state.clone());
+
+        let https = TcpListener::bind(args.https_listen)
+            .await
+            .with_context(|| format!("binding HTTPS on {} (needs CAP_NET_BIND_SERVICE below 1024; see --https-listen)", args.https_listen))?;
+        tokio::spawn(crate::control::serve_https(https, tls.config.clone(), app));
+        if let Some(addr) = http_listen {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding HTTP on {addr} (see --http-listen, or pass off)"))?;
+            tokio::spawn(crate::control::serve_plain(l, crate::control::redirect_router(args.https_listen.port())));
+        }
+        for addr in &metrics_listen {
+            match TcpListener::bind(addr).await {
+                Ok(l) => {
+                    tokio::spawn(crate::control::serve_plain(l, crate::control::metrics_router(state.clone())));
+                }
+                Err(e) => tracing::warn!(address = %addr, error = %e, "metrics listener not available"),
+            }
+        }
+        // Idle rate-limit buckets: swept every 5 minutes (SPEC §6).
+        let sweeper = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(300));
+            loop {
+                every.tick().await;
+                sweeper.limits.evict_idle();
+            }
+        });
+        let uapi = tokio::spawn(socket.serve(tx));
+
         tracing::info!(
             interface = %args.wg_interface,
             port = dataplane.listen_port(),
-            public_key = %wgconf::encode_key(&key.public_key().0),
+            public_key = %hub_public,
             peers,
             "WireGuard hub ready"
         );
-        let (tx, rx) = mpsc::channel::<Command>(16);
-        let uapi = tokio::spawn(socket.serve(tx));
+        print_banner(&args, &tls, setup_token.as_deref(), &tls_names);
         let result = dataplane.run(rx, crate::shutdown_signal()).await;
         uapi.abort();
         let _ = uapi.await;
         result
     })
+}
+
+/// Enabled, unexpired devices from the store become hub peers at start.
+fn device_peers(store: &Store) -> anyhow::Result<Vec<PeerChange>> {
+    let now = watchgrid_api::state::unix_now();
+    let mut out = Vec::new();
+    for d in store.devices.list().context("reading devices")? {
+        if !d.enabled || d.expires_at.is_some_and(|e| now >= e) {
+            continue;
+        }
+        let key = wgconf::decode_key(&d.public_key).with_context(|| format!("device {}", d.id))?;
+        out.push(PeerChange {
+            public_key: PublicKey(key),
+            remove: false,
+            update_only: false,
+            update: PeerUpdate {
+                replace_allowed_ips: true,
+                allowed_ips: vec![IpPrefix::host(d.address_v4.into())],
+                ..PeerUpdate::default()
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// Completes setup from the environment, or creates the setup token for the wizard.
+async fn first_boot(
+    store: &Store,
+    p: &Provisioning,
+    runtime_dir: &Path,
+    config: &ApiConfig,
+) -> anyhow::Result<Option<String>> {
+    let token_path = runtime_dir.join("setup-token");
+    if store.settings.get(watchgrid_store::SETTINGS_KEY)?.is_some() {
+        let _ = fs::remove_file(&token_path);
+        return Ok(None);
+    }
+    if let Some(password) = &p.admin_password {
+        let endpoint = p.endpoint.as_deref().context(
+            "ADMIN_PASSWORD is set, so WG_SERVER_ENDPOINT (HOST:PORT devices dial) must be set too",
+        )?;
+        watchgrid_api::routes::setup::provision(
+            store,
+            &p.admin_username,
+            password,
+            endpoint,
+            p.jwt_secret.as_deref(),
+            (config.vpn_subnet, config.vpn_prefix),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("headless setup from ADMIN_PASSWORD: {e}"))?;
+        tracing::info!(admin = %p.admin_username, "setup completed from the environment");
+        return Ok(None);
+    }
+    let token = watchgrid_api::secrets::new_token();
+    fs::create_dir_all(runtime_dir)
+        .with_context(|| format!("creating {}", runtime_dir.display()))?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&token_path)
+        .with_context(|| format!("creating {}", token_path.display()))?;
+    writeln!(f, "{token}").with_context(|| format!("writing {}", token_path.display()))?;
+    Ok(Some(token))
+}
+
+fn print_banner(
+    args: &ServeArgs,
+    tls: &crate::tls::TlsMaterial,
+    token: Option<&str>,
+    names: &[String],
+) {
+    let port = args.https_listen.port();
+    let suffix = if port == 443 {
+        String::new()
+    } else {
+        format!(":{port}")
+    };
+    let mut out = String::from("\n==== Watchgrid ====\n");
+    for n in names {
+        let host = if n.contains(':') {
+            format!("[{n}]")
+        } else {
+            n.clone()
+        };
+        let path = if token.is_some() { "/setup" } else { "/" };
+        out.push_str(&format!("  open      https://{host}{suffix}{path}\n"));
+    }
+    if let Some(t) = token {
+        out.push_str(&format!(
+            "  setup token   {t}\n  (also in {})\n",
+            args.runtime_dir.join("setup-token").display()
+        ));
+    } else {
+        out.push_str("  setup is complete; sign in as the admin\n");
+    }
+    out.push_str(&format!(
+        "  TLS certificate SHA-256  {}\n",
+        tls.leaf_fingerprint
+    ));
+    out.push_str(&format!(
+        "  internal CA SHA-256      {}  (https://HOST{suffix}/downloads/ca.crt)\n",
+        tls.ca_fingerprint
+    ));
+    out.push_str("watchgrid: ready\n");
+    print!("{out}");
+    let _ = std::io::stdout().flush();
 }
 
 /// An interface address with its prefix length, e.g. `10.100.0.1/16` (host bits kept).

@@ -1,8 +1,11 @@
 //! `watchgrid`: the Watchgrid appliance in one binary.
 
+mod control;
 mod dataplane;
 mod device;
 mod hub;
+mod hub_control;
+mod tls;
 mod uapi;
 mod udp;
 mod wgconf;
@@ -26,15 +29,15 @@ enum Command {
     /// Run a userspace WireGuard interface, configured with wg(8) over
     /// /var/run/wireguard/IFNAME.sock (a drop-in for `wireguard-go IFNAME`).
     Wg(device::WgArgs),
-    /// Run the appliance daemon (for now: the WireGuard hub).
-    Serve(hub::ServeArgs),
+    /// Run the appliance daemon: WireGuard hub and HTTPS control plane.
+    Serve(Box<hub::ServeArgs>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Wg(args) => device::run(args),
-        Command::Serve(args) => hub::run(args),
+        Command::Serve(args) => hub::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -337,11 +337,15 @@ impl WgDevice {
                 let port = listen_port.to_string();
                 let addrs = addresses.join(",");
                 let data = data_dir.to_string_lossy().into_owned();
+                // The runtime dir (setup token) is per test: /run is shared by namespaces.
+                let runtime = ns.dir().join("run").to_string_lossy().into_owned();
                 let argv = [
                     bin.as_str(),
                     "serve",
                     "--data-dir",
                     &data,
+                    "--runtime-dir",
+                    &runtime,
                     "--wg-interface",
                     ifname,
                     "--wg-port",

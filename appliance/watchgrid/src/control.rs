@@ -1,0 +1,173 @@
+//! The control plane's listeners: HTTPS (API, wizard), HTTP (redirect to HTTPS) and
+//! metrics (plain HTTP, loopback and VPN only).
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{header, Request, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+/// Serves `app` on one accepted connection, telling handlers who the peer is.
+async fn serve_connection<S>(stream: S, peer: SocketAddr, app: Router)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = app.map_request(move |mut req: Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        req
+    });
+    let result = Builder::new(TokioExecutor::new())
+        .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc))
+        .await;
+    if let Err(e) = result {
+        tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+    }
+}
+
+pub async fn serve_https(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: Router) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTPS accept failed");
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            // A client that never finishes its handshake must not hold a task forever.
+            let handshake =
+                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));
+            match handshake.await {
+                Ok(Ok(tls)) => serve_connection(tls, peer, app).await,
+                Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+/// Plain listener for routers that need no TLS (metrics, the redirect).
+pub async fn serve_plain(listener: TcpListener, app: Router) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let app = app.clone();
+        tokio::spawn(serve_connection(tcp, peer, app));
+    }
+}
+
+/// Every plain-HTTP request is sent to the same path over HTTPS.
+pub fn redirect_router(https_port: u16) -> Router {
+    Router::new().fallback(move |req: Request<Body>| async move { redirect(&req, https_port) })
+}
+
+fn redirect(req: &Request<Body>, https_port: u16) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(strip_port)
+        .filter(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        });
+    let Some(host) = host else {
+        return (StatusCode::BAD_REQUEST, "missing Host header").into_response();
+    };
+    let port = if https_port == 443 {
+        String::new()
+    } else {
+        format!(":{https_port}")
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    match format!("https://{host}{port}{path}").parse::<Uri>() {
+        Ok(uri) => (
+            StatusCode::PERMANENT_REDIRECT,
+            [(header::LOCATION, uri.to_string())],
+        )
+            .into_response(),
+        Err(_) => (StatusCode::BAD_REQUEST, "bad request target").into_response(),
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return rest
+            .split(']')
+            .next()
+            .map(|h| &host[..h.len() + 2])
+            .unwrap_or(host);
+    }
+    host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+}
+
+pub fn metrics_router(state: watchgrid_api::AppState) -> Router {
+    Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let state = state.clone();
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    watchgrid_api::render_metrics(&state),
+                )
+            }
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_keeps_path_and_drops_http_port() {
+        let req = Request::get("/api/x?y=1")
+            .header(header::HOST, "vpn.example.com:80")
+            .body(Body::empty())
+            .expect("req");
+        let resp = redirect(&req, 443);
+        assert_eq!(resp.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(
+            resp.headers()[header::LOCATION],
+            "https://vpn.example.com/api/x?y=1"
+        );
+        let req = Request::get("/")
+            .header(header::HOST, "[fd00::1]:8080")
+            .body(Body::empty())
+            .expect("req");
+        assert_eq!(
+            redirect(&req, 8443).headers()[header::LOCATION],
+            "https://[fd00::1]:8443/"
+        );
+        let req = Request::get("/")
+            .header(header::HOST, "evil\"host")
+            .body(Body::empty())
+            .expect("req");
+        assert_eq!(redirect(&req, 443).status(), StatusCode::BAD_REQUEST);
+    }
+}

@@ -1,0 +1,198 @@
+//! The internal CA (like Caddy's `tls internal`): a root generated on first start and
+//! kept in the data dir, and a leaf certificate for the appliance's names, reissued when
+//! it nears expiry or the names change. Clients trust the root (`/downloads/ca.crt`).
+
+use anyhow::{anyhow, Context};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+
+const CA_NAME: &str = "Watchgrid internal CA";
+/// Leaf lifetime, and how long before expiry it is replaced.
+const LEAF_DAYS: i64 = 90;
+const RENEW_BEFORE_DAYS: i64 = 30;
+
+/// What the TLS listener serves and what the banner prints.
+pub struct TlsMaterial {
+    pub config: Arc<rustls::ServerConfig>,
+    pub ca_pem: String,
+    /// SHA-256 of the leaf certificate (DER), as browsers show it.
+    pub leaf_fingerprint: String,
+    pub ca_fingerprint: String,
+}
+
+#[derive(Serialize, Deserialize, PartialEq)]
+struct LeafInfo {
+    names: Vec<String>,
+    not_after: i64,
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(contents.as_bytes())
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+}
+
+fn ca_params() -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, CA_NAME);
+    dn.push(DnType::OrganizationName, "Watchgrid");
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p
+}
+
+pub fn fingerprint(der: &[u8]) -> String {
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn pem_to_der(pem: &str) -> anyhow::Result<CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| anyhow!("bad certificate PEM: {e:?}"))
+}
+
+/// Loads or creates the CA and a current leaf for `names` under `dir/tls`.
+pub fn internal_ca(dir: &Path, names: &[String]) -> anyhow::Result<TlsMaterial> {
+    let tls = dir.join("tls");
+    fs::create_dir_all(&tls).with_context(|| format!("creating {}", tls.display()))?;
+    let (ca_key_path, ca_cert_path) = (tls.join("ca.key"), tls.join("ca.crt"));
+    let ca_key = if ca_key_path.exists() {
+        let pem = fs::read_to_string(&ca_key_path)
+            .with_context(|| format!("reading {}", ca_key_path.display()))?;
+        KeyPair::from_pem(&pem).with_context(|| format!("parsing {}", ca_key_path.display()))?
+    } else {
+        let key = KeyPair::generate().context("generating the CA key")?;
+        let mut params = ca_params();
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::days(1);
+        params.not_after = now + Duration::days(3650);
+        let cert = params.self_signed(&key).context("self-signing the CA")?;
+        write_private(&ca_cert_path, &cert.pem())?;
+        write_private(&ca_key_path, &key.serialize_pem())?;
+        tracing::info!("generated the internal CA");
+        key
+    };
+    let ca_pem = fs::read_to_string(&ca_cert_path)
+        .with_context(|| format!("reading {}", ca_cert_path.display()))?;
+
+    let (leaf_key_path, leaf_cert_path, info_path) = (
+        tls.join("leaf.key"),
+        tls.join("leaf.crt"),
+        tls.join("leaf.json"),
+    );
+    let now = OffsetDateTime::now_utc();
+    let current: Option<LeafInfo> = fs::read(&info_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let fresh = current.as_ref().is_some_and(|i| {
+        i.names == names && i.not_after - now.unix_timestamp() > RENEW_BEFORE_DAYS * 86400
+    }) && leaf_key_path.exists()
+        && leaf_cert_path.exists();
+    if !fresh {
+        let key = KeyPair::generate().context("generating the leaf key")?;
+        let mut params = CertificateParams::new(names.to_vec()).context("certificate names")?;
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().cloned().unwrap_or_default(),
+        );
+        params.not_before = now - Duration::hours(1);
+        params.not_after = now + Duration::days(LEAF_DAYS);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let issuer = Issuer::new(ca_params(), &ca_key);
+        let cert = params
+            .signed_by(&key, &issuer)
+            .context("signing the leaf")?;
+        write_private(&leaf_cert_path, &cert.pem())?;
+        write_private(&leaf_key_path, &key.serialize_pem())?;
+        let info = LeafInfo {
+            names: names.to_vec(),
+            not_after: params.not_after.unix_timestamp(),
+        };
+        write_private(&info_path, &serde_json::to_string(&info)?)?;
+        tracing::info!(names = ?names, "issued a TLS certificate from the internal CA");
+    }
+    let leaf_pem = fs::read_to_string(&leaf_cert_path)
+        .with_context(|| format!("reading {}", leaf_cert_path.display()))?;
+    let leaf_key_pem = fs::read_to_string(&leaf_key_path)
+        .with_context(|| format!("reading {}", leaf_key_path.display()))?;
+    let leaf_der = pem_to_der(&leaf_pem)?;
+    let ca_der = pem_to_der(&ca_pem)?;
+    let key_der = {
+        use rustls::pki_types::pem::PemObject;
+        PrivateKeyDer::from_pem_slice(leaf_key_pem.as_bytes())
+            .map_err(|e| anyhow!("bad leaf key: {e:?}"))?
+    };
+    let leaf_fingerprint = fingerprint(&leaf_der);
+    let ca_fingerprint = fingerprint(&ca_der);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf_der, ca_der], key_der)
+        .context("loading the TLS certificate")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsMaterial {
+        config: Arc::new(config),
+        ca_pem,
+        leaf_fingerprint,
+        ca_fingerprint,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_persists_and_leaf_is_reused_until_names_change() {
+        let dir = tempfile_dir();
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let a = internal_ca(&dir, &names).expect("first");
+        let b = internal_ca(&dir, &names).expect("second");
+        assert_eq!(a.ca_fingerprint, b.ca_fingerprint);
+        assert_eq!(a.leaf_fingerprint, b.leaf_fingerprint);
+        let c = internal_ca(&dir, &["vpn.example.com".to_string()]).expect("renamed");
+        assert_eq!(a.ca_fingerprint, c.ca_fingerprint, "same CA");
+        assert_ne!(
+            a.leaf_fingerprint, c.leaf_fingerprint,
+            "new leaf for new names"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("wg-tls-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).expect("mkdir");
+        d
+    }
+}
