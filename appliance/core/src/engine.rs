@@ -131,7 +131,15 @@ pub struct Engine {
     next_tick: Option<Instant>,
     drops: DropCounters,
     scratch: Box<[u8]>,
+    /// Endpoints of recently removed peers. A peer removed and added back (a device
+    /// disabled, then enabled) still holds a session to us and would only notice ours
+    /// is gone after KEEPALIVE + REKEY_TIMEOUT (15 s); knowing where it is, we
+    /// handshake at once instead.
+    removed_endpoints: HashMap<PublicKey, SocketAddr>,
 }
+
+/// Bound on remembered endpoints of removed peers.
+const REMEMBERED_ENDPOINTS: usize = 4096;
 
 impl Engine {
     /// A device with this private key and no peers.
@@ -153,6 +161,7 @@ impl Engine {
             next_tick: None,
             drops: DropCounters::default(),
             scratch: vec![0u8; SCRATCH].into_boxed_slice(),
+            removed_endpoints: HashMap::new(),
         })
     }
 
@@ -221,9 +230,9 @@ impl Engine {
         if key == self.public_key {
             return Err(EngineError::OwnPublicKey);
         }
-        let id = match self.by_key.get(&key) {
-            Some(id) => *id,
-            None => self.add_peer(key)?,
+        let (id, returning) = match self.by_key.get(&key) {
+            Some(id) => (*id, None),
+            None => (self.add_peer(key)?, self.removed_endpoints.remove(&key)),
         };
         let Some(peer) = self.peers.get_mut(&id) else {
             return Err(EngineError::UnknownPeer);
@@ -262,6 +271,12 @@ impl Engine {
         for prefix in update.allowed_ips {
             self.routes.insert(prefix, id);
         }
+        if let (Some(ep), Some(peer)) = (returning, self.peers.get_mut(&id)) {
+            if peer.endpoint.is_none() {
+                peer.endpoint = Some(ep);
+                self.initiate_handshake(now, id, out);
+            }
+        }
         self.schedule(now);
         Ok(())
     }
@@ -294,7 +309,12 @@ impl Engine {
     /// Removes a peer, its allowed IPs and its sessions.
     pub fn remove_peer(&mut self, key: &PublicKey) -> Result<(), EngineError> {
         let id = self.by_key.remove(key).ok_or(EngineError::UnknownPeer)?;
-        self.peers.remove(&id);
+        if let Some(ep) = self.peers.remove(&id).and_then(|p| p.endpoint) {
+            if self.removed_endpoints.len() >= REMEMBERED_ENDPOINTS {
+                self.removed_endpoints.clear();
+            }
+            self.removed_endpoints.insert(*key, ep);
+        }
         self.routes.remove_value(id);
         Ok(())
     }

@@ -337,6 +337,45 @@ fn peer_changes_leave_unrelated_sessions_alone() {
 }
 
 #[test]
+fn peer_removed_and_added_back_handshakes_at_once() {
+    let mut net = Net::new();
+    let hub = net.add_node("192.0.2.1:51820");
+    let dev = net.add_node("192.0.2.2:51820");
+    // The hub learns the device's endpoint from its handshake, as with enrolled devices.
+    net.peer(hub, dev, &["10.0.0.2/32"], false);
+    net.peer(dev, hub, &["10.0.0.1/32"], true);
+    assert!(ping(
+        &mut net,
+        dev,
+        hub,
+        v4(10, 0, 0, 2),
+        v4(10, 0, 0, 1),
+        b"x"
+    ));
+    let key = net.nodes[dev].public_key();
+    net.nodes[hub].engine.remove_peer(&key).expect("remove");
+    assert!(!ping(
+        &mut net,
+        dev,
+        hub,
+        v4(10, 0, 0, 2),
+        v4(10, 0, 0, 1),
+        b"disabled"
+    ));
+    // Added back without an endpoint: the hub still knows where the device was.
+    net.peer(hub, dev, &["10.0.0.2/32"], false);
+    net.pump();
+    assert!(ping(
+        &mut net,
+        dev,
+        hub,
+        v4(10, 0, 0, 2),
+        v4(10, 0, 0, 1),
+        b"enabled"
+    ));
+}
+
+#[test]
 fn persistent_keepalive_sends_on_idle_link() {
     let (mut net, a, b) = pair();
     let akey = net.nodes[a].public_key();

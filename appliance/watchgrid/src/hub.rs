@@ -160,7 +160,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         trusted_proxies: parse_cidrs("--trusted-proxies", &args.trusted_proxies)?,
         admin_cidrs: parse_cidrs("--admin-cidrs", &args.admin_cidrs)?,
         jwt_secret: provisioning.jwt_secret.clone(),
-        vpn_subnet: hub_v4,
+        vpn_subnet: match IpPrefix::new(hub_v4.into(), hub_prefix)?.addr() {
+            IpAddr::V4(net) => net,
+            IpAddr::V6(_) => hub_v4,
+        },
         vpn_prefix: hub_prefix,
         hub_address: hub_v4,
         ..ApiConfig::default()

@@ -22,6 +22,14 @@ enum Program {
 }
 
 impl Impl {
+    /// The watchgrid binary when this side really runs ours (not the wireguard-go stand-in).
+    pub fn watchgrid_binary(self) -> Option<String> {
+        match self.program() {
+            Ok(Program::Watchgrid(bin)) => Some(bin),
+            _ => None,
+        }
+    }
+
     fn program(self) -> Result<Program> {
         match self {
             Impl::WireguardGo => Ok(Program::WireguardGo),

@@ -1,0 +1,309 @@
+//! The appliance end to end: `watchgrid serve` in one namespace, a client in another
+//! doing setup, enrollment and registration over HTTPS (verified against the internal
+//! CA), then wireguard-go with the returned configuration pinging the hub. Disabling the
+//! device stops traffic; a daemon restart brings the peer back from the store.
+
+use anyhow::{bail, ensure, Context, Result};
+use std::path::Path;
+use std::time::Duration;
+use watchgrid_netns_tests::{
+    scenario, unique_name, veth, wait_until, Impl, KeyPair, Netns, PeerConfig, Proc, WgDevice,
+};
+
+/// `api.py METHOD URL CAFILE BODY_JSON|- BEARER|-`: prints the status line, then the body.
+/// With CAFILE `-`, downloads without verification (how the CA itself is fetched once).
+const API_CLIENT: &str = r#"
+import json, ssl, sys, urllib.request, urllib.error
+method, url, ca, body, bearer = sys.argv[1:6]
+ctx = ssl.create_default_context(cafile=ca) if ca != "-" else ssl._create_unverified_context()
+data = None if body == "-" else body.encode()
+req = urllib.request.Request(url, data=data, method=method)
+if data is not None:
+    req.add_header("Content-Type", "application/json")
+if bearer != "-":
+    req.add_header("Authorization", "Bearer " + bearer)
+try:
+    with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+        status, text = r.status, r.read().decode()
+except urllib.error.HTTPError as e:
+    status, text = e.code, e.read().decode()
+print(status)
+print(text)
+"#;
+
+struct Client<'a> {
+    ns: &'a Netns,
+    base: String,
+    ca: String,
+    bearer: Option<String>,
+}
+
+impl Client<'_> {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_like::Json>,
+    ) -> Result<(u16, String)> {
+        let url = format!("{}{}", self.base, path);
+        let body = body.map(|b| b.0).unwrap_or_else(|| "-".into());
+        let bearer = self.bearer.clone().unwrap_or_else(|| "-".into());
+        let out = self
+            .ns
+            .run_python(API_CLIENT, &[method, &url, &self.ca, &body, &bearer])?;
+        let (status, text) = out.split_once('\n').context("no status line")?;
+        Ok((status.trim().parse()?, text.trim().to_string()))
+    }
+
+    fn ok(&self, method: &str, path: &str, body: Option<serde_like::Json>) -> Result<String> {
+        let (status, text) = self.call(method, path, body)?;
+        ensure!(status == 200, "{method} {path}: {status} {text}");
+        Ok(text)
+    }
+}
+
+/// Minimal JSON helpers: the test crate keeps its dependencies to anyhow.
+mod serde_like {
+    pub struct Json(pub String);
+
+    pub fn obj(fields: &[(&str, &str)]) -> Json {
+        let parts: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("\"{k}\":{}", quote(v)))
+            .collect();
+        Json(format!("{{{}}}", parts.join(",")))
+    }
+
+    fn quote(v: &str) -> String {
+        if v.parse::<i64>().is_ok() {
+            v.to_string()
+        } else {
+            format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+        }
+    }
+
+    /// The string or number value of `key` in a flat JSON object.
+    pub fn field(json: &str, key: &str) -> Option<String> {
+        let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+        let rest = json[at..].trim_start();
+        if let Some(s) = rest.strip_prefix('"') {
+            Some(s[..s.find('"')?].to_string())
+        } else {
+            let end = rest.find([',', '}']).unwrap_or(rest.len());
+            Some(rest[..end].trim().to_string())
+        }
+    }
+}
+
+use serde_like::{field, obj};
+
+fn start_daemon(ns: &Netns, bin: &str, data: &Path, runtime: &Path, wg_if: &str) -> Result<Proc> {
+    let data = data.to_string_lossy().into_owned();
+    let runtime = runtime.to_string_lossy().into_owned();
+    let proc = ns.spawn(
+        &unique_name("serve"),
+        &[
+            bin,
+            "serve",
+            "--data-dir",
+            &data,
+            "--runtime-dir",
+            &runtime,
+            "--wg-interface",
+            wg_if,
+            "--http-listen",
+            "off",
+            "--tls-names",
+            "172.30.9.1",
+            "--firewall",
+            "off",
+        ],
+    )?;
+    Ok(proc)
+}
+
+fn wait_ready(proc: &mut Proc) -> Result<()> {
+    wait_until(Duration::from_secs(20), "daemon ready line", || {
+        proc.output().contains("watchgrid: ready")
+    })
+    .map(drop)
+    .with_context(|| format!("daemon output:\n{}", proc.output()))
+}
+
+#[test]
+fn enroll_a_wireguard_go_device_through_the_api_ours() -> Result<()> {
+    scenario(enroll)
+}
+
+fn enroll() -> Result<()> {
+    let Some(bin) = Impl::Ours.watchgrid_binary() else {
+        bail!("this scenario needs the watchgrid binary (it has no wireguard-go stand-in)");
+    };
+    let hub = Netns::new("cphub")?;
+    let dev = Netns::new("cpdev")?;
+    veth(&hub, "vh", &dev, "vd")?;
+    hub.add_addr("vh", "172.30.9.1/24")?;
+    dev.add_addr("vd", "172.30.9.2/24")?;
+    hub.link_up("vh")?;
+    dev.link_up("vd")?;
+    let data = hub.private_dir("data")?;
+    let runtime = hub.dir().join("run");
+    let wg_if = unique_name("wgh");
+    let mut daemon = start_daemon(&hub, &bin, &data, &runtime, &wg_if)?;
+    wait_ready(&mut daemon)?;
+    let token = std::fs::read_to_string(runtime.join("setup-token"))?
+        .trim()
+        .to_string();
+
+    // Fetch the CA once without verification, then verify everything against it.
+    let mut client = Client {
+        ns: &dev,
+        base: "https://172.30.9.1".into(),
+        ca: "-".into(),
+        bearer: None,
+    };
+    let ca_pem = client.ok("GET", "/downloads/ca.crt", None)?;
+    let ca_path = dev.write_file("ca.crt", &format!("{ca_pem}\n"))?;
+    client.ca = ca_path.to_string_lossy().into_owned();
+
+    let (status, _) = client.call("GET", "/api/devices", None)?;
+    ensure!(status == 503, "admin API must wait for setup, got {status}");
+    let setup = |t: &str| {
+        obj(&[
+            ("setup_token", t),
+            ("admin_username", "admin"),
+            ("admin_password", "correct horse battery"),
+            ("endpoint", "172.30.9.1:51820"),
+        ])
+    };
+    ensure!(
+        client.call("POST", "/api/setup", Some(setup("wrong")))?.0 == 403,
+        "wrong token accepted"
+    );
+    client.ok("POST", "/api/setup", Some(setup(&token)))?;
+    ensure!(
+        client.call("POST", "/api/setup", Some(setup(&token)))?.0 == 409,
+        "setup ran twice"
+    );
+
+    // A wrong password is refused; a session (cookie) creates the API token used below.
+    let login = client.call(
+        "POST",
+        "/api/auth/login",
+        Some(obj(&[
+            ("username", "admin"),
+            ("password", "not the password"),
+        ])),
+    )?;
+    ensure!(login.0 == 401, "wrong password: {login:?}");
+    let admin_token = create_api_token(&dev, &client)?;
+    client.bearer = Some(admin_token);
+
+    let enrol = client.ok(
+        "POST",
+        "/api/enrollment-tokens",
+        Some(obj(&[("name", "lab"), ("uses", "1")])),
+    )?;
+    let enrol_token = field(&enrol, "token").context("enrollment token")?;
+    let keys = KeyPair::generate()?;
+    let reg = client.ok(
+        "POST",
+        "/api/register",
+        Some(obj(&[
+            ("token", &enrol_token),
+            ("public_key", &keys.public),
+            ("hostname", "lab-1"),
+        ])),
+    )?;
+    let (address, hub_key, endpoint, allowed, device_id) = (
+        field(&reg, "address").context("address")?,
+        field(&reg, "hub_public_key").context("hub key")?,
+        field(&reg, "endpoint").context("endpoint")?,
+        field(&reg, "allowed_ips").context("allowed")?,
+        field(&reg, "device_id").context("device id")?,
+    );
+    eprintln!("registered {device_id}: address {address}, endpoint {endpoint}, allowed {allowed}");
+    // The one-use token is spent.
+    let again = client.call(
+        "POST",
+        "/api/register",
+        Some(obj(&[
+            ("token", &enrol_token),
+            ("public_key", &KeyPair::generate()?.public),
+            ("hostname", "lab-2"),
+        ])),
+    )?;
+    ensure!(again.0 == 401, "spent token accepted: {again:?}");
+
+    // wireguard-go with exactly the returned configuration.
+    let wg_dev = unique_name("wgd");
+    let mut peer = WgDevice::spawn_bare(&dev, Impl::WireguardGo, &wg_dev)?;
+    peer.set_private_key(&keys)?;
+    peer.add_peer(
+        &PeerConfig::new(&hub_key)
+            .allowed(&[&allowed])
+            .endpoint(&endpoint)
+            .keepalive(25),
+    )?;
+    dev.add_addr(&wg_dev, &address)?;
+    dev.link_up(&wg_dev)?;
+    let rtt = dev.ping_within("10.100.0.1", Duration::from_secs(10))?;
+    eprintln!("hub reachable through the tunnel after {rtt:?}");
+
+    // Disable: the hub drops the peer before answering, so traffic stops.
+    client.ok(
+        "POST",
+        &format!("/api/devices/{device_id}/disable"),
+        Some(obj(&[])),
+    )?;
+    ensure!(
+        !dev.ping("10.100.0.1"),
+        "disabled device still reaches the hub"
+    );
+    client.ok(
+        "POST",
+        &format!("/api/devices/{device_id}/enable"),
+        Some(obj(&[])),
+    )?;
+    dev.ping_within("10.100.0.1", Duration::from_secs(10))?;
+
+    // Restart: the peer comes back from the store.
+    daemon.terminate(Duration::from_secs(10))?;
+    ensure!(!dev.ping("10.100.0.1"), "hub answered while stopped");
+    let mut daemon = start_daemon(&hub, &bin, &data, &runtime, &wg_if)?;
+    wait_ready(&mut daemon)?;
+    let back = dev.ping_within("10.100.0.1", Duration::from_secs(20))?;
+    eprintln!("peer back after restart in {back:?}");
+    ensure!(
+        !runtime.join("setup-token").exists(),
+        "setup token left behind after setup"
+    );
+    let metrics = hub.exec(&["python3", "-c", "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9100/metrics').read().decode())"])?;
+    ensure!(
+        metrics.contains("watchgrid_wireguard_peers 1"),
+        "metrics: {metrics}"
+    );
+    daemon.terminate(Duration::from_secs(10))?;
+    Ok(())
+}
+
+/// Logs in with a cookie jar and creates an API token.
+fn create_api_token(ns: &Netns, client: &Client) -> Result<String> {
+    const SCRIPT: &str = r#"
+import http.cookiejar, json, ssl, sys, urllib.request
+base, ca = sys.argv[1:3]
+ctx = ssl.create_default_context(cafile=ca)
+jar = http.cookiejar.CookieJar()
+op = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), urllib.request.HTTPCookieProcessor(jar))
+def post(path, body):
+    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST")
+    req.add_header("Content-Type", "application/json")
+    return json.loads(op.open(req, timeout=10).read().decode())
+post("/api/auth/login", {"username": "admin", "password": "correct horse battery"})
+print(post("/api/tokens", {"name": "netns-test"})["token"])
+"#;
+    Ok(ns
+        .run_python(SCRIPT, &[&client.base, &client.ca])?
+        .trim()
+        .to_string())
+}
