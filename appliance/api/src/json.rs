@@ -28,3 +28,37 @@ fn map_rejection(r: JsonRejection) -> ApiError {
         ApiError::Invalid(r.body_text())
     }
 }
+
+/// A body that is JSON (API clients) or an HTML form post (the server-rendered pages);
+/// both get the same strict parsing. `from_form` tells the handler to answer with a page.
+pub struct JsonOrForm<T> {
+    pub value: T,
+    pub from_form: bool,
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonOrForm<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_form = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if !is_form {
+            let StrictJson(value) = StrictJson::from_request(req, state).await?;
+            return Ok(JsonOrForm {
+                value,
+                from_form: false,
+            });
+        }
+        match axum::Form::<T>::from_request(req, state).await {
+            Ok(axum::Form(value)) => Ok(JsonOrForm {
+                value,
+                from_form: true,
+            }),
+            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::TooLarge),
+            Err(r) => Err(ApiError::Invalid(r.body_text())),
+        }
+    }
+}

@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::session::router())
         .merge(routes::enrollment::router())
         .merge(routes::devices::router())
+        .merge(routes::pages::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::setup_gate,

@@ -132,6 +132,7 @@ pub async fn setup_gate(State(state): State<AppState>, req: Request, next: Next)
     let always = path == "/healthz"
         || path == "/api/setup"
         || path == "/setup"
+        || path == "/static/app.css"
         || path.starts_with("/downloads/");
     if always {
         return next.run(req).await;

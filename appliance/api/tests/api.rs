@@ -572,3 +572,85 @@ async fn stored_tokens_are_hashes_not_the_tokens() {
         watchgrid_api::secrets::token_hash(&admin)
     );
 }
+
+fn form(path: &str, body: &str) -> Request<Body> {
+    Request::post(path)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::HOST, "vpn.example.com")
+        .header(header::ORIGIN, "https://vpn.example.com")
+        .body(Body::from(body.to_string()))
+        .expect("request")
+}
+
+#[tokio::test]
+async fn wizard_and_sign_in_work_as_plain_html_forms() {
+    let a = app();
+    let page = a.call(get("/setup")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text.contains("action=\"/api/setup\""));
+    assert!(!page.text.contains("<script"), "pages carry no script");
+    assert_eq!(a.call(get("/static/app.css")).await.status, StatusCode::OK);
+    // A wrong token re-renders the wizard with the error, and changes nothing.
+    let bad = a.call(form("/api/setup", "setup_token=nope&admin_username=admin&admin_password=correct+horse+battery&endpoint=vpn.example.com%3A51820")).await;
+    assert_eq!(bad.status, StatusCode::FORBIDDEN);
+    assert!(bad.text.contains("invalid setup token") && bad.text.contains("<form"));
+    let ok = a.call(form("/api/setup", &format!("setup_token={TOKEN}&admin_username=admin&admin_password=correct+horse+battery&endpoint=vpn.example.com%3A51820"))).await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.text);
+    assert_eq!(ok.headers[header::LOCATION], "/login");
+    // After setup the wizard sends people to sign in.
+    assert_eq!(
+        a.call(get("/setup")).await.headers[header::LOCATION],
+        "/login"
+    );
+    // The dashboard needs a session.
+    assert_eq!(a.call(get("/")).await.headers[header::LOCATION], "/login");
+    let wrong = a
+        .call(form(
+            "/api/auth/login",
+            "username=admin&password=wrong+password",
+        ))
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.text.contains("<form"));
+    let login = a
+        .call(form(
+            "/api/auth/login",
+            "username=admin&password=correct+horse+battery",
+        ))
+        .await;
+    assert_eq!(login.status, StatusCode::SEE_OTHER);
+    let cookie = login.headers[header::SET_COOKIE]
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("c")
+        .to_string();
+    let dash = a.call(with(get("/"), header::COOKIE, &cookie)).await;
+    assert_eq!(dash.status, StatusCode::OK);
+    assert!(dash.text.contains("Signed in as <strong>admin</strong>"));
+    // Unknown form fields are refused like unknown JSON fields.
+    let extra = a
+        .call(form("/api/auth/login", "username=admin&password=x&admin=1"))
+        .await;
+    assert_eq!(extra.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn device_names_are_escaped_on_the_dashboard() {
+    let a = app();
+    let admin = a.admin_token().await;
+    let r = a
+        .call(bearer(
+            post("/api/enrollment-tokens", &serde_json::json!({})),
+            &admin,
+        ))
+        .await;
+    let token = r.json["token"].as_str().expect("token").to_string();
+    // Hostnames are validated, so markup cannot even be registered.
+    let body = serde_json::json!({"token": token, "public_key": wg_key(9), "hostname": "<b>x</b>"});
+    assert_eq!(
+        a.call(post("/api/register", &body)).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+}

@@ -2,6 +2,7 @@
 
 pub mod devices;
 pub mod enrollment;
+pub mod pages;
 pub mod public;
 pub mod session;
 pub mod setup;

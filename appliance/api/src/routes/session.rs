@@ -3,13 +3,16 @@
 use super::{audit, limit};
 use crate::auth::{clear_cookie, issue_session, verify_password, Admin, ClientIp};
 use crate::error::ApiError;
-use crate::json::StrictJson;
+use crate::json::{JsonOrForm, StrictJson};
 use crate::limits::LOGIN;
+use crate::routes::pages::{login_form, page};
 use crate::secrets::{new_token, token_hash};
 use crate::state::{unix_now, AppState};
 use axum::extract::State;
 use axum::http::header;
+use axum::http::HeaderMap;
 use axum::response::IntoResponse;
+use axum::response::{Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -36,9 +39,38 @@ struct LoginRequest {
 async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    StrictJson(req): StrictJson<LoginRequest>,
-) -> Result<impl IntoResponse, ApiError> {
-    limit(&state, LOGIN, ip)?;
+    body: Result<JsonOrForm<LoginRequest>, ApiError>,
+) -> Response {
+    let from_form = body.as_ref().is_ok_and(|b| b.from_form);
+    let result = match body {
+        Ok(b) => run_login(&state, ip, b.value).await,
+        Err(e) => Err(e),
+    };
+    match (result, from_form) {
+        (Ok((cookie, user)), false) => (
+            [(header::SET_COOKIE, cookie)],
+            Json(serde_json::json!({ "username": user })),
+        )
+            .into_response(),
+        (Ok((cookie, _)), true) => {
+            ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+        }
+        (Err(e), true) => (
+            e.status(),
+            page("Sign in", &login_form(Some(&e.to_string()))),
+        )
+            .into_response(),
+        (Err(e), false) => e.into_response(),
+    }
+}
+
+/// Checks the credentials; returns the Set-Cookie value and the user name.
+async fn run_login(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    req: LoginRequest,
+) -> Result<(String, String), ApiError> {
+    limit(state, LOGIN, ip)?;
     let stored = state.store.admins.get(&req.username)?;
     let ok = verify_password(req.password, stored.map(|a| a.password_hash)).await?;
     if !ok {
@@ -46,18 +78,16 @@ async fn login(
         tracing::warn!(client = %ip, "failed admin login");
         return Err(ApiError::Unauthorized);
     }
-    let (_, cookie) = issue_session(&state, &req.username)?;
-    audit(&state, &req.username, "auth.login", &ip.to_string())?;
-    Ok((
-        [(header::SET_COOKIE, cookie)],
-        Json(serde_json::json!({ "username": req.username })),
-    ))
+    let (_, cookie) = issue_session(state, &req.username)?;
+    audit(state, &req.username, "auth.login", &ip.to_string())?;
+    Ok((cookie, req.username))
 }
 
 async fn logout(
     State(state): State<AppState>,
+    headers: HeaderMap,
     admin: Admin,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     if let Some(claims) = &admin.session {
         state.store.revoked_sessions.put(
             &claims.jti,
@@ -68,10 +98,16 @@ async fn logout(
         )?;
     }
     audit(&state, &admin.username, "auth.logout", "")?;
-    Ok((
-        [(header::SET_COOKIE, clear_cookie())],
-        Json(serde_json::json!({ "status": "ok" })),
-    ))
+    let from_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let cookie = [(header::SET_COOKIE, clear_cookie())];
+    Ok(if from_form {
+        (cookie, Redirect::to("/login")).into_response()
+    } else {
+        (cookie, Json(serde_json::json!({ "status": "ok" }))).into_response()
+    })
 }
 
 async fn me(admin: Admin) -> Json<serde_json::Value> {

@@ -3,11 +3,13 @@
 use super::{audit, limit};
 use crate::auth::{hash_password, ClientIp};
 use crate::error::ApiError;
-use crate::json::StrictJson;
+use crate::json::JsonOrForm;
 use crate::limits::SETUP;
+use crate::routes::pages::{page, setup_form};
 use crate::secrets::ct_eq;
 use crate::state::{unix_now, AppState};
 use axum::extract::State;
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -119,9 +121,31 @@ pub async fn provision(
 async fn setup(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    StrictJson(req): StrictJson<SetupRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    limit(&state, SETUP, ip)?;
+    body: Result<JsonOrForm<SetupRequest>, ApiError>,
+) -> Response {
+    let from_form = body.as_ref().is_ok_and(|b| b.from_form);
+    let result = match body {
+        Ok(b) => run_setup(&state, ip, b.value).await,
+        Err(e) => Err(e),
+    };
+    match (result, from_form) {
+        (Ok(()), false) => Json(serde_json::json!({ "status": "ok" })).into_response(),
+        (Ok(()), true) => Redirect::to("/login").into_response(),
+        (Err(e), true) => (
+            e.status(),
+            page("Set up", &setup_form(Some(&e.to_string()))),
+        )
+            .into_response(),
+        (Err(e), false) => e.into_response(),
+    }
+}
+
+async fn run_setup(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    req: SetupRequest,
+) -> Result<(), ApiError> {
+    limit(state, SETUP, ip)?;
     if state.setup_done()? {
         return Err(ApiError::Conflict(
             "setup has already been completed".into(),
@@ -163,6 +187,6 @@ async fn setup(
         }
         return Err(e);
     }
-    audit(&state, &req.admin_username, "setup.complete", &req.endpoint)?;
-    Ok(Json(serde_json::json!({ "status": "ok" })))
+    audit(state, &req.admin_username, "setup.complete", &req.endpoint)?;
+    Ok(())
 }

@@ -1,0 +1,151 @@
+//! Server-rendered pages: the setup wizard, sign-in and a minimal dashboard. Plain HTML
+//! forms, no script at all (the CSP forbids inline script), so they work in any browser.
+
+use crate::auth::Admin;
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/setup", get(setup_page))
+        .route("/login", get(login_page))
+        .route("/", get(dashboard))
+        .route("/static/app.css", get(css))
+}
+
+const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#1b1f24}\
+h1{font-size:1.6rem}label{display:block;margin-top:1rem;font-weight:600}\
+input{width:100%;padding:.5rem;font-size:1rem;box-sizing:border-box}\
+button{margin-top:1.5rem;padding:.6rem 1.2rem;font-size:1rem}\
+.note{color:#555}.error{color:#b00020;font-weight:600}table{border-collapse:collapse;width:100%}\
+td,th{border-bottom:1px solid #ddd;padding:.4rem;text-align:left}";
+
+async fn css() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS)
+}
+
+/// Escapes text for HTML element and attribute content.
+pub fn esc(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_string(),
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '"' => "&quot;".to_string(),
+            '\'' => "&#39;".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+pub fn page(title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <title>{} · Watchgrid</title><link rel=\"stylesheet\" href=\"/static/app.css\"></head>\
+         <body><main>{body}</main></body></html>",
+        esc(title)
+    ))
+}
+
+async fn setup_page(State(state): State<AppState>) -> Result<Response, ApiError> {
+    if state.setup_done()? {
+        return Ok(Redirect::to("/login").into_response());
+    }
+    Ok(page("Set up", &setup_form(None)).into_response())
+}
+
+/// The wizard form, with an error message when a submission was refused.
+pub fn setup_form(error: Option<&str>) -> String {
+    let error = error
+        .map(|e| format!("<p class=\"error\" id=\"error\">{}</p>", esc(e)))
+        .unwrap_or_default();
+    format!(
+        "<h1>Set up Watchgrid</h1>{error}\
+         <p class=\"note\">The setup token is shown on the appliance console and in \
+         <code>/run/watchgrid/setup-token</code>.</p>\
+         <form method=\"post\" action=\"/api/setup\">\
+         <label for=\"setup_token\">Setup token</label>\
+         <input id=\"setup_token\" name=\"setup_token\" required autocomplete=\"off\">\
+         <label for=\"admin_username\">Admin user</label>\
+         <input id=\"admin_username\" name=\"admin_username\" value=\"admin\" required>\
+         <label for=\"admin_password\">Admin password (at least 12 characters)</label>\
+         <input id=\"admin_password\" name=\"admin_password\" type=\"password\" minlength=\"12\" required autocomplete=\"new-password\">\
+         <label for=\"endpoint\">Public endpoint devices dial (host:port)</label>\
+         <input id=\"endpoint\" name=\"endpoint\" placeholder=\"vpn.example.com:51820\" required>\
+         <button type=\"submit\" id=\"submit\">Complete setup</button></form>"
+    )
+}
+
+async fn login_page(State(state): State<AppState>) -> Result<Response, ApiError> {
+    if !state.setup_done()? {
+        return Ok(Redirect::to("/setup").into_response());
+    }
+    Ok(page("Sign in", &login_form(None)).into_response())
+}
+
+pub fn login_form(error: Option<&str>) -> String {
+    let error = error
+        .map(|e| format!("<p class=\"error\" id=\"error\">{}</p>", esc(e)))
+        .unwrap_or_default();
+    format!(
+        "<h1>Sign in</h1>{error}<form method=\"post\" action=\"/api/auth/login\">\
+         <label for=\"username\">User</label><input id=\"username\" name=\"username\" required>\
+         <label for=\"password\">Password</label>\
+         <input id=\"password\" name=\"password\" type=\"password\" required autocomplete=\"current-password\">\
+         <button type=\"submit\" id=\"submit\">Sign in</button></form>"
+    )
+}
+
+async fn dashboard(
+    State(state): State<AppState>,
+    admin: Result<Admin, ApiError>,
+) -> Result<Response, ApiError> {
+    let admin = match admin {
+        Ok(a) => a,
+        Err(ApiError::Unauthorized) => return Ok(Redirect::to("/login").into_response()),
+        Err(e) => return Err(e),
+    };
+    let rows: String = state
+        .store
+        .devices
+        .list()?
+        .iter()
+        .map(|d| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&d.name),
+                d.address_v4,
+                if d.enabled { "enabled" } else { "disabled" }
+            )
+        })
+        .collect();
+    let body = format!(
+        "<h1>Watchgrid</h1><p id=\"whoami\">Signed in as <strong>{}</strong>.</p>\
+         <p>Hub public key: <code>{}</code> · peers on the hub: {}</p>\
+         <h2>Devices</h2><table><tr><th>Name</th><th>Address</th><th>State</th></tr>{rows}</table>\
+         <form method=\"post\" action=\"/api/auth/logout\"><button type=\"submit\">Sign out</button></form>",
+        esc(&admin.username),
+        esc(&state.hub.public_key()),
+        state.hub.peer_count()
+    );
+    Ok((StatusCode::OK, page("Dashboard", &body)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_covers_markup_and_quotes() {
+        assert_eq!(
+            esc("<script>\"x\"&'y'"),
+            "&lt;script&gt;&quot;x&quot;&amp;&#39;y&#39;"
+        );
+    }
+}
