@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// Security headers on every response (SPEC §6).
+/// Security headers on every response (SPEC §6). The referrer policy is `same-origin`,
+/// not `no-referrer`: with the latter Chromium sends `Origin: null` on same-site form
+/// posts, which the CORS check must refuse.
 pub async fn security_headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
@@ -30,7 +32,7 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     resp
 }
