@@ -22,17 +22,20 @@ fn argon2() -> Result<Argon2<'static>, ApiError> {
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
-/// Hashes a password off the async runtime (it takes tens of milliseconds by design).
+/// Hashes a password on the calling thread (tens of milliseconds by design).
+pub fn hash_password_blocking(password: &str) -> Result<String, ApiError> {
+    let salt = SaltString::generate(&mut rand_core::OsRng);
+    argon2()?
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(ApiError::internal)
+}
+
+/// Hashes a password off the async runtime.
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut rand_core::OsRng);
-        argon2()?
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(ApiError::internal)
-    })
-    .await
-    .map_err(ApiError::internal)?
+    tokio::task::spawn_blocking(move || hash_password_blocking(&password))
+        .await
+        .map_err(ApiError::internal)?
 }
 
 /// Verifies a password off the async runtime. With no stored hash, a dummy hash is

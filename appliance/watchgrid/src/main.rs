@@ -1,5 +1,6 @@
 //! `watchgrid`: the Watchgrid appliance in one binary.
 
+mod admin;
 mod control;
 mod dataplane;
 mod device;
@@ -31,6 +32,8 @@ enum Command {
     Wg(device::WgArgs),
     /// Run the appliance daemon: WireGuard hub and HTTPS control plane.
     Serve(Box<hub::ServeArgs>),
+    /// Local maintenance on a data dir (the daemon must be stopped).
+    Admin(admin::AdminArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Wg(args) => device::run(args),
         Command::Serve(args) => hub::run(*args),
+        Command::Admin(args) => admin::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -48,14 +52,32 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` (or `LOG_LEVEL`) chooses the level, `info` by default.
+/// Logs to journald when systemd connected our output to the journal (it sets
+/// JOURNAL_STREAM), to stderr otherwise. `RUST_LOG` (or `LOG_LEVEL`) sets the level,
+/// `info` by default.
 pub fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = std::env::var("RUST_LOG")
         .or_else(|_| std::env::var("LOG_LEVEL"))
         .unwrap_or_else(|_| "info".to_string());
+    let filter = tracing_subscriber::EnvFilter::new(filter);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        match tracing_journald::layer() {
+            Ok(journald) => {
+                let _ = tracing_subscriber::registry()
+                    .with(filter)
+                    .with(journald)
+                    .try_init();
+                return;
+            }
+            Err(e) => eprintln!("watchgrid: journald unavailable ({e}); logging to stderr"),
+        }
+    }
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 

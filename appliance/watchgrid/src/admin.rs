@@ -1,0 +1,134 @@
+//! `watchgrid admin`: local maintenance on a data dir, with the daemon stopped.
+
+use anyhow::{bail, Context};
+use std::io::BufRead;
+use std::path::PathBuf;
+use watchgrid_store::{AdminUser, AuditEntry, Store, StoreError, SETTINGS_KEY};
+
+#[derive(clap::Args)]
+pub struct AdminArgs {
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum AdminCommand {
+    /// Set a new admin password (read from stdin) and sign out all of that admin's sessions.
+    ResetPassword {
+        #[arg(long, env = "WATCHGRID_DATA_DIR", default_value = "/var/lib/watchgrid")]
+        data_dir: PathBuf,
+        /// The admin whose password is reset.
+        #[arg(long, default_value = "admin")]
+        username: String,
+    },
+    /// Show the state of a data dir: schema, setup, admins, devices, tokens.
+    Status {
+        #[arg(long, env = "WATCHGRID_DATA_DIR", default_value = "/var/lib/watchgrid")]
+        data_dir: PathBuf,
+    },
+}
+
+fn open(dir: &std::path::Path) -> anyhow::Result<Store> {
+    match Store::open(dir) {
+        Ok(s) => Ok(s),
+        Err(StoreError::Locked(_)) => bail!(
+            "{} is in use by a running watchgrid; stop it first (systemctl stop watchgrid)",
+            dir.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("opening {}", dir.display())),
+    }
+}
+
+pub fn run(args: AdminArgs) -> anyhow::Result<()> {
+    match args.command {
+        AdminCommand::ResetPassword { data_dir, username } => reset_password(&data_dir, &username),
+        AdminCommand::Status { data_dir } => status(&data_dir),
+    }
+}
+
+fn reset_password(dir: &std::path::Path, username: &str) -> anyhow::Result<()> {
+    if !dir.exists() {
+        bail!("{} does not exist", dir.display());
+    }
+    let store = open(dir)?;
+    let Some(admin) = store.admins.get(username)? else {
+        let known: Vec<String> = store
+            .admins
+            .list()?
+            .into_iter()
+            .map(|a| a.username)
+            .collect();
+        bail!("no admin named {username:?} (admins: {})", known.join(", "));
+    };
+    eprintln!("New password for {username} (at least 12 characters), then Enter:");
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    watchgrid_api::routes::setup::validate_password(password)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let hash = watchgrid_api::auth::hash_password_blocking(password)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let now = watchgrid_api::state::unix_now();
+    store.admins.put(
+        username,
+        &AdminUser {
+            password_hash: hash,
+            // Every session issued so far stops working.
+            sessions_valid_after: now + 1,
+            ..admin
+        },
+    )?;
+    store.audit(&AuditEntry {
+        at: now,
+        actor: "local-console".into(),
+        action: "admin.reset_password".into(),
+        target: username.into(),
+    })?;
+    println!("password of {username} changed; existing sessions are signed out");
+    Ok(())
+}
+
+fn status(dir: &std::path::Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        bail!("{} does not exist (nothing set up yet)", dir.display());
+    }
+    let store = open(dir)?;
+    let settings = store.settings.get(SETTINGS_KEY)?;
+    let devices = store.devices.list()?;
+    let enabled = devices.iter().filter(|d| d.enabled).count();
+    println!("data dir:          {}", dir.display());
+    println!("schema version:    {}", store.schema_version()?);
+    match &settings {
+        Some(s) => {
+            println!("setup:             complete");
+            println!("endpoint:          {}", s.endpoint);
+            println!("VPN subnet:        {}/{}", s.vpn_subnet_v4, s.vpn_prefix_v4);
+        }
+        None => println!("setup:             not done (open the setup wizard)"),
+    }
+    let admins: Vec<String> = store
+        .admins
+        .list()?
+        .into_iter()
+        .map(|a| a.username)
+        .collect();
+    println!(
+        "admins:            {}",
+        if admins.is_empty() {
+            "none".into()
+        } else {
+            admins.join(", ")
+        }
+    );
+    println!("devices:           {} ({} enabled)", devices.len(), enabled);
+    println!(
+        "enrollment tokens: {}",
+        store.enrollment_tokens.list()?.len()
+    );
+    println!("API tokens:        {}", store.api_tokens.list()?.len());
+    println!("store size:        {} bytes", store.size_on_disk()?);
+    Ok(())
+}

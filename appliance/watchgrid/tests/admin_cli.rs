@@ -1,0 +1,118 @@
+//! `watchgrid admin` against real data dirs.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use watchgrid_store::Store;
+
+const BIN: &str = env!("CARGO_BIN_EXE_watchgrid");
+
+fn provisioned_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let store = Store::open(dir.path()).expect("store");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("rt");
+    rt.block_on(watchgrid_api::routes::setup::provision(
+        &store,
+        "admin",
+        "first password here",
+        "vpn.example.com:51820",
+        None,
+        ("10.100.0.0".parse().expect("net"), 16),
+    ))
+    .expect("provision");
+    dir
+}
+
+fn admin(args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut child = Command::new(BIN)
+        .arg("admin")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn watchgrid");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn status_reports_a_stopped_data_dir() {
+    let dir = provisioned_dir();
+    let d = dir.path().to_str().expect("utf8");
+    let (ok, out, err) = admin(&["status", "--data-dir", d], "");
+    assert!(ok, "{err}");
+    assert!(out.contains("setup:             complete"), "{out}");
+    assert!(out.contains("admins:            admin"), "{out}");
+    assert!(
+        out.contains("endpoint:          vpn.example.com:51820"),
+        "{out}"
+    );
+}
+
+#[test]
+fn reset_password_replaces_the_hash_and_refuses_weak_input() {
+    let dir = provisioned_dir();
+    let d = dir.path().to_str().expect("utf8");
+    let (ok, _, err) = admin(&["reset-password", "--data-dir", d], "short\n");
+    assert!(!ok && err.contains("at least 12"), "{err}");
+    let (ok, _, err) = admin(
+        &["reset-password", "--data-dir", d, "--username", "nobody"],
+        "x\n",
+    );
+    assert!(!ok && err.contains("no admin named"), "{err}");
+    let (ok, out, err) = admin(
+        &["reset-password", "--data-dir", d],
+        "the second password\n",
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("sessions are signed out"));
+    let store = Store::open(dir.path()).expect("store");
+    let a = store.admins.get("admin").expect("get").expect("admin");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("rt");
+    let verify = |p: &str| {
+        rt.block_on(watchgrid_api::auth::verify_password(
+            p.into(),
+            Some(a.password_hash.clone()),
+        ))
+        .expect("verify")
+    };
+    assert!(verify("the second password"));
+    assert!(!verify("first password here"));
+    assert!(a.sessions_valid_after > 0);
+    let audit: Vec<String> = store
+        .audit
+        .list()
+        .expect("audit")
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(audit.contains(&"admin.reset_password".to_string()));
+}
+
+#[test]
+fn a_running_daemon_keeps_admin_commands_out() {
+    let dir = provisioned_dir();
+    let d = dir.path().to_str().expect("utf8");
+    let _held = Store::open(dir.path()).expect("store");
+    let (ok, _, err) = admin(&["status", "--data-dir", d], "");
+    assert!(
+        !ok && err.contains("in use by a running watchgrid"),
+        "{err}"
+    );
+}
