@@ -14,6 +14,9 @@ pub enum ApiError {
     /// Deliberately generic: never says which part of a credential was wrong.
     #[error("unauthorized")]
     Unauthorized,
+    /// The password was right and the account has 2FA: ask for the code.
+    #[error("two-factor code required")]
+    TwoFactorRequired,
     #[error("{0}")]
     Forbidden(&'static str),
     #[error("not found")]
@@ -38,7 +41,7 @@ impl ApiError {
         match self {
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::TwoFactorRequired => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,

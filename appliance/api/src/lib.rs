@@ -15,6 +15,7 @@ mod middleware;
 pub mod routes;
 pub mod secrets;
 pub mod state;
+pub mod totp;
 
 pub use state::{ApiConfig, AppState};
 

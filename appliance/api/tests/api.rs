@@ -654,3 +654,114 @@ async fn device_names_are_escaped_on_the_dashboard() {
         StatusCode::UNPROCESSABLE_ENTITY
     );
 }
+
+#[tokio::test]
+async fn totp_codes_are_single_use_recovery_codes_work_once_and_tokens_bypass() {
+    let a = app();
+    let api_token = a.admin_token().await;
+    let setup = a
+        .call(bearer(
+            post("/api/auth/2fa/setup", &serde_json::json!({})),
+            &api_token,
+        ))
+        .await;
+    assert_eq!(setup.status, StatusCode::OK, "{}", setup.text);
+    let secret = setup.json["secret"].as_str().expect("secret").to_string();
+    assert!(
+        setup.json["qr_svg"]
+            .as_str()
+            .expect("svg")
+            .starts_with("<?xml")
+            || setup.json["qr_svg"].as_str().expect("svg").contains("<svg")
+    );
+    let now = watchgrid_api::state::unix_now();
+    let code_now = watchgrid_api::totp::code_at(&secret, now).expect("code");
+    let wrong = a
+        .call(bearer(
+            post(
+                "/api/auth/2fa/enable",
+                &serde_json::json!({"code": "000000"}),
+            ),
+            &api_token,
+        ))
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let en = a
+        .call(bearer(
+            post(
+                "/api/auth/2fa/enable",
+                &serde_json::json!({"code": code_now}),
+            ),
+            &api_token,
+        ))
+        .await;
+    assert_eq!(en.status, StatusCode::OK, "{}", en.text);
+    let recovery: Vec<String> = en.json["recovery_codes"]
+        .as_array()
+        .expect("codes")
+        .iter()
+        .map(|c| c.as_str().expect("s").to_string())
+        .collect();
+    assert_eq!(recovery.len(), 10);
+
+    // Password alone is no longer enough.
+    let r = a.call(post("/api/auth/login", &login_body(PASSWORD))).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json["error"], "two-factor code required");
+    let with_code =
+        |code: &str| serde_json::json!({"username": "admin", "password": PASSWORD, "totp": code});
+    // The code used to enable 2FA cannot be used again.
+    assert_eq!(
+        a.call(post("/api/auth/login", &with_code(&code_now)))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    // The next step's code works once.
+    let next = watchgrid_api::totp::code_at(&secret, now + 30).expect("code");
+    assert_eq!(
+        a.call(post("/api/auth/login", &with_code(&next)))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        a.call(post("/api/auth/login", &with_code(&next)))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    // A recovery code works once.
+    assert_eq!(
+        a.call(post("/api/auth/login", &with_code(&recovery[0])))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        a.call(post("/api/auth/login", &with_code(&recovery[0])))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    // Automation keeps working with its API token.
+    assert_eq!(
+        a.call(bearer(get("/api/devices"), &api_token)).await.status,
+        StatusCode::OK
+    );
+    let metrics = watchgrid_api::render_metrics(&a.state);
+    assert!(
+        metrics.contains("watchgrid_login_failures_total{reason=\"bad_totp\"} 3"),
+        "{metrics}"
+    );
+    // Secrets are stored hashed.
+    let admin = a
+        .state
+        .store
+        .admins
+        .get("admin")
+        .expect("get")
+        .expect("admin");
+    assert!(!admin.recovery_code_hashes.contains(&recovery[1]));
+    assert_eq!(admin.recovery_code_hashes.len(), 9);
+}

@@ -54,6 +54,18 @@ pub struct AdminUser {
     /// Sessions issued before this time are void (set on password change).
     pub sessions_valid_after: u64,
     pub created_at: u64,
+    /// Base32 TOTP secret once 2FA is enabled.
+    #[serde(default)]
+    pub totp_secret: Option<String>,
+    /// A secret shown for enrolment, not yet confirmed with a code.
+    #[serde(default)]
+    pub totp_pending: Option<String>,
+    /// The last TOTP time step accepted: a code is usable once (SPEC §6).
+    #[serde(default)]
+    pub totp_last_step: u64,
+    /// Hex SHA-256 of unused recovery codes.
+    #[serde(default)]
+    pub recovery_code_hashes: Vec<String>,
 }
 
 /// An API token for automation. Only a hash of the token is stored.

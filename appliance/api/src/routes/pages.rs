@@ -98,6 +98,8 @@ pub fn login_form(error: Option<&str>) -> String {
          <label for=\"username\">User</label><input id=\"username\" name=\"username\" required>\
          <label for=\"password\">Password</label>\
          <input id=\"password\" name=\"password\" type=\"password\" required autocomplete=\"current-password\">\
+         <label for=\"totp\">Two-factor code (if enabled)</label>\
+         <input id=\"totp\" name=\"totp\" inputmode=\"numeric\" autocomplete=\"one-time-code\">\
          <button type=\"submit\" id=\"submit\">Sign in</button></form>"
     )
 }

@@ -98,6 +98,10 @@ pub async fn provision(
             password_hash,
             sessions_valid_after: 0,
             created_at: now,
+            totp_secret: None,
+            totp_pending: None,
+            totp_last_step: 0,
+            recovery_code_hashes: Vec::new(),
         },
     )?;
     let created = store.settings.put_new(
