@@ -99,12 +99,73 @@ impl Metrics {
             .inc();
     }
 
-    /// The exposition text.
+    /// The exposition in Prometheus text format 0.0.4 (what `promtool check metrics`
+    /// and every Prometheus version read).
     pub fn render(&self) -> String {
         let mut out = String::new();
         if let Err(e) = encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "encoding metrics");
         }
-        out
+        openmetrics_to_prometheus(&out)
+    }
+}
+
+/// prometheus-client writes OpenMetrics, where a counter family `x` has samples
+/// `x_total` and its HELP/TYPE lines name `x`. The 0.0.4 text format names the sample
+/// (`x_total`) there, and has no `# EOF` line.
+pub fn openmetrics_to_prometheus(text: &str) -> String {
+    let counters: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|tag| {
+            let rest = line.strip_prefix(tag)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{tag}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_renamed_and_eof_dropped() {
+        let m = Metrics::default();
+        m.login_failure("bad_credentials");
+        m.wireguard_peers.set(3);
+        let text = m.render();
+        assert!(
+            text.contains("# HELP watchgrid_login_failures_total Failed admin logins by reason."),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE watchgrid_login_failures_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("watchgrid_login_failures_total{reason=\"bad_credentials\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE watchgrid_wireguard_peers gauge\nwatchgrid_wireguard_peers 3"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"));
     }
 }

@@ -283,6 +283,17 @@ fn enroll() -> Result<()> {
         metrics.contains("watchgrid_wireguard_peers 1"),
         "metrics: {metrics}"
     );
+    // Prometheus' own linter accepts the exposition.
+    let lint = watchgrid_netns_tests::run_output(
+        &["promtool", "check", "metrics"],
+        Some(metrics.as_bytes()),
+    )?;
+    ensure!(
+        lint.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
     daemon.terminate(Duration::from_secs(10))?;
     Ok(())
 }
