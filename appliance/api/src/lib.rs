@@ -6,12 +6,14 @@
 //! the [`hub::Hub`] trait (the dataplane's command channel).
 
 pub mod auth;
+pub mod dto;
 pub mod error;
 pub mod hub;
 pub mod json;
 pub mod limits;
 pub mod metrics;
 mod middleware;
+pub mod openapi;
 pub mod routes;
 pub mod secrets;
 pub mod state;
@@ -34,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::enrollment::router())
         .merge(routes::devices::router())
         .merge(routes::pages::router())
+        .merge(openapi::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::setup_gate,

@@ -685,7 +685,7 @@ async fn totp_codes_are_single_use_recovery_codes_work_once_and_tokens_bypass() 
             &api_token,
         ))
         .await;
-    assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     let en = a
         .call(bearer(
             post(
@@ -764,4 +764,35 @@ async fn totp_codes_are_single_use_recovery_codes_work_once_and_tokens_bypass() 
         .expect("admin");
     assert!(!admin.recovery_code_hashes.contains(&recovery[1]));
     assert_eq!(admin.recovery_code_hashes.len(), 9);
+}
+
+#[tokio::test]
+async fn openapi_document_lists_every_json_endpoint() {
+    let a = app();
+    let r = a.call(get("/api/openapi.json")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let paths = r.json["paths"].as_object().expect("paths");
+    for p in [
+        "/healthz",
+        "/api/setup",
+        "/api/auth/login",
+        "/api/auth/logout",
+        "/api/auth/me",
+        "/api/tokens",
+        "/api/auth/2fa/setup",
+        "/api/auth/2fa/enable",
+        "/api/auth/2fa/disable",
+        "/api/enrollment-tokens",
+        "/api/register",
+        "/api/devices",
+        "/api/devices/{id}",
+        "/api/devices/{id}/disable",
+        "/api/devices/{id}/enable",
+    ] {
+        assert!(
+            paths.contains_key(p),
+            "{p} missing from the OpenAPI document"
+        );
+    }
+    assert!(r.json["components"]["schemas"]["Registration"].is_object());
 }

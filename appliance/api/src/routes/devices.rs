@@ -3,6 +3,7 @@
 use super::audit;
 use super::enrollment::parse_public_key;
 use crate::auth::Admin;
+use crate::dto::{DeviceList, DeviceView, ErrorBody, Status};
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::{Path, State};
@@ -19,20 +20,22 @@ pub fn router() -> Router<AppState> {
         .route("/api/devices/{id}/enable", post(enable))
 }
 
-fn view(d: &Device) -> serde_json::Value {
-    serde_json::json!({
-        "id": d.id, "name": d.name, "public_key": d.public_key,
-        "address": d.address_v4, "enabled": d.enabled,
-        "created_at": d.created_at, "expires_at": d.expires_at,
-    })
-}
-
-async fn list(
+/// Every device.
+#[utoipa::path(get, path = "/api/devices", tag = "devices",
+    responses((status = 200, body = DeviceList), (status = 401, body = ErrorBody)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn list(
     State(state): State<AppState>,
     _admin: Admin,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let devices: Vec<_> = state.store.devices.list()?.iter().map(view).collect();
-    Ok(Json(serde_json::json!({ "devices": devices })))
+) -> Result<Json<DeviceList>, ApiError> {
+    let devices = state
+        .store
+        .devices
+        .list()?
+        .iter()
+        .map(DeviceView::from)
+        .collect();
+    Ok(Json(DeviceList { devices }))
 }
 
 async fn set_enabled(state: &AppState, id: &str, enabled: bool) -> Result<Device, ApiError> {
@@ -45,10 +48,8 @@ async fn set_enabled(state: &AppState, id: &str, enabled: bool) -> Result<Device
         .ok_or(ApiError::NotFound)?;
     let key = parse_public_key(&device.public_key)?;
     let applied = if enabled {
-        state
-            .hub
-            .set_peer(key, vec![IpPrefix::host(device.address_v4.into())])
-            .await
+        let host = IpPrefix::host(device.address_v4.into());
+        state.hub.set_peer(key, vec![host]).await
     } else {
         state.hub.remove_peer(key).await
     };
@@ -56,31 +57,49 @@ async fn set_enabled(state: &AppState, id: &str, enabled: bool) -> Result<Device
     Ok(device)
 }
 
-async fn disable(
+/// Disables a device: its peer leaves the hub before the answer.
+#[utoipa::path(post, path = "/api/devices/{id}/disable", tag = "devices",
+    params(("id" = String, Path, description = "device id")),
+    responses((status = 200, body = DeviceView), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn disable(
     State(state): State<AppState>,
     admin: Admin,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<DeviceView>, ApiError> {
     let d = set_enabled(&state, &id, false).await?;
     audit(&state, &admin.username, "device.disable", &id)?;
-    Ok(Json(view(&d)))
+    Ok(Json(DeviceView::from(&d)))
 }
 
-async fn enable(
+/// Enables a device: its peer is back on the hub before the answer.
+#[utoipa::path(post, path = "/api/devices/{id}/enable", tag = "devices",
+    params(("id" = String, Path, description = "device id")),
+    responses((status = 200, body = DeviceView), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn enable(
     State(state): State<AppState>,
     admin: Admin,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<DeviceView>, ApiError> {
     let d = set_enabled(&state, &id, true).await?;
     audit(&state, &admin.username, "device.enable", &id)?;
-    Ok(Json(view(&d)))
+    Ok(Json(DeviceView::from(&d)))
 }
 
-async fn remove(
+/// Deletes a device and frees its address.
+#[utoipa::path(delete, path = "/api/devices/{id}", tag = "devices",
+    params(("id" = String, Path, description = "device id")),
+    responses((status = 200, body = Status), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn remove(
     State(state): State<AppState>,
     admin: Admin,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Status>, ApiError> {
     let d = state.store.delete_device(&id)?.ok_or(ApiError::NotFound)?;
     let key = parse_public_key(&d.public_key)?;
     state
@@ -89,5 +108,5 @@ async fn remove(
         .await
         .map_err(|e| ApiError::internal(format!("updating the hub: {e}")))?;
     audit(&state, &admin.username, "device.delete", &id)?;
-    Ok(Json(serde_json::json!({ "status": "deleted" })))
+    Ok(Json(Status::new("deleted")))
 }

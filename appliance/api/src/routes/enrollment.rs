@@ -2,6 +2,9 @@
 
 use super::{audit, limit};
 use crate::auth::{Admin, ClientIp};
+use crate::dto::{
+    EnrollmentTokenCreated, EnrollmentTokenList, EnrollmentTokenView, ErrorBody, Registration,
+};
 use crate::error::ApiError;
 use crate::json::StrictJson;
 use crate::limits::REGISTER;
@@ -15,25 +18,38 @@ use serde::Deserialize;
 use watchgrid_core::{IpPrefix, PublicKey};
 use watchgrid_store::{Device, EnrollmentToken, Redemption, SETTINGS_KEY};
 
+/// Ten years: longer-lived tokens should simply not expire.
+const MAX_TOKEN_LIFETIME: u64 = 315_360_000;
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/enrollment-tokens", post(create).get(list))
         .route("/api/register", post(register))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateRequest {
+pub(crate) struct CreateRequest {
+    #[schema(max_length = 100)]
     name: Option<String>,
+    /// Redemptions allowed (default 1).
+    #[schema(minimum = 1, maximum = 100000)]
     uses: Option<u32>,
+    /// At most ten years.
+    #[schema(minimum = 1, maximum = 315360000)]
     expires_in_secs: Option<u64>,
 }
 
-async fn create(
+/// Creates an enrollment token (one use by default).
+#[utoipa::path(post, path = "/api/enrollment-tokens", tag = "devices", request_body = CreateRequest,
+    responses((status = 200, body = EnrollmentTokenCreated), (status = 401, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn create(
     State(state): State<AppState>,
     admin: Admin,
     StrictJson(req): StrictJson<CreateRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<EnrollmentTokenCreated>, ApiError> {
     let name = req.name.unwrap_or_default();
     if name.len() > 100 {
         return Err(ApiError::Invalid("name: at most 100 characters".into()));
@@ -44,9 +60,9 @@ async fn create(
     }
     let now = unix_now();
     let expires_at = match req.expires_in_secs {
-        Some(0) => {
+        Some(s) if s == 0 || s > MAX_TOKEN_LIFETIME => {
             return Err(ApiError::Invalid(
-                "expires_in_secs: must be positive".into(),
+                "expires_in_secs: 1 to 315360000 (ten years)".into(),
             ))
         }
         Some(s) => Some(now.saturating_add(s)),
@@ -65,37 +81,47 @@ async fn create(
         },
     )?;
     audit(&state, &admin.username, "enrollment_token.create", &name)?;
-    Ok(Json(serde_json::json!({
-        "token": token, "name": name, "uses": uses, "expires_at": expires_at,
-    })))
+    Ok(Json(EnrollmentTokenCreated {
+        token,
+        name,
+        uses,
+        expires_at,
+    }))
 }
 
-async fn list(
+/// Lists enrollment tokens (never the tokens themselves).
+#[utoipa::path(get, path = "/api/enrollment-tokens", tag = "devices",
+    responses((status = 200, body = EnrollmentTokenList), (status = 401, body = ErrorBody)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn list(
     State(state): State<AppState>,
     _admin: Admin,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let tokens: Vec<_> = state
+) -> Result<Json<EnrollmentTokenList>, ApiError> {
+    let tokens = state
         .store
         .enrollment_tokens
         .list()?
         .into_iter()
-        .map(|t| {
-            serde_json::json!({
-                // A prefix of the hash identifies a token without revealing it.
-                "id": t.token_hash.get(..12).unwrap_or_default(),
-                "name": t.name, "uses_left": t.uses_left,
-                "expires_at": t.expires_at, "created_at": t.created_at,
-            })
+        .map(|t| EnrollmentTokenView {
+            id: t.token_hash.get(..12).unwrap_or_default().to_string(),
+            name: t.name,
+            uses_left: t.uses_left,
+            expires_at: t.expires_at,
+            created_at: t.created_at,
         })
         .collect();
-    Ok(Json(serde_json::json!({ "tokens": tokens })))
+    Ok(Json(EnrollmentTokenList { tokens }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RegisterRequest {
+pub(crate) struct RegisterRequest {
+    #[schema(min_length = 1)]
     token: String,
+    /// The device's WireGuard public key, base64 (`wg pubkey`).
+    #[schema(pattern = "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")]
     public_key: String,
+    #[schema(min_length = 1, max_length = 63, pattern = "^[A-Za-z0-9.-]+$")]
     hostname: String,
 }
 
@@ -122,11 +148,17 @@ fn validate_hostname(h: &str) -> Result<(), ApiError> {
     }
 }
 
-async fn register(
+/// Registers a device with an enrollment token; the peer is live on the hub before the
+/// answer. Agent-facing: no session, exempt from CORS.
+#[utoipa::path(post, path = "/api/register", tag = "agents", request_body = RegisterRequest,
+    responses((status = 200, body = Registration), (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub(crate) async fn register(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     StrictJson(req): StrictJson<RegisterRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Registration>, ApiError> {
     limit(&state, REGISTER, ip)?;
     // Validate everything before redeeming, so bad input never burns a token.
     let key = parse_public_key(&req.public_key)?;
@@ -180,13 +212,13 @@ async fn register(
         return Err(ApiError::internal(format!("adding peer to the hub: {e}")));
     }
     audit(&state, "agent", "device.register", &device.id)?;
-    Ok(Json(serde_json::json!({
-        "device_id": device.id,
-        "agent_key": agent_key,
-        "address": format!("{}/{}", device.address_v4, settings.vpn_prefix_v4),
-        "hub_public_key": state.hub.public_key(),
-        "endpoint": settings.endpoint,
-        "allowed_ips": format!("{}/{}", settings.vpn_subnet_v4, settings.vpn_prefix_v4),
-        "persistent_keepalive": state.config.device_keepalive,
-    })))
+    Ok(Json(Registration {
+        device_id: device.id,
+        agent_key,
+        address: format!("{}/{}", device.address_v4, settings.vpn_prefix_v4),
+        hub_public_key: state.hub.public_key(),
+        endpoint: settings.endpoint,
+        allowed_ips: format!("{}/{}", settings.vpn_subnet_v4, settings.vpn_prefix_v4),
+        persistent_keepalive: state.config.device_keepalive,
+    }))
 }

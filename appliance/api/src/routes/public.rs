@@ -1,5 +1,6 @@
 //! Unauthenticated endpoints: health and downloads.
 
+use crate::dto::{ErrorBody, Health};
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::State;
@@ -14,13 +15,15 @@ pub fn router() -> Router<AppState> {
         .route("/downloads/ca.crt", get(ca_cert))
 }
 
-async fn healthz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let setup_complete = state.setup_done()?;
-    Ok(Json(serde_json::json!({
-        "status": "ok",
-        "setup_complete": setup_complete,
-        "wireguard_peers": state.hub.peer_count(),
-    })))
+/// Liveness and setup state.
+#[utoipa::path(get, path = "/healthz", tag = "public",
+    responses((status = 200, body = Health), (status = 500, body = ErrorBody)))]
+pub(crate) async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    Ok(Json(Health {
+        status: "ok".into(),
+        setup_complete: state.setup_done()?,
+        wireguard_peers: state.hub.peer_count() as u64,
+    }))
 }
 
 async fn ca_cert(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {

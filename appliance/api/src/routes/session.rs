@@ -2,6 +2,7 @@
 
 use super::{audit, limit};
 use crate::auth::{clear_cookie, issue_session, verify_password, Admin, ClientIp};
+use crate::dto::{ApiTokenCreated, ErrorBody, RecoveryCodes, Status, TotpSetup, Username};
 use crate::error::ApiError;
 use crate::json::{JsonOrForm, StrictJson};
 use crate::limits::LOGIN;
@@ -30,16 +31,21 @@ pub fn router() -> Router<AppState> {
         .route("/api/auth/2fa/disable", post(totp_disable))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LoginRequest {
+pub(crate) struct LoginRequest {
     username: String,
     password: String,
     /// Second factor: a current TOTP code or an unused recovery code, when 2FA is on.
     totp: Option<String>,
 }
 
-async fn login(
+/// Signs in; sets the session cookie (also accepts an HTML form post).
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = Username), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody)))]
+pub(crate) async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     body: Result<JsonOrForm<LoginRequest>, ApiError>,
@@ -50,11 +56,9 @@ async fn login(
         Err(e) => Err(e),
     };
     match (result, from_form) {
-        (Ok((cookie, user)), false) => (
-            [(header::SET_COOKIE, cookie)],
-            Json(serde_json::json!({ "username": user })),
-        )
-            .into_response(),
+        (Ok((cookie, username)), false) => {
+            ([(header::SET_COOKIE, cookie)], Json(Username { username })).into_response()
+        }
         (Ok((cookie, _)), true) => {
             ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
         }
@@ -97,7 +101,11 @@ async fn run_login(
     Ok((cookie, req.username))
 }
 
-async fn logout(
+/// Signs out: the session is revoked and the cookie cleared.
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth",
+    responses((status = 200, body = Status), (status = 401, body = ErrorBody)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
     admin: Admin,
@@ -120,25 +128,37 @@ async fn logout(
     Ok(if from_form {
         (cookie, Redirect::to("/login")).into_response()
     } else {
-        (cookie, Json(serde_json::json!({ "status": "ok" }))).into_response()
+        (cookie, Json(Status::new("ok"))).into_response()
     })
 }
 
-async fn me(admin: Admin) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "username": admin.username }))
+/// The signed-in admin.
+#[utoipa::path(get, path = "/api/auth/me", tag = "auth",
+    responses((status = 200, body = Username), (status = 401, body = ErrorBody)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn me(admin: Admin) -> Json<Username> {
+    Json(Username {
+        username: admin.username,
+    })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TokenRequest {
+pub(crate) struct TokenRequest {
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
 }
 
-async fn create_token(
+/// Creates an API token for automation (works with 2FA on).
+#[utoipa::path(post, path = "/api/tokens", tag = "auth", request_body = TokenRequest,
+    responses((status = 200, body = ApiTokenCreated), (status = 401, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn create_token(
     State(state): State<AppState>,
     admin: Admin,
     StrictJson(req): StrictJson<TokenRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ApiTokenCreated>, ApiError> {
     if req.name.is_empty() || req.name.len() > 100 {
         return Err(ApiError::Invalid("name: 1 to 100 characters".into()));
     }
@@ -154,9 +174,10 @@ async fn create_token(
     )?;
     audit(&state, &admin.username, "token.create", &req.name)?;
     // Shown once; only its hash is stored.
-    Ok(Json(
-        serde_json::json!({ "token": token, "name": req.name }),
-    ))
+    Ok(Json(ApiTokenCreated {
+        token,
+        name: req.name,
+    }))
 }
 
 /// Accepts a TOTP code newer than the last one used, or consumes a recovery code.
@@ -196,10 +217,14 @@ fn use_second_factor(
     Ok(used.is_ok())
 }
 
-async fn totp_setup(
+/// Starts 2FA enrolment: a new secret, its otpauth URL and QR code.
+#[utoipa::path(post, path = "/api/auth/2fa/setup", tag = "auth",
+    responses((status = 200, body = TotpSetup), (status = 401, body = ErrorBody)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn totp_setup(
     State(state): State<AppState>,
     admin: Admin,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<TotpSetup>, ApiError> {
     let secret = totp::new_secret();
     let pending = secret.clone();
     state
@@ -215,32 +240,42 @@ async fn totp_setup(
         .map_err(|()| ApiError::Unauthorized)?;
     let url = totp::otpauth_url(&secret, &admin.username);
     audit(&state, &admin.username, "2fa.setup", "")?;
-    Ok(Json(serde_json::json!({
-        "secret": secret, "otpauth_url": url, "qr_svg": totp::qr_svg(&url)?,
-    })))
+    let qr_svg = totp::qr_svg(&url)?;
+    Ok(Json(TotpSetup {
+        secret,
+        otpauth_url: url,
+        qr_svg,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CodeRequest {
+pub(crate) struct CodeRequest {
+    /// A 6-digit TOTP code, or a recovery code.
+    #[schema(min_length = 6)]
     code: String,
 }
 
-async fn totp_enable(
+/// Confirms 2FA with a code from the new secret; returns the recovery codes once.
+#[utoipa::path(post, path = "/api/auth/2fa/enable", tag = "auth", request_body = CodeRequest,
+    responses((status = 200, body = RecoveryCodes), (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn totp_enable(
     State(state): State<AppState>,
     admin: Admin,
     StrictJson(req): StrictJson<CodeRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RecoveryCodes>, ApiError> {
     let user = state
         .store
         .admins
         .get(&admin.username)?
         .ok_or(ApiError::Unauthorized)?;
-    let pending = user
-        .totp_pending
-        .ok_or_else(|| ApiError::Invalid("start with POST /api/auth/2fa/setup".into()))?;
-    let step = totp::matching_step(&pending, &req.code, unix_now())?
-        .ok_or_else(|| ApiError::Invalid("code: does not match the new secret".into()))?;
+    let pending = user.totp_pending.ok_or_else(|| {
+        ApiError::Conflict("no 2FA enrolment in progress: POST /api/auth/2fa/setup first".into())
+    })?;
+    let step =
+        totp::matching_step(&pending, &req.code, unix_now())?.ok_or(ApiError::Unauthorized)?;
     let (codes, hashes) = totp::recovery_codes();
     state
         .store
@@ -258,14 +293,21 @@ async fn totp_enable(
         .map_err(|()| ApiError::Conflict("2FA setup changed meanwhile; start again".into()))?;
     audit(&state, &admin.username, "2fa.enable", "")?;
     // Shown once; only hashes are kept.
-    Ok(Json(serde_json::json!({ "recovery_codes": codes })))
+    Ok(Json(RecoveryCodes {
+        recovery_codes: codes,
+    }))
 }
 
-async fn totp_disable(
+/// Turns 2FA off; needs a current code or a recovery code.
+#[utoipa::path(post, path = "/api/auth/2fa/disable", tag = "auth", request_body = CodeRequest,
+    responses((status = 200, body = Status), (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn totp_disable(
     State(state): State<AppState>,
     admin: Admin,
     StrictJson(req): StrictJson<CodeRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Status>, ApiError> {
     let user = state
         .store
         .admins
@@ -273,7 +315,7 @@ async fn totp_disable(
         .ok_or(ApiError::Unauthorized)?;
     let secret = user
         .totp_secret
-        .ok_or_else(|| ApiError::Invalid("2FA is not enabled".into()))?;
+        .ok_or_else(|| ApiError::Conflict("2FA is not enabled".into()))?;
     if !use_second_factor(&state, &admin.username, &secret, &req.code)? {
         return Err(ApiError::Unauthorized);
     }
@@ -291,5 +333,5 @@ async fn totp_disable(
         })?
         .map_err(|()| ApiError::Unauthorized)?;
     audit(&state, &admin.username, "2fa.disable", "")?;
-    Ok(Json(serde_json::json!({ "status": "ok" })))
+    Ok(Json(Status::new("ok")))
 }

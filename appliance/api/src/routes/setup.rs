@@ -2,6 +2,7 @@
 
 use super::{audit, limit};
 use crate::auth::{hash_password, ClientIp};
+use crate::dto::{ErrorBody, Status};
 use crate::error::ApiError;
 use crate::json::JsonOrForm;
 use crate::limits::SETUP;
@@ -19,13 +20,20 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/setup", post(setup))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetupRequest {
+    #[schema(min_length = 1)]
     pub setup_token: String,
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
     pub admin_username: String,
+    #[schema(min_length = 12, max_length = 1024)]
     pub admin_password: String,
     /// `host:port` devices dial.
+    #[schema(
+        example = "vpn.example.com:51820",
+        pattern = "^[A-Za-z0-9.:\\[\\]-]+:[1-9][0-9]{0,4}$"
+    )]
     pub endpoint: String,
 }
 
@@ -122,7 +130,12 @@ pub async fn provision(
     Ok(())
 }
 
-async fn setup(
+/// Completes first-boot setup with the one-time token (also accepts an HTML form post).
+#[utoipa::path(post, path = "/api/setup", tag = "setup", request_body = SetupRequest,
+    responses((status = 200, body = Status), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub(crate) async fn setup(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     body: Result<JsonOrForm<SetupRequest>, ApiError>,
@@ -133,7 +146,7 @@ async fn setup(
         Err(e) => Err(e),
     };
     match (result, from_form) {
-        (Ok(()), false) => Json(serde_json::json!({ "status": "ok" })).into_response(),
+        (Ok(()), false) => Json(Status::new("ok")).into_response(),
         (Ok(()), true) => Redirect::to("/login").into_response(),
         (Err(e), true) => (
             e.status(),

@@ -1,0 +1,128 @@
+//! Response bodies of the JSON API, typed so the OpenAPI document describes exactly
+//! what handlers send.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Every error: `{"error": "..."}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Status {
+    pub status: String,
+}
+
+impl Status {
+    pub fn new(s: &str) -> Status {
+        Status {
+            status: s.to_string(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub setup_complete: bool,
+    pub wireguard_peers: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Username {
+    pub username: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiTokenCreated {
+    /// Shown once; only its hash is stored.
+    pub token: String,
+    pub name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TotpSetup {
+    /// Base32 secret for manual entry.
+    pub secret: String,
+    pub otpauth_url: String,
+    /// The otpauth URL as an SVG QR code.
+    pub qr_svg: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RecoveryCodes {
+    /// Ten single-use codes, shown once.
+    pub recovery_codes: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EnrollmentTokenCreated {
+    /// Shown once; only its hash is stored.
+    pub token: String,
+    pub name: String,
+    pub uses: u32,
+    pub expires_at: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EnrollmentTokenView {
+    /// A prefix of the token's hash: identifies it without revealing it.
+    pub id: String,
+    pub name: String,
+    pub uses_left: u32,
+    pub expires_at: Option<u64>,
+    pub created_at: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EnrollmentTokenList {
+    pub tokens: Vec<EnrollmentTokenView>,
+}
+
+/// What a registering device needs for its WireGuard configuration.
+#[derive(Serialize, ToSchema)]
+pub struct Registration {
+    pub device_id: String,
+    /// The agent's credential, shown once.
+    pub agent_key: String,
+    /// Interface address with the VPN prefix, e.g. `10.100.0.2/16`.
+    pub address: String,
+    pub hub_public_key: String,
+    /// `host:port` to dial.
+    pub endpoint: String,
+    /// What to route through the tunnel, e.g. `10.100.0.0/16`.
+    pub allowed_ips: String,
+    pub persistent_keepalive: u16,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeviceView {
+    pub id: String,
+    pub name: String,
+    pub public_key: String,
+    pub address: String,
+    pub enabled: bool,
+    pub created_at: u64,
+    pub expires_at: Option<u64>,
+}
+
+impl From<&watchgrid_store::Device> for DeviceView {
+    fn from(d: &watchgrid_store::Device) -> Self {
+        DeviceView {
+            id: d.id.clone(),
+            name: d.name.clone(),
+            public_key: d.public_key.clone(),
+            address: d.address_v4.to_string(),
+            enabled: d.enabled,
+            created_at: d.created_at,
+            expires_at: d.expires_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeviceList {
+    pub devices: Vec<DeviceView>,
+}

@@ -1,0 +1,54 @@
+//! The OpenAPI document, generated from the handlers' annotations and served at
+//! `/api/openapi.json`.
+
+use crate::dto::*;
+use crate::routes::{devices, enrollment, public, session, setup};
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Watchgrid", description = "Self-hosted WireGuard hub: setup, admin, enrollment and devices."),
+    paths(
+        public::healthz,
+        setup::setup,
+        session::login, session::logout, session::me, session::create_token,
+        session::totp_setup, session::totp_enable, session::totp_disable,
+        enrollment::create, enrollment::list, enrollment::register,
+        devices::list, devices::disable, devices::enable, devices::remove,
+    ),
+    components(schemas(
+        ErrorBody, Status, Health, Username, ApiTokenCreated, TotpSetup, RecoveryCodes,
+        EnrollmentTokenCreated, EnrollmentTokenView, EnrollmentTokenList, Registration,
+        DeviceView, DeviceList,
+    )),
+    modifiers(&Security)
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
+                crate::auth::SESSION_COOKIE,
+            ))),
+        );
+    }
+}
+
+pub fn router() -> Router<crate::AppState> {
+    Router::new().route(
+        "/api/openapi.json",
+        get(|| async { Json(ApiDoc::openapi()) }),
+    )
+}
