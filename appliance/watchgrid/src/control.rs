@@ -48,7 +48,15 @@ pub async fn serve_https(listener: TcpListener, tls: Arc<rustls::ServerConfig>, 
             let handshake =
                 tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));
             match handshake.await {
-                Ok(Ok(tls)) => serve_connection(tls, peer, app).await,
+                Ok(Ok(tls)) => {
+                    // A TLS-ALPN-01 validation only needs the handshake (RFC 8737).
+                    if tls.get_ref().1.alpn_protocol()
+                        == Some(rustls_acme::acme::ACME_TLS_ALPN_NAME)
+                    {
+                        return;
+                    }
+                    serve_connection(tls, peer, app).await
+                }
                 Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
             }

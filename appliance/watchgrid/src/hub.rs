@@ -71,6 +71,22 @@ pub struct ServeArgs {
     /// When set, admin requests are only accepted from these CIDRs (comma separated).
     #[arg(long, env = "WATCHGRID_ADMIN_CIDRS", value_delimiter = ',')]
     admin_cidrs: Vec<String>,
+    /// Serve this certificate chain (PEM) instead of the internal CA or ACME.
+    #[arg(long, env = "WATCHGRID_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "WATCHGRID_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// ACME directory used when FRONTEND_HOST is set.
+    #[arg(
+        long,
+        env = "WATCHGRID_ACME_DIRECTORY",
+        default_value = "https://acme-v02.api.letsencrypt.org/directory"
+    )]
+    acme_directory: String,
+    /// Extra trust root (PEM) for the ACME server's HTTPS, e.g. a private CA.
+    #[arg(long, env = "WATCHGRID_ACME_CA_ROOT")]
+    acme_ca_root: Option<PathBuf>,
 }
 
 /// The hub's private key, generated on first start.
@@ -85,6 +101,7 @@ struct Provisioning {
     endpoint: Option<String>,
     jwt_secret: Option<String>,
     frontend_host: Option<String>,
+    acme_email: Option<String>,
 }
 
 impl Provisioning {
@@ -100,6 +117,7 @@ impl Provisioning {
             endpoint: var("WG_SERVER_ENDPOINT"),
             jwt_secret,
             frontend_host: var("FRONTEND_HOST"),
+            acme_email: var("WATCHGRID_ACME_EMAIL"),
         })
     }
 }
@@ -194,7 +212,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     wg_config.private_key = Some(Some(key.clone()));
     wg_config.listen_port = None;
     wg_config.peers.extend(device_peers(&store)?);
-    let tls = crate::tls::internal_ca(&args.data_dir, &tls_names).context("setting up TLS")?;
+    // TLS: an uploaded certificate, else ACME for FRONTEND_HOST, else the internal CA.
+    let static_tls = match (&args.tls_cert, &args.tls_key, &provisioning.frontend_host) {
+        (Some(cert), Some(key), _) => {
+            Some(crate::tls::uploaded(cert, key).context("--tls-cert/--tls-key")?)
+        }
+        (_, _, Some(_)) => None,
+        _ => Some(crate::tls::internal_ca(&args.data_dir, &tls_names).context("setting up TLS")?),
+    };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -202,6 +227,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
+        let tls = match static_tls {
+            Some(t) => t,
+            None => {
+                let domain = provisioning.frontend_host.clone().unwrap_or_default();
+                let settings = crate::acme::AcmeSettings {
+                    domain,
+                    email: provisioning.acme_email.clone(),
+                    directory: args.acme_directory.clone(),
+                    ca_root: args.acme_ca_root.clone(),
+                };
+                crate::tls::TlsMaterial {
+                    config: crate::acme::start(&settings, &args.data_dir).context("starting ACME")?,
+                    ca_pem: None,
+                    leaf_fingerprint: None,
+                    ca_fingerprint: None,
+                }
+            }
+        };
         let tun = crate::device::open_tun(&args.wg_interface, args.wg_mtu, Some(&addresses))?;
         let mut dataplane = Dataplane::new(tun, args.wg_port)?;
         let peers = wg_config.peers.len();
@@ -217,7 +260,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         });
 
         let setup_token = first_boot(&store, &provisioning, &args.runtime_dir, &config).await?;
-        let state = AppState::new(store.clone(), hub, config, setup_token.clone(), Some(tls.ca_pem.clone()));
+        let state = AppState::new(store.clone(), hub, config, setup_token.clone(), tls.ca_pem.clone());
         let app = watchgrid_api::router(state.clone());
 
         let https = TcpListener::bind(args.https_listen)
@@ -256,7 +299,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             peers,
             "WireGuard hub ready"
         );
-        print_banner(&args, &tls, setup_token.as_deref(), &tls_names);
+        let shown_names = match &provisioning.frontend_host {
+            Some(h) if args.tls_cert.is_none() => vec![h.clone()],
+            _ => tls_names.clone(),
+        };
+        print_banner(&args, &tls, setup_token.as_deref(), &shown_names);
         let result = dataplane.run(rx, crate::shutdown_signal()).await;
         uapi.abort();
         let _ = uapi.await;
@@ -360,14 +407,18 @@ fn print_banner(
     } else {
         out.push_str("  setup is complete; sign in as the admin\n");
     }
-    out.push_str(&format!(
-        "  TLS certificate SHA-256  {}\n",
-        tls.leaf_fingerprint
-    ));
-    out.push_str(&format!(
-        "  internal CA SHA-256      {}  (https://HOST{suffix}/downloads/ca.crt)\n",
-        tls.ca_fingerprint
-    ));
+    match &tls.leaf_fingerprint {
+        Some(f) => out.push_str(&format!("  TLS certificate SHA-256  {f}\n")),
+        None => out.push_str(&format!(
+            "  TLS certificate: ACME, ordered from {}\n",
+            args.acme_directory
+        )),
+    }
+    if let Some(f) = &tls.ca_fingerprint {
+        out.push_str(&format!(
+            "  internal CA SHA-256      {f}  (https://HOST{suffix}/downloads/ca.crt)\n"
+        ));
+    }
     out.push_str("watchgrid: ready\n");
     print!("{out}");
     let _ = std::io::stdout().flush();

@@ -1,5 +1,6 @@
 //! `watchgrid`: the Watchgrid appliance in one binary.
 
+mod acme;
 mod admin;
 mod control;
 mod dataplane;

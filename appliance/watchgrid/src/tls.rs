@@ -25,10 +25,47 @@ const RENEW_BEFORE_DAYS: i64 = 30;
 /// What the TLS listener serves and what the banner prints.
 pub struct TlsMaterial {
     pub config: Arc<rustls::ServerConfig>,
-    pub ca_pem: String,
+    /// The internal CA root, offered at /downloads/ca.crt.
+    pub ca_pem: Option<String>,
     /// SHA-256 of the leaf certificate (DER), as browsers show it.
-    pub leaf_fingerprint: String,
-    pub ca_fingerprint: String,
+    pub leaf_fingerprint: Option<String>,
+    pub ca_fingerprint: Option<String>,
+}
+
+/// An operator-supplied certificate chain and key (PEM), the third TLS mode.
+pub fn uploaded(cert: &Path, key: &Path) -> anyhow::Result<TlsMaterial> {
+    use rustls::pki_types::pem::PemObject;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| anyhow!("reading {}: {e:?}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow!("parsing {}: {e:?}", cert.display()))?;
+    let first = chain
+        .first()
+        .ok_or_else(|| anyhow!("{} holds no certificate", cert.display()))?;
+    let leaf_fingerprint = fingerprint(first);
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow!("reading the key {}: {e:?}", key.display()))?;
+    Ok(TlsMaterial {
+        config: server_config(chain, key_der)?,
+        ca_pem: None,
+        leaf_fingerprint: Some(leaf_fingerprint),
+        ca_fingerprint: None,
+    })
+}
+
+fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the certificate does not match its key, or is unusable")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 #[derive(Serialize, Deserialize, PartialEq)]
@@ -152,19 +189,11 @@ pub fn internal_ca(dir: &Path, names: &[String]) -> anyhow::Result<TlsMaterial> 
     };
     let leaf_fingerprint = fingerprint(&leaf_der);
     let ca_fingerprint = fingerprint(&ca_der);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf_der, ca_der], key_der)
-        .context("loading the TLS certificate")?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsMaterial {
-        config: Arc::new(config),
-        ca_pem,
-        leaf_fingerprint,
-        ca_fingerprint,
+        config: server_config(vec![leaf_der, ca_der], key_der)?,
+        ca_pem: Some(ca_pem),
+        leaf_fingerprint: Some(leaf_fingerprint),
+        ca_fingerprint: Some(ca_fingerprint),
     })
 }
 
