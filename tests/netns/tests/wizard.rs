@@ -11,6 +11,8 @@ import sys, time
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
 
 base, token, shot = sys.argv[1:4]
 opts = webdriver.ChromeOptions()
@@ -30,11 +32,18 @@ try:
     drv.find_element(By.ID, "admin_password").send_keys("correct horse battery")
     drv.find_element(By.ID, "endpoint").send_keys("vpn.example.com:51820")
     drv.find_element(By.ID, "submit").click()
-    assert drv.current_url.endswith("/login"), "after setup: " + drv.current_url + " " + drv.page_source[:600]
+    # A click returns before the next page has loaded: wait for it.
+    try:
+        WebDriverWait(drv, 15).until(EC.url_matches(r"/login$"))
+    except Exception:
+        raise AssertionError("after setup: " + drv.current_url + " " + drv.page_source[:600])
     drv.find_element(By.ID, "username").send_keys("admin")
     drv.find_element(By.ID, "password").send_keys("correct horse battery")
     drv.find_element(By.ID, "submit").click()
-    who = drv.find_element(By.ID, "whoami").text
+    try:
+        who = WebDriverWait(drv, 15).until(EC.presence_of_element_located((By.ID, "whoami"))).text
+    except Exception:
+        raise AssertionError("after sign-in: " + drv.current_url + " " + drv.page_source[:600])
     assert "admin" in who, who
     drv.save_screenshot(shot)
     print("OK", who)
