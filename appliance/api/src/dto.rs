@@ -122,6 +122,31 @@ impl From<&watchgrid_store::Device> for DeviceView {
     }
 }
 
+/// A device created by the admin, with everything to configure it.
+#[derive(Serialize, ToSchema)]
+pub struct DeviceCreated {
+    pub device: DeviceView,
+    /// Only when the server generated the key pair; shown once, never stored.
+    pub private_key: Option<String>,
+    /// A complete wg-quick configuration.
+    pub config: String,
+    /// The configuration as an SVG QR code (for phone apps).
+    pub qr_svg: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditView {
+    pub at: u64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditList {
+    pub entries: Vec<AuditView>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct DeviceList {
     pub devices: Vec<DeviceView>,

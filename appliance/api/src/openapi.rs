@@ -17,12 +17,13 @@ use utoipa::{Modify, OpenApi};
         session::login, session::logout, session::me, session::create_token,
         session::totp_setup, session::totp_enable, session::totp_disable,
         enrollment::create, enrollment::list, enrollment::register,
-        devices::list, devices::disable, devices::enable, devices::remove,
+        devices::list, devices::create, devices::disable, devices::enable, devices::remove,
+        devices::audit_log,
     ),
     components(schemas(
         ErrorBody, Status, Health, Username, ApiTokenCreated, TotpSetup, RecoveryCodes,
         EnrollmentTokenCreated, EnrollmentTokenView, EnrollmentTokenList, Registration,
-        DeviceView, DeviceList,
+        DeviceView, DeviceList, DeviceCreated, AuditView, AuditList,
     )),
     modifiers(&Security)
 )]

@@ -796,3 +796,104 @@ async fn openapi_document_lists_every_json_endpoint() {
     }
     assert!(r.json["components"]["schemas"]["Registration"].is_object());
 }
+
+#[tokio::test]
+async fn admin_created_devices_get_a_config_and_keys_are_never_stored() {
+    let a = app();
+    let admin = a.admin_token().await;
+    let r = a
+        .call(bearer(
+            post("/api/devices", &serde_json::json!({"name": "phone"})),
+            &admin,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let private = r.json["private_key"]
+        .as_str()
+        .expect("generated private key")
+        .to_string();
+    let config = r.json["config"].as_str().expect("config");
+    assert!(config.contains(&format!("PrivateKey = {private}")));
+    assert!(config.contains("Endpoint = vpn.example.com:51820"));
+    assert!(config.contains("Address = 10.100.0.2/16"));
+    assert!(r.json["qr_svg"].as_str().expect("qr").contains("<svg"));
+    assert_eq!(a.hub.peer_count(), 1);
+    // The private key is nowhere in the store.
+    let stored = serde_json::to_string(&a.state.store.devices.list().expect("list")).expect("json");
+    assert!(!stored.contains(&private));
+    // With the user's own key, no private key is returned.
+    let own = a
+        .call(bearer(
+            post(
+                "/api/devices",
+                &serde_json::json!({"name": "laptop", "public_key": wg_key(3)}),
+            ),
+            &admin,
+        ))
+        .await;
+    assert_eq!(own.status, StatusCode::OK, "{}", own.text);
+    assert!(own.json["private_key"].is_null());
+    let dup = a
+        .call(bearer(
+            post(
+                "/api/devices",
+                &serde_json::json!({"name": "again", "public_key": wg_key(3)}),
+            ),
+            &admin,
+        ))
+        .await;
+    assert_eq!(dup.status, StatusCode::CONFLICT);
+    let audit = a.call(bearer(get("/api/audit"), &admin)).await;
+    assert_eq!(audit.json["entries"][0]["action"], "device.create");
+}
+
+#[tokio::test]
+async fn expired_devices_leave_the_hub() {
+    let a = app();
+    let admin = a.admin_token().await;
+    let r = a
+        .call(bearer(
+            post(
+                "/api/devices",
+                &serde_json::json!({"name": "temp", "expires_in_secs": 3600}),
+            ),
+            &admin,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let id = r.json["device"]["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        watchgrid_api::routes::devices::expire_devices(&a.state)
+            .await
+            .expect("sweep"),
+        0
+    );
+    assert_eq!(a.hub.peer_count(), 1);
+    // Move the expiry into the past, as time would.
+    a.state
+        .store
+        .devices
+        .update(&id, |d| {
+            Ok::<_, ()>(d.map(|d| watchgrid_store::Device {
+                expires_at: Some(1),
+                ..d
+            }))
+        })
+        .expect("store")
+        .expect("update");
+    assert_eq!(
+        watchgrid_api::routes::devices::expire_devices(&a.state)
+            .await
+            .expect("sweep"),
+        1
+    );
+    assert_eq!(a.hub.peer_count(), 0);
+    let d = a
+        .state
+        .store
+        .devices
+        .get(&id)
+        .expect("get")
+        .expect("device");
+    assert!(!d.enabled);
+}

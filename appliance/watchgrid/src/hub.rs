@@ -290,6 +290,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 sweeper.limits.evict_idle();
             }
         });
+        // Devices past their expiry date leave the hub.
+        let expirer = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(30));
+            loop {
+                every.tick().await;
+                if let Err(e) = watchgrid_api::routes::devices::expire_devices(&expirer).await {
+                    tracing::error!(error = %e, "expiring devices");
+                }
+            }
+        });
         let uapi = tokio::spawn(socket.serve(tx));
 
         tracing::info!(

@@ -3,7 +3,7 @@
 use super::audit;
 use super::enrollment::parse_public_key;
 use crate::auth::Admin;
-use crate::dto::{DeviceList, DeviceView, ErrorBody, Status};
+use crate::dto::{AuditList, AuditView, DeviceCreated, DeviceList, DeviceView, ErrorBody, Status};
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::{Path, State};
@@ -14,7 +14,8 @@ use watchgrid_store::Device;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/devices", get(list))
+        .route("/api/devices", get(list).post(create))
+        .route("/api/audit", get(audit_log))
         .route("/api/devices/{id}", delete(remove))
         .route("/api/devices/{id}/disable", post(disable))
         .route("/api/devices/{id}/enable", post(enable))
@@ -109,4 +110,144 @@ pub(crate) async fn remove(
         .map_err(|e| ApiError::internal(format!("updating the hub: {e}")))?;
     audit(&state, &admin.username, "device.delete", &id)?;
     Ok(Json(Status::new("deleted")))
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateDevice {
+    #[schema(min_length = 1, max_length = 63, pattern = "^[A-Za-z0-9.-]+$")]
+    name: String,
+    /// The device's own public key; omit it to have the server generate a key pair.
+    #[schema(pattern = "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")]
+    public_key: Option<String>,
+    /// Disabled automatically after this many seconds.
+    #[schema(minimum = 60, maximum = 315360000)]
+    expires_in_secs: Option<u64>,
+}
+
+/// Creates a plain WireGuard device (a laptop, a phone). Without a public key the server
+/// generates the key pair and returns the private key once, inside a wg-quick config and
+/// its QR code; it is never stored.
+#[utoipa::path(post, path = "/api/devices", tag = "devices", request_body = CreateDevice,
+    responses((status = 200, body = DeviceCreated), (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    admin: Admin,
+    crate::json::StrictJson(req): crate::json::StrictJson<CreateDevice>,
+) -> Result<Json<DeviceCreated>, ApiError> {
+    use base64::Engine as _;
+    super::enrollment::validate_hostname(&req.name)?;
+    let (public_key, private_key) = match &req.public_key {
+        Some(k) => (parse_public_key(k)?, None),
+        None => {
+            let secret = watchgrid_core::Secret::generate_private();
+            let b64 = base64::engine::general_purpose::STANDARD.encode(secret.0);
+            (secret.public_key(), Some(b64))
+        }
+    };
+    let public_b64 = base64::engine::general_purpose::STANDARD.encode(public_key.0);
+    let now = crate::state::unix_now();
+    let expires_at = match req.expires_in_secs {
+        Some(s) if !(60..=315_360_000).contains(&s) => {
+            return Err(ApiError::Invalid("expires_in_secs: 60 to 315360000".into()))
+        }
+        Some(s) => Some(now + s),
+        None => None,
+    };
+    if state
+        .store
+        .devices
+        .list()?
+        .iter()
+        .any(|d| d.public_key == public_b64)
+    {
+        return Err(ApiError::Conflict(
+            "a device with this public key exists".into(),
+        ));
+    }
+    let settings = state
+        .store
+        .settings
+        .get(watchgrid_store::SETTINGS_KEY)?
+        .ok_or(ApiError::SetupRequired)?;
+    let device = state.store.create_device(
+        Device {
+            id: format!("dev-{}", state.store.next_id()?),
+            name: req.name.clone(),
+            public_key: public_b64,
+            address_v4: std::net::Ipv4Addr::UNSPECIFIED,
+            enabled: true,
+            created_at: now,
+            expires_at,
+            // Plain devices have no agent credential.
+            agent_key_hash: String::new(),
+        },
+        settings.vpn_subnet_v4,
+        settings.vpn_prefix_v4,
+    )?;
+    let host = IpPrefix::host(device.address_v4.into());
+    if let Err(e) = state.hub.set_peer(public_key, vec![host]).await {
+        state.store.delete_device(&device.id)?;
+        return Err(ApiError::internal(format!("adding peer to the hub: {e}")));
+    }
+    let config = format!(
+        "[Interface]\nPrivateKey = {}\nAddress = {}/{}\n\n[Peer]\nPublicKey = {}\nEndpoint = {}\nAllowedIPs = {}/{}\nPersistentKeepalive = {}\n",
+        private_key.as_deref().unwrap_or("<this device's private key>"),
+        device.address_v4,
+        settings.vpn_prefix_v4,
+        state.hub.public_key(),
+        settings.endpoint,
+        settings.vpn_subnet_v4,
+        settings.vpn_prefix_v4,
+        state.config.device_keepalive,
+    );
+    let qr_svg = crate::totp::qr_svg(&config)?;
+    audit(&state, &admin.username, "device.create", &device.id)?;
+    Ok(Json(DeviceCreated {
+        device: DeviceView::from(&device),
+        private_key,
+        config,
+        qr_svg,
+    }))
+}
+
+/// Disables every enabled device whose expiry has passed; returns how many.
+pub async fn expire_devices(state: &AppState) -> Result<usize, ApiError> {
+    let now = crate::state::unix_now();
+    let mut n = 0;
+    for d in state.store.devices.list()? {
+        if d.enabled && d.expires_at.is_some_and(|e| now >= e) {
+            set_enabled(state, &d.id, false).await?;
+            audit(state, "system", "device.expire", &d.id)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// The audit log, newest first (at most 1000 entries).
+#[utoipa::path(get, path = "/api/audit", tag = "admin",
+    responses((status = 200, body = AuditList), (status = 401, body = ErrorBody)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn audit_log(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Result<Json<AuditList>, ApiError> {
+    let mut entries: Vec<AuditView> = state
+        .store
+        .audit
+        .list()?
+        .into_iter()
+        .map(|e| AuditView {
+            at: e.at,
+            actor: e.actor,
+            action: e.action,
+            target: e.target,
+        })
+        .collect();
+    entries.reverse();
+    entries.truncate(1000);
+    Ok(Json(AuditList { entries }))
 }

@@ -135,7 +135,7 @@ pub(crate) fn parse_public_key(s: &str) -> Result<PublicKey, ApiError> {
     Ok(PublicKey(key))
 }
 
-fn validate_hostname(h: &str) -> Result<(), ApiError> {
+pub(crate) fn validate_hostname(h: &str) -> Result<(), ApiError> {
     let ok = (1..=63).contains(&h.len())
         && h.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
