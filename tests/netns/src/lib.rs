@@ -13,6 +13,7 @@
 //! `WATCHGRID_NETNS_OURS=wireguard-go` is set, which validates the harness itself with the
 //! reference implementation on every side.
 
+mod appliance;
 mod iperf;
 mod netns;
 mod proc;
@@ -20,6 +21,7 @@ pub mod python;
 mod topo;
 mod wg;
 
+pub use appliance::{api_token, start_serve};
 pub use iperf::{iperf3_client, iperf3_server, IperfResult};
 pub use netns::{veth, Netns};
 pub use proc::Proc;

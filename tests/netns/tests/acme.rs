@@ -5,7 +5,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use std::time::Duration;
-use watchgrid_netns_tests::{run, scenario, unique_name, veth, wait_until, Impl, Netns, Proc};
+use watchgrid_netns_tests::{run, scenario, start_serve, veth, wait_until, Impl, Netns, Proc};
 
 const DOMAIN: &str = "vpn.watchgrid.test";
 const CA_IP: &str = "10.88.0.1";
@@ -83,36 +83,25 @@ fn pebble_tls(dir: &std::path::Path) -> Result<()> {
 
 fn start_daemon(hub: &Netns, bin: &str, data: &str, ca_root: &str) -> Result<Proc> {
     let run_dir = hub.dir().join("run").to_string_lossy().into_owned();
-    let wg_if = unique_name("wga");
     let domain_env = format!("FRONTEND_HOST={DOMAIN}");
     let directory = format!("https://{CA_IP}:14000/dir");
-    let p = hub.spawn(
-        &unique_name("serve"),
+    start_serve(
+        hub,
+        bin,
+        data,
+        &run_dir,
+        &[&domain_env, "WATCHGRID_ACME_EMAIL=ops@watchgrid.test"],
         &[
-            "env",
-            &domain_env,
-            "WATCHGRID_ACME_EMAIL=ops@watchgrid.test",
-            bin,
-            "serve",
-            "--data-dir",
-            data,
-            "--runtime-dir",
-            &run_dir,
-            "--wg-interface",
-            &wg_if,
             "--http-listen",
             "off",
             "--metrics-listen",
             "127.0.0.1:9100",
-            "--firewall",
-            "off",
             "--acme-directory",
             &directory,
             "--acme-ca-root",
             ca_root,
         ],
-    )?;
-    Ok(p)
+    )
 }
 
 fn acme() -> Result<()> {

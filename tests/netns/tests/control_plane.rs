@@ -7,7 +7,8 @@ use anyhow::{bail, ensure, Context, Result};
 use std::path::Path;
 use std::time::Duration;
 use watchgrid_netns_tests::{
-    scenario, unique_name, veth, wait_until, Impl, KeyPair, Netns, PeerConfig, Proc, WgDevice,
+    api_token, scenario, start_serve, unique_name, veth, Impl, KeyPair, Netns, PeerConfig, Proc,
+    WgDevice,
 };
 
 /// `api.py METHOD URL CAFILE BODY_JSON|- BEARER|-`: prints the status line, then the body.
@@ -97,37 +98,17 @@ mod serde_like {
 
 use serde_like::{field, obj};
 
-fn start_daemon(ns: &Netns, bin: &str, data: &Path, runtime: &Path, wg_if: &str) -> Result<Proc> {
+fn start_daemon(ns: &Netns, bin: &str, data: &Path, runtime: &Path) -> Result<Proc> {
     let data = data.to_string_lossy().into_owned();
     let runtime = runtime.to_string_lossy().into_owned();
-    let proc = ns.spawn(
-        &unique_name("serve"),
-        &[
-            bin,
-            "serve",
-            "--data-dir",
-            &data,
-            "--runtime-dir",
-            &runtime,
-            "--wg-interface",
-            wg_if,
-            "--http-listen",
-            "off",
-            "--tls-names",
-            "172.30.9.1",
-            "--firewall",
-            "off",
-        ],
-    )?;
-    Ok(proc)
-}
-
-fn wait_ready(proc: &mut Proc) -> Result<()> {
-    wait_until(Duration::from_secs(20), "daemon ready line", || {
-        proc.output().contains("watchgrid: ready")
-    })
-    .map(drop)
-    .with_context(|| format!("daemon output:\n{}", proc.output()))
+    start_serve(
+        ns,
+        bin,
+        &data,
+        &runtime,
+        &[],
+        &["--http-listen", "off", "--tls-names", "172.30.9.1"],
+    )
 }
 
 #[test]
@@ -148,9 +129,7 @@ fn enroll() -> Result<()> {
     dev.link_up("vd")?;
     let data = hub.private_dir("data")?;
     let runtime = hub.dir().join("run");
-    let wg_if = unique_name("wgh");
-    let mut daemon = start_daemon(&hub, &bin, &data, &runtime, &wg_if)?;
-    wait_ready(&mut daemon)?;
+    let mut daemon = start_daemon(&hub, &bin, &data, &runtime)?;
     let token = std::fs::read_to_string(runtime.join("setup-token"))?
         .trim()
         .to_string();
@@ -196,7 +175,12 @@ fn enroll() -> Result<()> {
         ])),
     )?;
     ensure!(login.0 == 401, "wrong password: {login:?}");
-    let admin_token = create_api_token(&dev, &client)?;
+    let admin_token = api_token(
+        &dev,
+        &client.base,
+        "correct horse battery",
+        Some(&client.ca),
+    )?;
     client.bearer = Some(admin_token);
 
     let enrol = client.ok(
@@ -270,8 +254,7 @@ fn enroll() -> Result<()> {
     // Restart: the peer comes back from the store.
     daemon.terminate(Duration::from_secs(10))?;
     ensure!(!dev.ping("10.100.0.1"), "hub answered while stopped");
-    let mut daemon = start_daemon(&hub, &bin, &data, &runtime, &wg_if)?;
-    wait_ready(&mut daemon)?;
+    let mut daemon = start_daemon(&hub, &bin, &data, &runtime)?;
     let back = dev.ping_within("10.100.0.1", Duration::from_secs(20))?;
     eprintln!("peer back after restart in {back:?}");
     ensure!(
@@ -296,25 +279,4 @@ fn enroll() -> Result<()> {
     );
     daemon.terminate(Duration::from_secs(10))?;
     Ok(())
-}
-
-/// Logs in with a cookie jar and creates an API token.
-fn create_api_token(ns: &Netns, client: &Client) -> Result<String> {
-    const SCRIPT: &str = r#"
-import http.cookiejar, json, ssl, sys, urllib.request
-base, ca = sys.argv[1:3]
-ctx = ssl.create_default_context(cafile=ca)
-jar = http.cookiejar.CookieJar()
-op = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), urllib.request.HTTPCookieProcessor(jar))
-def post(path, body):
-    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST")
-    req.add_header("Content-Type", "application/json")
-    return json.loads(op.open(req, timeout=10).read().decode())
-post("/api/auth/login", {"username": "admin", "password": "correct horse battery"})
-print(post("/api/tokens", {"name": "netns-test"})["token"])
-"#;
-    Ok(ns
-        .run_python(SCRIPT, &[&client.base, &client.ca])?
-        .trim()
-        .to_string())
 }

@@ -6,7 +6,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use watchgrid_netns_tests::{scenario, unique_name, wait_until, Impl, Netns, Proc};
+use watchgrid_netns_tests::{api_token, scenario, start_serve, unique_name, Impl, Netns, Proc};
 
 /// Streams `POST /api/enrollment-tokens` with names PREFIX-N; appends each name that was
 /// acknowledged (HTTP 200) to ACKFILE, flushed, before sending the next.
@@ -43,51 +43,27 @@ for t in body["tokens"]:
     print(t["name"])
 "#;
 
-/// Logs in and creates an API token (the session cookie needs a cookie jar).
-const TOKEN: &str = r#"
-import http.cookiejar, json, ssl, sys, urllib.request
-base = sys.argv[1]
-op = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ssl._create_unverified_context()),
-                                 urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-def post(path, body):
-    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST")
-    req.add_header("Content-Type", "application/json")
-    return json.loads(op.open(req, timeout=10).read())
-post("/api/auth/login", {"username": "admin", "password": "durability-test-password"})
-print(post("/api/tokens", {"name": "durability"})["token"])
-"#;
-
 const BASE: &str = "https://127.0.0.1:8443";
 
-fn start(ns: &Netns, bin: &str, data: &str, run: &str, wg_if: &str) -> Result<Proc> {
-    let argv = [
-        "env",
-        "ADMIN_PASSWORD=durability-test-password",
-        "WG_SERVER_ENDPOINT=192.0.2.1:51820",
+fn start(ns: &Netns, bin: &str, data: &str, run: &str) -> Result<Proc> {
+    start_serve(
+        ns,
         bin,
-        "serve",
-        "--data-dir",
         data,
-        "--runtime-dir",
         run,
-        "--wg-interface",
-        wg_if,
-        "--https-listen",
-        "127.0.0.1:8443",
-        "--http-listen",
-        "off",
-        "--metrics-listen",
-        "127.0.0.1:9100",
-        "--firewall",
-        "off",
-    ];
-    let mut p = ns.spawn(&unique_name("serve"), &argv)?;
-    wait_until(Duration::from_secs(30), "daemon ready", || {
-        p.output().contains("watchgrid: ready")
-    })
-    .with_context(|| format!("daemon output:\n{}", p.output()))?;
-    p.ensure_running()?;
-    Ok(p)
+        &[
+            "ADMIN_PASSWORD=durability-test-password",
+            "WG_SERVER_ENDPOINT=192.0.2.1:51820",
+        ],
+        &[
+            "--https-listen",
+            "127.0.0.1:8443",
+            "--http-listen",
+            "off",
+            "--metrics-listen",
+            "127.0.0.1:9100",
+        ],
+    )
 }
 
 /// A small xorshift generator: the kill moments vary per run, and the seed is printed
@@ -131,12 +107,11 @@ fn durability() -> Result<()> {
     let ns = Netns::new("dur")?;
     let data = ns.private_dir("data")?.to_string_lossy().into_owned();
     let run = ns.dir().join("run").to_string_lossy().into_owned();
-    let wg_if = unique_name("wgk");
     let acks_path = ns.dir().join("acks.txt");
     let acks = acks_path.to_string_lossy().into_owned();
 
-    let mut daemon = start(&ns, &bin, &data, &run, &wg_if)?;
-    let token = ns.run_python(TOKEN, &[BASE])?.trim().to_string();
+    let mut daemon = start(&ns, &bin, &data, &run)?;
+    let token = api_token(&ns, BASE, "durability-test-password", None)?;
     let mut acknowledged_total = 0usize;
     for cycle in 0..cycles {
         let mut writer = ns.spawn_python(
@@ -150,7 +125,7 @@ fn durability() -> Result<()> {
         daemon.signal("KILL")?;
         let _ = daemon.wait_timeout(Duration::from_secs(10))?;
         writer.terminate(Duration::from_secs(5))?;
-        daemon = start(&ns, &bin, &data, &run, &wg_if)?;
+        daemon = start(&ns, &bin, &data, &run)?;
         let stored: HashSet<String> = ns
             .run_python(LISTER, &[BASE, &token])?
             .lines()

@@ -8,20 +8,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use std::time::Duration;
-use watchgrid_netns_tests::{run_output, scenario, unique_name, wait_until, Impl, Netns};
-
-const TOKEN: &str = r#"
-import http.cookiejar, json, ssl, sys, urllib.request
-base = sys.argv[1]
-op = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ssl._create_unverified_context()),
-                                 urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-def post(path, body):
-    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST")
-    req.add_header("Content-Type", "application/json")
-    return json.loads(op.open(req, timeout=10).read())
-post("/api/auth/login", {"username": "admin", "password": "schemathesis-password"})
-print(post("/api/tokens", {"name": "schemathesis"})["token"])
-"#;
+use watchgrid_netns_tests::{api_token, run_output, scenario, start_serve, Impl, Netns};
 
 #[test]
 fn schemathesis_finds_no_server_error_or_schema_violation_ours() -> Result<()> {
@@ -41,36 +28,26 @@ fn fuzz() -> Result<()> {
     let ns = Netns::new("st")?;
     let data = ns.private_dir("data")?.to_string_lossy().into_owned();
     let run = ns.dir().join("run").to_string_lossy().into_owned();
-    let wg_if = unique_name("wgs");
-    let mut daemon = ns.spawn(
-        "serve",
+    let base = "https://127.0.0.1:8443";
+    let mut daemon = start_serve(
+        &ns,
+        &bin,
+        &data,
+        &run,
         &[
-            "env",
             "ADMIN_PASSWORD=schemathesis-password",
             "WG_SERVER_ENDPOINT=192.0.2.1:51820",
-            &bin,
-            "serve",
-            "--data-dir",
-            &data,
-            "--runtime-dir",
-            &run,
-            "--wg-interface",
-            &wg_if,
+        ],
+        &[
             "--https-listen",
             "127.0.0.1:8443",
             "--http-listen",
             "off",
             "--metrics-listen",
             "127.0.0.1:9100",
-            "--firewall",
-            "off",
         ],
     )?;
-    wait_until(Duration::from_secs(30), "daemon ready", || {
-        daemon.output().contains("watchgrid: ready")
-    })?;
-    let base = "https://127.0.0.1:8443";
-    let token = ns.run_python(TOKEN, &[base])?.trim().to_string();
+    let token = api_token(&ns, base, "schemathesis-password", None)?;
     let header = format!("Authorization: Bearer {token}");
     let argv = ns.argv(&[
         st.as_str(),

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use std::time::Duration;
-use watchgrid_netns_tests::{scenario, unique_name, wait_until, Impl, Netns};
+use watchgrid_netns_tests::{scenario, start_serve, Impl, Netns};
 
 const BROWSER: &str = r#"
 import sys, time
@@ -63,34 +63,18 @@ fn wizard() -> Result<()> {
     let ns = Netns::new("wiz")?;
     let data = ns.private_dir("data")?;
     let runtime = ns.dir().join("run");
-    let wg_if = unique_name("wgz");
     let (data_s, run_s) = (
         data.to_string_lossy().into_owned(),
         runtime.to_string_lossy().into_owned(),
     );
-    let mut daemon = ns.spawn(
-        "serve",
-        &[
-            bin.as_str(),
-            "serve",
-            "--data-dir",
-            &data_s,
-            "--runtime-dir",
-            &run_s,
-            "--wg-interface",
-            &wg_if,
-            "--https-listen",
-            "127.0.0.1:8443",
-            "--http-listen",
-            "off",
-            "--firewall",
-            "off",
-        ],
+    let mut daemon = start_serve(
+        &ns,
+        &bin,
+        &data_s,
+        &run_s,
+        &[],
+        &["--https-listen", "127.0.0.1:8443", "--http-listen", "off"],
     )?;
-    wait_until(Duration::from_secs(20), "daemon ready", || {
-        daemon.output().contains("watchgrid: ready")
-    })?;
-    daemon.ensure_running()?;
     let token = std::fs::read_to_string(runtime.join("setup-token"))?
         .trim()
         .to_string();
