@@ -239,6 +239,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 };
                 crate::tls::TlsMaterial {
                     config: crate::acme::start(&settings, &args.data_dir).context("starting ACME")?,
+                    certs: None,
                     ca_pem: None,
                     leaf_fingerprint: None,
                     ca_fingerprint: None,
@@ -290,6 +291,28 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 sweeper.limits.evict_idle();
             }
         });
+        // The internal CA's leaf is checked twice a day and renewed before it expires.
+        if let (Some(certs), Some(fp), true) =
+            (tls.certs.clone(), tls.leaf_fingerprint.clone(), tls.ca_pem.is_some())
+        {
+            let (dir, names) = (args.data_dir.clone(), tls_names.clone());
+            tokio::spawn(async move {
+                let mut current = fp;
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(12 * 3600));
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    match crate::tls::renew_internal(&dir, &names, &certs, &current) {
+                        Ok(Some(new_fp)) => {
+                            tracing::info!(fingerprint = %new_fp, "renewed the TLS certificate");
+                            current = new_fp;
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(error = %format!("{e:#}"), "renewing the TLS certificate"),
+                    }
+                }
+            });
+        }
         // Devices past their expiry date leave the hub.
         let expirer = state.clone();
         tokio::spawn(async move {

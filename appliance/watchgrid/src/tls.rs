@@ -8,6 +8,8 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::ResolvesServerCert;
+use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -25,6 +27,8 @@ const RENEW_BEFORE_DAYS: i64 = 30;
 /// What the TLS listener serves and what the banner prints.
 pub struct TlsMaterial {
     pub config: Arc<rustls::ServerConfig>,
+    /// The certificate being served, replaceable while running (leaf renewal).
+    pub certs: Option<Arc<CertSwap>>,
     /// The internal CA root, offered at /downloads/ca.crt.
     pub ca_pem: Option<String>,
     /// SHA-256 of the leaf certificate (DER), as browsers show it.
@@ -45,27 +49,64 @@ pub fn uploaded(cert: &Path, key: &Path) -> anyhow::Result<TlsMaterial> {
     let leaf_fingerprint = fingerprint(first);
     let key_der = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| anyhow!("reading the key {}: {e:?}", key.display()))?;
+    let (config, certs) = server_config(chain, key_der)?;
     Ok(TlsMaterial {
-        config: server_config(chain, key_der)?,
+        config,
+        certs: Some(certs),
         ca_pem: None,
         leaf_fingerprint: Some(leaf_fingerprint),
         ca_fingerprint: None,
     })
 }
 
+/// A certificate that can be replaced under a running listener.
+#[derive(Debug)]
+pub struct CertSwap(std::sync::RwLock<Arc<CertifiedKey>>);
+
+impl CertSwap {
+    pub fn replace(&self, key: Arc<CertifiedKey>) {
+        match self.0.write() {
+            Ok(mut g) => *g = key,
+            Err(poisoned) => *poisoned.into_inner() = key,
+        }
+    }
+
+    fn current(&self) -> Option<Arc<CertifiedKey>> {
+        self.0.read().ok().map(|g| g.clone())
+    }
+}
+
+impl ResolvesServerCert for CertSwap {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current()
+    }
+}
+
+fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> anyhow::Result<Arc<CertifiedKey>> {
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| anyhow!("unusable private key: {e}"))?;
+    let ck = CertifiedKey::new(chain, signer);
+    ck.keys_match()
+        .map_err(|e| anyhow!("the certificate does not match its key: {e}"))?;
+    Ok(Arc::new(ck))
+}
+
 fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+) -> anyhow::Result<(Arc<rustls::ServerConfig>, Arc<CertSwap>)> {
+    let certs = Arc::new(CertSwap(std::sync::RwLock::new(certified_key(chain, key)?)));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .context("the certificate does not match its key, or is unusable")?;
+        .with_cert_resolver(certs.clone());
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), certs))
 }
 
 #[derive(Serialize, Deserialize, PartialEq)]
@@ -189,12 +230,36 @@ pub fn internal_ca(dir: &Path, names: &[String]) -> anyhow::Result<TlsMaterial> 
     };
     let leaf_fingerprint = fingerprint(&leaf_der);
     let ca_fingerprint = fingerprint(&ca_der);
+    let (config, certs) = server_config(vec![leaf_der, ca_der], key_der)?;
     Ok(TlsMaterial {
-        config: server_config(vec![leaf_der, ca_der], key_der)?,
+        config,
+        certs: Some(certs),
         ca_pem: Some(ca_pem),
         leaf_fingerprint: Some(leaf_fingerprint),
         ca_fingerprint: Some(ca_fingerprint),
     })
+}
+
+/// Reissues the internal CA's leaf if it is within RENEW_BEFORE_DAYS of expiry and swaps
+/// it in; the listener keeps running. Returns the new fingerprint when it changed.
+pub fn renew_internal(
+    dir: &Path,
+    names: &[String],
+    current: &CertSwap,
+    fingerprint_now: &str,
+) -> anyhow::Result<Option<String>> {
+    let fresh = internal_ca(dir, names)?;
+    let (Some(new_fp), Some(certs)) = (fresh.leaf_fingerprint, fresh.certs) else {
+        return Ok(None);
+    };
+    if new_fp == fingerprint_now {
+        return Ok(None);
+    }
+    let key = certs
+        .current()
+        .ok_or_else(|| anyhow!("certificate lock poisoned"))?;
+    current.replace(key);
+    Ok(Some(new_fp))
 }
 
 #[cfg(test)]
@@ -214,6 +279,42 @@ mod tests {
         assert_ne!(
             a.leaf_fingerprint, c.leaf_fingerprint,
             "new leaf for new names"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn leaf_near_expiry_is_renewed_and_swapped_in() {
+        let dir = tempfile_dir().join("renew");
+        fs::create_dir_all(&dir).expect("mkdir");
+        let names = vec!["localhost".to_string()];
+        let a = internal_ca(&dir, &names).expect("first");
+        let fp = a.leaf_fingerprint.clone().expect("fp");
+        let swap = a.certs.clone().expect("swap");
+        assert_eq!(
+            renew_internal(&dir, &names, &swap, &fp).expect("renew"),
+            None,
+            "not due yet"
+        );
+        // Pretend the leaf expires in ten days.
+        let info = LeafInfo {
+            names: names.clone(),
+            not_after: OffsetDateTime::now_utc().unix_timestamp() + 10 * 86400,
+        };
+        fs::write(
+            dir.join("tls/leaf.json"),
+            serde_json::to_vec(&info).expect("json"),
+        )
+        .expect("write");
+        let new_fp = renew_internal(&dir, &names, &swap, &fp)
+            .expect("renew")
+            .expect("renewed");
+        assert_ne!(new_fp, fp);
+        let served = swap.current().expect("current").cert[0].clone();
+        assert_eq!(
+            fingerprint(&served),
+            new_fp,
+            "the listener now serves the new leaf"
         );
         let _ = fs::remove_dir_all(&dir);
     }
