@@ -89,10 +89,12 @@ pub struct Registration {
     pub agent_key: String,
     /// Interface address with the VPN prefix, e.g. `10.100.0.2/16`.
     pub address: String,
+    /// IPv6 interface address in the VPN's /64, e.g. `fd12:3456:789a:bcde::2/64`.
+    pub address_v6: Option<String>,
     pub hub_public_key: String,
     /// `host:port` to dial.
     pub endpoint: String,
-    /// What to route through the tunnel, e.g. `10.100.0.0/16`.
+    /// What to route through the tunnel (comma separated), e.g. `10.100.0.0/16, fd12:3456:789a:bcde::/64`.
     pub allowed_ips: String,
     pub persistent_keepalive: u16,
 }
@@ -103,6 +105,7 @@ pub struct DeviceView {
     pub name: String,
     pub public_key: String,
     pub address: String,
+    pub address_v6: Option<String>,
     pub enabled: bool,
     pub created_at: u64,
     pub expires_at: Option<u64>,
@@ -115,6 +118,7 @@ impl From<&watchgrid_store::Device> for DeviceView {
             name: d.name.clone(),
             public_key: d.public_key.clone(),
             address: d.address_v4.to_string(),
+            address_v6: d.address_v6.map(|a| a.to_string()),
             enabled: d.enabled,
             created_at: d.created_at,
             expires_at: d.expires_at,

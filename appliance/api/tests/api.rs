@@ -848,6 +848,37 @@ async fn admin_created_devices_get_a_config_and_keys_are_never_stored() {
 }
 
 #[tokio::test]
+async fn devices_get_ipv6_addresses_in_the_vpn_ula() {
+    let a = app();
+    a.state
+        .store
+        .network_or_init([1, 2, 3, 4, 5, 6, 7])
+        .expect("network");
+    let admin = a.admin_token().await;
+    let r = a
+        .call(bearer(
+            post("/api/enrollment-tokens", &serde_json::json!({})),
+            &admin,
+        ))
+        .await;
+    let token = r.json["token"].as_str().expect("token").to_string();
+    let body = serde_json::json!({"token": token, "public_key": wg_key(5), "hostname": "v6"});
+    let r = a.call(post("/api/register", &body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["address_v6"], "fd01:203:405:607::2/64");
+    assert_eq!(
+        r.json["allowed_ips"],
+        "10.100.0.0/16, fd01:203:405:607::/64"
+    );
+    let peers = a.hub.peers.lock().expect("lock").clone();
+    let want: Vec<IpPrefix> = vec![
+        "10.100.0.2/32".parse().expect("p"),
+        "fd01:203:405:607::2/128".parse().expect("p"),
+    ];
+    assert_eq!(peers[0].1, want);
+}
+
+#[tokio::test]
 async fn expired_devices_leave_the_hub() {
     let a = app();
     let admin = a.admin_token().await;

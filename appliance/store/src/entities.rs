@@ -12,6 +12,10 @@ pub struct Device {
     /// Base64 WireGuard public key.
     pub public_key: String,
     pub address_v4: std::net::Ipv4Addr,
+    /// In the VPN's IPv6 /64: the same host number as the IPv4 address, so the pair
+    /// is collision-free whenever the IPv4 address is.
+    #[serde(default)]
+    pub address_v6: Option<std::net::Ipv6Addr>,
     pub enabled: bool,
     pub created_at: u64,
     pub expires_at: Option<u64>,
@@ -30,6 +34,13 @@ pub struct EnrollmentToken {
     pub uses_left: u32,
     pub expires_at: Option<u64>,
     pub created_at: u64,
+}
+
+/// The VPN's IPv6 unique local /64 (RFC 4193), generated on first start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    pub ula_prefix: std::net::Ipv6Addr,
 }
 
 /// Appliance settings, written by setup and the dashboard.
@@ -107,6 +118,28 @@ pub enum Redemption {
 }
 
 impl Store {
+    /// The VPN's IPv6 prefix, if one was generated.
+    pub fn network(&self) -> Result<Option<Network>> {
+        self.network.get(crate::NETWORK_KEY)
+    }
+
+    /// The VPN's IPv6 prefix, generating a random ULA /64 (fdXX:XXXX:XXXX:XXXX::/64)
+    /// the first time. `random` supplies the 56 random bits (tests pass their own).
+    pub fn network_or_init(&self, random: [u8; 7]) -> Result<Network> {
+        if let Some(n) = self.network()? {
+            return Ok(n);
+        }
+        let mut b = [0u8; 16];
+        b[0] = 0xfd;
+        b[1..8].copy_from_slice(&random);
+        let candidate = Network {
+            ula_prefix: std::net::Ipv6Addr::from(b),
+        };
+        // First writer wins; a concurrent initialiser reads the winner.
+        self.network.put_new(crate::NETWORK_KEY, &candidate)?;
+        Ok(self.network()?.unwrap_or(candidate))
+    }
+
     /// Uses one redemption of the token with this hash, atomically: of any number of
     /// concurrent callers, exactly `uses_left` succeed.
     pub fn redeem_enrollment_token(&self, token_hash: &str, now: u64) -> Result<Redemption> {
@@ -150,6 +183,9 @@ impl Store {
                 .is_ok();
             if claimed {
                 device.address_v4 = addr;
+                device.address_v6 = self.network()?.map(|n| {
+                    std::net::Ipv6Addr::from(u128::from(n.ula_prefix) | u128::from(offset))
+                });
                 if !self.devices.put_new(&device.id, &device)? {
                     claims.remove(addr.octets())?;
                     claims.flush()?;

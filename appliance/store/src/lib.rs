@@ -14,7 +14,8 @@ mod migrate;
 mod table;
 
 pub use entities::{
-    AdminUser, ApiToken, AuditEntry, Device, EnrollmentToken, Redemption, RevokedSession, Settings,
+    AdminUser, ApiToken, AuditEntry, Device, EnrollmentToken, Network, Redemption, RevokedSession,
+    Settings,
 };
 pub use migrate::{Migration, MIGRATIONS};
 pub use table::Table;
@@ -73,7 +74,12 @@ pub struct Store {
     pub admins: Table<AdminUser>,
     pub api_tokens: Table<ApiToken>,
     pub revoked_sessions: Table<RevokedSession>,
+    /// One record, key [`NETWORK_KEY`].
+    pub network: Table<Network>,
 }
+
+/// The key of the single network record.
+pub const NETWORK_KEY: &str = "network";
 
 /// The key of the single settings record.
 pub const SETTINGS_KEY: &str = "settings";
@@ -118,6 +124,7 @@ impl Store {
             admins: Table::open(&db, "admins")?,
             api_tokens: Table::open(&db, "api_tokens")?,
             revoked_sessions: Table::open(&db, "revoked_sessions")?,
+            network: Table::open(&db, "network")?,
             db,
             _lock: lock,
         })

@@ -29,6 +29,7 @@ fn initial_trees(db: &sled::Db) -> std::result::Result<(), String> {
         "api_tokens",
         "revoked_sessions",
         "address_claims",
+        "network",
     ] {
         db.open_tree(tree).map_err(|e| e.to_string())?;
     }

@@ -16,6 +16,7 @@ fn device(id: &str) -> Device {
         name: format!("host-{id}"),
         public_key: "k".repeat(44),
         address_v4: std::net::Ipv4Addr::UNSPECIFIED,
+        address_v6: None,
         enabled: true,
         created_at: 1,
         expires_at: None,
@@ -219,6 +220,33 @@ fn concurrent_device_creation_never_shares_an_address() {
             .expect("create")
             .address_v4,
         freed
+    );
+}
+
+#[test]
+fn ipv6_addresses_follow_the_ipv4_host_number_in_the_ula() {
+    let dir = private_dir();
+    let s = Store::open(dir.path()).expect("open");
+    let n = s
+        .network_or_init([0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde])
+        .expect("init");
+    assert_eq!(
+        n.ula_prefix,
+        "fd12:3456:789a:bcde::"
+            .parse::<std::net::Ipv6Addr>()
+            .expect("v6")
+    );
+    // A second initialisation keeps the first prefix.
+    assert_eq!(s.network_or_init([0; 7]).expect("again"), n);
+    let base: std::net::Ipv4Addr = "10.100.0.0".parse().expect("addr");
+    let d = s.create_device(device("a"), base, 16).expect("create");
+    assert_eq!(
+        d.address_v4,
+        "10.100.0.2".parse::<std::net::Ipv4Addr>().expect("v4")
+    );
+    assert_eq!(
+        d.address_v6,
+        Some("fd12:3456:789a:bcde::2".parse().expect("v6"))
     );
 }
 

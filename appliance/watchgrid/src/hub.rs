@@ -144,7 +144,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let provisioning = Provisioning::from_env()?;
-    let addresses = args
+    let mut addresses = args
         .hub_address
         .iter()
         .map(|s| s.parse::<HostAddress>().map(|h| (h.0, h.1)))
@@ -206,6 +206,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     prepare_data_dir(&args.data_dir)?;
     let store = Arc::new(Store::open(&args.data_dir).context("opening the store")?);
+    // The VPN's IPv6 ULA /64, generated on first start; the hub is ::1 in it.
+    let mut random = [0u8; 7];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut random);
+    let network = store
+        .network_or_init(random)
+        .context("the VPN's IPv6 prefix")?;
+    if !addresses.iter().any(|(a, _)| a.is_ipv6()) {
+        let hub_v6 = std::net::Ipv6Addr::from(u128::from(network.ula_prefix) | 1);
+        addresses.push((IpAddr::V6(hub_v6), 64));
+    }
     let key = load_or_create_key(&args.data_dir.join(KEY_FILE))?;
     let hub_public = wgconf::encode_key(&key.public_key().0);
     let mut wg_config = read_peers(&args.data_dir.join(PEERS_FILE))?;
@@ -360,7 +370,9 @@ fn device_peers(store: &Store) -> anyhow::Result<Vec<PeerChange>> {
             update_only: false,
             update: PeerUpdate {
                 replace_allowed_ips: true,
-                allowed_ips: vec![IpPrefix::host(d.address_v4.into())],
+                allowed_ips: std::iter::once(IpPrefix::host(d.address_v4.into()))
+                    .chain(d.address_v6.map(|a| IpPrefix::host(a.into())))
+                    .collect(),
                 ..PeerUpdate::default()
             },
         });

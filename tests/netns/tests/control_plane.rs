@@ -223,16 +223,37 @@ fn enroll() -> Result<()> {
     let wg_dev = unique_name("wgd");
     let mut peer = WgDevice::spawn_bare(&dev, Impl::WireguardGo, &wg_dev)?;
     peer.set_private_key(&keys)?;
+    let routes: Vec<&str> = allowed.split(',').map(str::trim).collect();
+    ensure!(
+        routes.len() == 2,
+        "expected IPv4 and IPv6 routes, got {allowed}"
+    );
     peer.add_peer(
         &PeerConfig::new(&hub_key)
-            .allowed(&[&allowed])
+            .allowed(&routes)
             .endpoint(&endpoint)
             .keepalive(25),
     )?;
+    let address_v6 = field(&reg, "address_v6").context("address_v6")?;
     dev.add_addr(&wg_dev, &address)?;
+    dev.exec(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        &address_v6,
+        "dev",
+        &wg_dev,
+        "nodad",
+    ])?;
     dev.link_up(&wg_dev)?;
     let rtt = dev.ping_within("10.100.0.1", Duration::from_secs(10))?;
     eprintln!("hub reachable through the tunnel after {rtt:?}");
+    // The hub is ::1 in the VPN's /64.
+    let v6: std::net::Ipv6Addr = address_v6.split('/').next().unwrap_or_default().parse()?;
+    let hub_v6 = std::net::Ipv6Addr::from((u128::from(v6) & (u128::MAX << 64)) | 1).to_string();
+    dev.ping_within(&hub_v6, Duration::from_secs(10))
+        .with_context(|| format!("pinging the hub at {hub_v6} over IPv6"))?;
 
     // Disable: the hub drops the peer before answering, so traffic stops.
     client.ok(

@@ -9,7 +9,6 @@ use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use watchgrid_core::IpPrefix;
 use watchgrid_store::Device;
 
 pub fn router() -> Router<AppState> {
@@ -49,8 +48,10 @@ async fn set_enabled(state: &AppState, id: &str, enabled: bool) -> Result<Device
         .ok_or(ApiError::NotFound)?;
     let key = parse_public_key(&device.public_key)?;
     let applied = if enabled {
-        let host = IpPrefix::host(device.address_v4.into());
-        state.hub.set_peer(key, vec![host]).await
+        state
+            .hub
+            .set_peer(key, super::device_prefixes(&device))
+            .await
     } else {
         state.hub.remove_peer(key).await
     };
@@ -178,6 +179,7 @@ pub(crate) async fn create(
             name: req.name.clone(),
             public_key: public_b64,
             address_v4: std::net::Ipv4Addr::UNSPECIFIED,
+            address_v6: None,
             enabled: true,
             created_at: now,
             expires_at,
@@ -187,20 +189,25 @@ pub(crate) async fn create(
         settings.vpn_subnet_v4,
         settings.vpn_prefix_v4,
     )?;
-    let host = IpPrefix::host(device.address_v4.into());
-    if let Err(e) = state.hub.set_peer(public_key, vec![host]).await {
+    if let Err(e) = state
+        .hub
+        .set_peer(public_key, super::device_prefixes(&device))
+        .await
+    {
         state.store.delete_device(&device.id)?;
         return Err(ApiError::internal(format!("adding peer to the hub: {e}")));
     }
+    let net = super::client_network(&state, &settings, &device)?;
+    let address = match &net.address_v6 {
+        Some(v6) => format!("{}, {v6}", net.address_v4),
+        None => net.address_v4.clone(),
+    };
     let config = format!(
-        "[Interface]\nPrivateKey = {}\nAddress = {}/{}\n\n[Peer]\nPublicKey = {}\nEndpoint = {}\nAllowedIPs = {}/{}\nPersistentKeepalive = {}\n",
+        "[Interface]\nPrivateKey = {}\nAddress = {address}\n\n[Peer]\nPublicKey = {}\nEndpoint = {}\nAllowedIPs = {}\nPersistentKeepalive = {}\n",
         private_key.as_deref().unwrap_or("<this device's private key>"),
-        device.address_v4,
-        settings.vpn_prefix_v4,
         state.hub.public_key(),
         settings.endpoint,
-        settings.vpn_subnet_v4,
-        settings.vpn_prefix_v4,
+        net.allowed_ips,
         state.config.device_keepalive,
     );
     let qr_svg = crate::totp::qr_svg(&config)?;

@@ -15,7 +15,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde::Deserialize;
-use watchgrid_core::{IpPrefix, PublicKey};
+use watchgrid_core::PublicKey;
 use watchgrid_store::{Device, EnrollmentToken, Redemption, SETTINGS_KEY};
 
 /// Ten years: longer-lived tokens should simply not expire.
@@ -197,6 +197,7 @@ pub(crate) async fn register(
             name: req.hostname.clone(),
             public_key: req.public_key.trim().to_string(),
             address_v4: std::net::Ipv4Addr::UNSPECIFIED,
+            address_v6: None,
             enabled: true,
             created_at: now,
             expires_at: None,
@@ -205,20 +206,25 @@ pub(crate) async fn register(
         settings.vpn_subnet_v4,
         settings.vpn_prefix_v4,
     )?;
-    let host = IpPrefix::host(device.address_v4.into());
     // The peer is live before we answer (SPEC §5).
-    if let Err(e) = state.hub.set_peer(key, vec![host]).await {
+    if let Err(e) = state
+        .hub
+        .set_peer(key, super::device_prefixes(&device))
+        .await
+    {
         state.store.delete_device(&device.id)?;
         return Err(ApiError::internal(format!("adding peer to the hub: {e}")));
     }
     audit(&state, "agent", "device.register", &device.id)?;
+    let net = super::client_network(&state, &settings, &device)?;
     Ok(Json(Registration {
         device_id: device.id,
         agent_key,
-        address: format!("{}/{}", device.address_v4, settings.vpn_prefix_v4),
+        address: net.address_v4,
+        address_v6: net.address_v6,
         hub_public_key: state.hub.public_key(),
         endpoint: settings.endpoint,
-        allowed_ips: format!("{}/{}", settings.vpn_subnet_v4, settings.vpn_prefix_v4),
+        allowed_ips: net.allowed_ips,
         persistent_keepalive: state.config.device_keepalive,
     }))
 }

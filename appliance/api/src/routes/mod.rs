@@ -19,6 +19,40 @@ pub(crate) fn limit(state: &AppState, limiter: &'static str, ip: IpAddr) -> Resu
         .inspect_err(|_| state.metrics.rate_limited(limiter))
 }
 
+/// The hub-side allowed IPs of a device: its IPv4 and IPv6 host addresses.
+pub(crate) fn device_prefixes(d: &watchgrid_store::Device) -> Vec<watchgrid_core::IpPrefix> {
+    let mut v = vec![watchgrid_core::IpPrefix::host(d.address_v4.into())];
+    v.extend(
+        d.address_v6
+            .map(|a| watchgrid_core::IpPrefix::host(a.into())),
+    );
+    v
+}
+
+/// What a device routes into the tunnel, and its interface addresses, for its config.
+pub(crate) struct ClientNetwork {
+    pub address_v4: String,
+    pub address_v6: Option<String>,
+    pub allowed_ips: String,
+}
+
+pub(crate) fn client_network(
+    state: &AppState,
+    settings: &watchgrid_store::Settings,
+    d: &watchgrid_store::Device,
+) -> Result<ClientNetwork, ApiError> {
+    let v6 = state.store.network()?.map(|n| n.ula_prefix);
+    let mut allowed = format!("{}/{}", settings.vpn_subnet_v4, settings.vpn_prefix_v4);
+    if let Some(p) = v6 {
+        allowed.push_str(&format!(", {p}/64"));
+    }
+    Ok(ClientNetwork {
+        address_v4: format!("{}/{}", d.address_v4, settings.vpn_prefix_v4),
+        address_v6: d.address_v6.map(|a| format!("{a}/64")),
+        allowed_ips: allowed,
+    })
+}
+
 /// Appends an audit entry for an admin action.
 pub(crate) fn audit(
     state: &AppState,
