@@ -1,12 +1,13 @@
 //! The setup wizard in a real browser: headless Chromium (driven by Selenium through
-//! Debian's chromedriver) completes setup and signs in, with no script on the pages.
-//! A screenshot of the signed-in dashboard is saved as a test artifact.
+//! Debian's chromedriver) completes setup, signs in and turns on 2FA from the dashboard
+//! (QR code, a code computed from the key, recovery codes), with no script on any page.
+//! A screenshot of the last page is saved as a test artifact.
 
 use anyhow::{bail, ensure, Context, Result};
 use std::time::Duration;
 use watchgrid_netns_tests::{scenario, start_serve, Impl, Netns};
 
-const BROWSER: &str = r#"
+const BROWSER: &str = r##"
 import sys, time
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -15,6 +16,14 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 base, token, shot = sys.argv[1:4]
+
+def totp(secret_b32):
+    # RFC 6238 with SHA-1, 6 digits, 30 s steps, as an authenticator app computes it.
+    import base64, hashlib, hmac, struct
+    key = base64.b32decode(secret_b32 + "=" * (-len(secret_b32) % 8))
+    mac = hmac.new(key, struct.pack(">Q", int(time.time()) // 30), hashlib.sha1).digest()
+    o = mac[-1] & 15
+    return "%06d" % ((struct.unpack(">I", mac[o:o + 4])[0] & 0x7FFFFFFF) % 1000000)
 opts = webdriver.ChromeOptions()
 opts.binary_location = "/usr/bin/chromium"
 for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -45,11 +54,21 @@ try:
     except Exception:
         raise AssertionError("after sign-in: " + drv.current_url + " " + drv.page_source[:600])
     assert "admin" in who, who
+    # Optional 2FA from the dashboard: QR code page, a code from the key, recovery codes.
+    drv.find_element(By.ID, "setup2fa").click()
+    secret = WebDriverWait(drv, 15).until(EC.presence_of_element_located((By.ID, "secret"))).text
+    assert drv.find_elements(By.CSS_SELECTOR, "#qr svg"), "no QR code"
+    assert drv.find_elements(By.TAG_NAME, "script") == [], "2FA page has script"
+    drv.find_element(By.ID, "code").send_keys(totp(secret))
+    drv.find_element(By.ID, "submit").click()
+    codes = WebDriverWait(drv, 15).until(EC.presence_of_element_located((By.ID, "recovery")))
+    n = len(codes.find_elements(By.TAG_NAME, "li"))
+    assert n == 10, f"{n} recovery codes"
     drv.save_screenshot(shot)
-    print("OK", who)
+    print("OK", who, "2FA on,", n, "recovery codes")
 finally:
     drv.quit()
-"#;
+"##;
 
 #[test]
 fn chromium_completes_the_wizard_and_signs_in_ours() -> Result<()> {

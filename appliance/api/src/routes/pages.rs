@@ -127,9 +127,22 @@ async fn dashboard(
             )
         })
         .collect();
+    let totp_on = state
+        .store
+        .admins
+        .get(&admin.username)?
+        .is_some_and(|a| a.totp_secret.is_some());
+    let two_factor = if totp_on {
+        "<p id=\"twofactor\">Two-factor authentication is on.</p>".to_string()
+    } else {
+        "<form method=\"post\" action=\"/api/auth/2fa/setup\">\
+         <button type=\"submit\" id=\"setup2fa\">Set up two-factor authentication</button></form>"
+            .to_string()
+    };
     let body = format!(
         "<h1>Watchgrid</h1><p id=\"whoami\">Signed in as <strong>{}</strong>.</p>\
          <p>Hub public key: <code>{}</code> · peers on the hub: {}</p>\
+         {two_factor}\
          <h2>Devices</h2><table><tr><th>Name</th><th>Address</th><th>State</th></tr>{rows}</table>\
          <form method=\"post\" action=\"/api/auth/logout\"><button type=\"submit\">Sign out</button></form>",
         esc(&admin.username),
@@ -137,6 +150,50 @@ async fn dashboard(
         state.hub.peer_count()
     );
     Ok((StatusCode::OK, page("Dashboard", &body)).into_response())
+}
+
+/// Step 2 of 2FA enrolment: the QR code (inline SVG, no script) and the code form.
+pub fn totp_setup_page(secret: &str, qr_svg: &str, error: Option<&str>) -> String {
+    let error = error
+        .map(|e| format!("<p class=\"error\" id=\"error\">{}</p>", esc(e)))
+        .unwrap_or_default();
+    // The SVG comes from the QR encoder, not from user input; strip its XML prolog.
+    let svg = qr_svg
+        .find("<svg")
+        .map(|i| &qr_svg[i..])
+        .unwrap_or_default();
+    format!(
+        "<h1>Two-factor authentication</h1>{error}\
+         <p>Scan this code with an authenticator app, or enter the key by hand.</p>\
+         <div id=\"qr\">{svg}</div><p>Key: <code id=\"secret\">{}</code></p>\
+         <form method=\"post\" action=\"/api/auth/2fa/enable\">\
+         <label for=\"code\">Code from the app</label>\
+         <input id=\"code\" name=\"code\" inputmode=\"numeric\" autocomplete=\"one-time-code\" required>\
+         <button type=\"submit\" id=\"submit\">Turn on</button></form>",
+        esc(secret)
+    )
+}
+
+/// Step 3: the recovery codes, shown once.
+pub fn recovery_codes_page(codes: &[String]) -> String {
+    let items: String = codes
+        .iter()
+        .map(|c| format!("<li><code>{}</code></li>", esc(c)))
+        .collect();
+    format!(
+        "<h1>Two-factor authentication is on</h1>\
+         <p>Keep these recovery codes somewhere safe. Each works once, in place of a code, \
+         and they are not shown again.</p><ul id=\"recovery\">{items}</ul><p><a href=\"/\">Done</a></p>"
+    )
+}
+
+/// A heading, a message and a way back.
+pub fn message_page(title: &str, message: &str) -> String {
+    format!(
+        "<h1>{}</h1><p class=\"error\" id=\"error\">{}</p><p><a href=\"/\">Back</a></p>",
+        esc(title),
+        esc(message)
+    )
 }
 
 #[cfg(test)]

@@ -223,8 +223,9 @@ fn use_second_factor(
     security(("bearer" = []), ("cookie" = [])))]
 pub(crate) async fn totp_setup(
     State(state): State<AppState>,
+    headers: HeaderMap,
     admin: Admin,
-) -> Result<Json<TotpSetup>, ApiError> {
+) -> Result<Response, ApiError> {
     let secret = totp::new_secret();
     let pending = secret.clone();
     state
@@ -241,11 +242,27 @@ pub(crate) async fn totp_setup(
     let url = totp::otpauth_url(&secret, &admin.username);
     audit(&state, &admin.username, "2fa.setup", "")?;
     let qr_svg = totp::qr_svg(&url)?;
+    if is_form(&headers) {
+        return Ok(page(
+            "Two-factor authentication",
+            &crate::routes::pages::totp_setup_page(&secret, &qr_svg, None),
+        )
+        .into_response());
+    }
     Ok(Json(TotpSetup {
         secret,
         otpauth_url: url,
         qr_svg,
-    }))
+    })
+    .into_response())
+}
+
+/// True for HTML form posts, which get a page back instead of JSON.
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -264,23 +281,51 @@ pub(crate) struct CodeRequest {
 pub(crate) async fn totp_enable(
     State(state): State<AppState>,
     admin: Admin,
-    StrictJson(req): StrictJson<CodeRequest>,
-) -> Result<Json<RecoveryCodes>, ApiError> {
+    body: Result<JsonOrForm<CodeRequest>, ApiError>,
+) -> Response {
+    let from_form = body.as_ref().is_ok_and(|b| b.from_form);
+    let result = match body {
+        Ok(b) => finish_enrolment(&state, &admin.username, &b.value.code),
+        Err(e) => Err(e),
+    };
+    let title = "Two-factor authentication";
+    match (result, from_form) {
+        (Ok(codes), false) => Json(RecoveryCodes {
+            recovery_codes: codes,
+        })
+        .into_response(),
+        (Ok(codes), true) => {
+            page(title, &crate::routes::pages::recovery_codes_page(&codes)).into_response()
+        }
+        (Err(e), true) => (
+            e.status(),
+            page(
+                title,
+                &crate::routes::pages::message_page(title, &e.to_string()),
+            ),
+        )
+            .into_response(),
+        (Err(e), false) => e.into_response(),
+    }
+}
+
+/// Confirms the pending secret with a code; returns the recovery codes (shown once,
+/// only their hashes are kept).
+fn finish_enrolment(state: &AppState, username: &str, code: &str) -> Result<Vec<String>, ApiError> {
     let user = state
         .store
         .admins
-        .get(&admin.username)?
+        .get(username)?
         .ok_or(ApiError::Unauthorized)?;
     let pending = user.totp_pending.ok_or_else(|| {
         ApiError::Conflict("no 2FA enrolment in progress: POST /api/auth/2fa/setup first".into())
     })?;
-    let step =
-        totp::matching_step(&pending, &req.code, unix_now())?.ok_or(ApiError::Unauthorized)?;
+    let step = totp::matching_step(&pending, code, unix_now())?.ok_or(ApiError::Unauthorized)?;
     let (codes, hashes) = totp::recovery_codes();
     state
         .store
         .admins
-        .update(&admin.username, |cur| match cur {
+        .update(username, |cur| match cur {
             Some(a) if a.totp_pending.as_deref() == Some(pending.as_str()) => Ok(Some(AdminUser {
                 totp_secret: Some(pending.clone()),
                 totp_pending: None,
@@ -291,11 +336,8 @@ pub(crate) async fn totp_enable(
             _ => Err(()),
         })?
         .map_err(|()| ApiError::Conflict("2FA setup changed meanwhile; start again".into()))?;
-    audit(&state, &admin.username, "2fa.enable", "")?;
-    // Shown once; only hashes are kept.
-    Ok(Json(RecoveryCodes {
-        recovery_codes: codes,
-    }))
+    audit(state, username, "2fa.enable", "")?;
+    Ok(codes)
 }
 
 /// Turns 2FA off; needs a current code or a recovery code.
