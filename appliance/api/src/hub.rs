@@ -16,4 +16,6 @@ pub trait Hub: Send + Sync + 'static {
     fn remove_peer(&self, key: PublicKey) -> HubFuture;
     /// Number of peers the hub has now, for the metrics.
     fn peer_count(&self) -> usize;
+    /// Moves the hub's IPv4 address (the VPN subnet chosen at setup).
+    fn set_hub_address(&self, address: std::net::Ipv4Addr, prefix: u8) -> HubFuture;
 }

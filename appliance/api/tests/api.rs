@@ -17,6 +17,7 @@ use watchgrid_store::Store;
 #[derive(Default)]
 struct FakeHub {
     peers: Mutex<Vec<(PublicKey, Vec<IpPrefix>)>>,
+    address: Mutex<Option<(std::net::Ipv4Addr, u8)>>,
 }
 
 impl Hub for FakeHub {
@@ -38,6 +39,12 @@ impl Hub for FakeHub {
     }
     fn peer_count(&self) -> usize {
         self.peers.lock().map(|p| p.len()).unwrap_or(0)
+    }
+    fn set_hub_address(&self, address: std::net::Ipv4Addr, prefix: u8) -> HubFuture {
+        if let Ok(mut a) = self.address.lock() {
+            *a = Some((address, prefix));
+        }
+        Box::pin(async { Ok(()) })
     }
 }
 
@@ -927,4 +934,53 @@ async fn expired_devices_leave_the_hub() {
         .expect("get")
         .expect("device");
     assert!(!d.enabled);
+}
+
+#[tokio::test]
+async fn setup_can_choose_the_vpn_subnet_and_the_hub_moves_into_it() {
+    let a = app();
+    for bad in [
+        "8.8.8.0/24",
+        "10.50.0.1/24",
+        "10.50.0.0/30",
+        "10.50.0.0",
+        "nonsense/8",
+    ] {
+        let mut body = setup_body(TOKEN);
+        body["vpn_subnet"] = bad.into();
+        let r = a.call(post("/api/setup", &body)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            r.text
+        );
+    }
+    assert!(
+        a.hub.address.lock().expect("lock").is_none(),
+        "refused input moved nothing"
+    );
+    let mut body = setup_body(TOKEN);
+    body["vpn_subnet"] = "10.50.0.0/24".into();
+    assert_eq!(
+        a.call(post("/api/setup", &body)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        *a.hub.address.lock().expect("lock"),
+        Some(("10.50.0.1".parse().expect("ip"), 24))
+    );
+    let cookie = a.login_cookie().await;
+    let r = a
+        .call(with(
+            post("/api/enrollment-tokens", &serde_json::json!({})),
+            header::COOKIE,
+            &cookie,
+        ))
+        .await;
+    let token = r.json["token"].as_str().expect("token").to_string();
+    let reg = serde_json::json!({"token": token, "public_key": wg_key(11), "hostname": "n"});
+    let r = a.call(post("/api/register", &reg)).await;
+    assert_eq!(r.json["address"], "10.50.0.2/24", "{}", r.text);
+    assert_eq!(r.json["allowed_ips"], "10.50.0.0/24");
 }

@@ -13,7 +13,7 @@ use crate::udp::Sockets;
 use anyhow::Context;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -32,6 +32,8 @@ pub enum Command {
     Get(oneshot::Sender<String>),
     /// Apply a validated set request atomically.
     Set(Box<SetRequest>, oneshot::Sender<Result<(), UapiError>>),
+    /// Replace the interface's IPv4 address (the VPN subnet chosen at setup).
+    SetAddressV4(Ipv4Addr, u8, oneshot::Sender<Result<(), String>>),
 }
 
 /// The engine's output for one batch, in one contiguous buffer.
@@ -105,6 +107,14 @@ impl Dataplane {
 
     pub fn listen_port(&self) -> u16 {
         self.sockets.port
+    }
+
+    fn set_address_v4(&mut self, address: Ipv4Addr, prefix: u8) -> Result<(), String> {
+        // Replaces every IPv4 address of the interface; IPv6 addresses stay.
+        self.tun
+            .set_network_address(address, prefix, None)
+            .map_err(|e| format!("setting {address}/{prefix}: {e}"))?;
+        Ok(())
     }
 
     /// Applies a set request atomically: everything that can fail (binding a new port,
@@ -236,6 +246,9 @@ impl Dataplane {
                 }
                 Event::Command(Some(Command::Set(req, reply))) => {
                     let _ = reply.send(self.apply(*req));
+                }
+                Event::Command(Some(Command::SetAddressV4(addr, prefix, reply))) => {
+                    let _ = reply.send(self.set_address_v4(addr, prefix));
                 }
                 Event::Timer => {
                     armed = None;

@@ -168,7 +168,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             SocketAddr::from((hub_v4, 9100)),
         ];
     }
-    let config = ApiConfig {
+    let mut config = ApiConfig {
         allowed_origins: args
             .allowed_origins
             .iter()
@@ -206,6 +206,27 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     prepare_data_dir(&args.data_dir)?;
     let store = Arc::new(Store::open(&args.data_dir).context("opening the store")?);
+    // After setup, the VPN subnet chosen there decides the hub's IPv4 address.
+    if let Some(settings) = store.settings.get(watchgrid_store::SETTINGS_KEY)? {
+        let hub = std::net::Ipv4Addr::from(u32::from(settings.vpn_subnet_v4) | 1);
+        let prefix = settings.vpn_prefix_v4;
+        addresses.retain(|(a, _)| a.is_ipv6());
+        addresses.insert(0, (IpAddr::V4(hub), prefix));
+        if args.metrics_listen.is_empty() {
+            metrics_listen = vec![
+                SocketAddr::from(([127, 0, 0, 1], 9100)),
+                SocketAddr::from((hub, 9100)),
+            ];
+        }
+        if args.tls_names.is_empty() {
+            for n in tls_names.iter_mut().filter(|n| **n == hub_v4.to_string()) {
+                *n = hub.to_string();
+            }
+        }
+        config.vpn_subnet = settings.vpn_subnet_v4;
+        config.vpn_prefix = prefix;
+        config.hub_address = hub;
+    }
     // The VPN's IPv6 ULA /64, generated on first start; the hub is ::1 in it.
     let mut random = [0u8; 7];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut random);

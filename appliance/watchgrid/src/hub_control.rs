@@ -66,4 +66,17 @@ impl Hub for DataplaneHub {
     fn peer_count(&self) -> usize {
         self.peers.load(Ordering::Relaxed)
     }
+
+    fn set_hub_address(&self, address: std::net::Ipv4Addr, prefix: u8) -> HubFuture {
+        let commands = self.commands.clone();
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            commands
+                .send(Command::SetAddressV4(address, prefix, tx))
+                .await
+                .map_err(|_| "the dataplane has stopped".to_string())?;
+            rx.await
+                .map_err(|_| "the dataplane has stopped".to_string())?
+        })
+    }
 }

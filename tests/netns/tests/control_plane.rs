@@ -13,6 +13,9 @@ use watchgrid_netns_tests::{
 
 /// `api.py METHOD URL CAFILE BODY_JSON|- BEARER|-`: prints the status line, then the body.
 /// With CAFILE `-`, downloads without verification (how the CA itself is fetched once).
+/// The hub's address in the VPN subnet chosen at setup (not the 10.100.0.0/16 default).
+const HUB_V4: &str = "10.60.0.1";
+
 const API_CLIENT: &str = r#"
 import json, ssl, sys, urllib.request, urllib.error
 method, url, ca, body, bearer = sys.argv[1:6]
@@ -153,6 +156,7 @@ fn enroll() -> Result<()> {
             ("admin_username", "admin"),
             ("admin_password", "correct horse battery"),
             ("endpoint", "172.30.9.1:51820"),
+            ("vpn_subnet", "10.60.0.0/24"),
         ])
     };
     ensure!(
@@ -247,7 +251,7 @@ fn enroll() -> Result<()> {
         "nodad",
     ])?;
     dev.link_up(&wg_dev)?;
-    let rtt = dev.ping_within("10.100.0.1", Duration::from_secs(10))?;
+    let rtt = dev.ping_within(HUB_V4, Duration::from_secs(10))?;
     eprintln!("hub reachable through the tunnel after {rtt:?}");
     // The hub is ::1 in the VPN's /64.
     let v6: std::net::Ipv6Addr = address_v6.split('/').next().unwrap_or_default().parse()?;
@@ -261,22 +265,19 @@ fn enroll() -> Result<()> {
         &format!("/api/devices/{device_id}/disable"),
         Some(obj(&[])),
     )?;
-    ensure!(
-        !dev.ping("10.100.0.1"),
-        "disabled device still reaches the hub"
-    );
+    ensure!(!dev.ping(HUB_V4), "disabled device still reaches the hub");
     client.ok(
         "POST",
         &format!("/api/devices/{device_id}/enable"),
         Some(obj(&[])),
     )?;
-    dev.ping_within("10.100.0.1", Duration::from_secs(10))?;
+    dev.ping_within(HUB_V4, Duration::from_secs(10))?;
 
     // Restart: the peer comes back from the store.
     daemon.terminate(Duration::from_secs(10))?;
-    ensure!(!dev.ping("10.100.0.1"), "hub answered while stopped");
+    ensure!(!dev.ping(HUB_V4), "hub answered while stopped");
     let mut daemon = start_daemon(&hub, &bin, &data, &runtime)?;
-    let back = dev.ping_within("10.100.0.1", Duration::from_secs(20))?;
+    let back = dev.ping_within(HUB_V4, Duration::from_secs(20))?;
     eprintln!("peer back after restart in {back:?}");
     ensure!(
         !runtime.join("setup-token").exists(),

@@ -78,6 +78,8 @@ pub fn setup_form(error: Option<&str>) -> String {
          <input id=\"admin_password\" name=\"admin_password\" type=\"password\" minlength=\"12\" required autocomplete=\"new-password\">\
          <label for=\"endpoint\">Public endpoint devices dial (host:port)</label>\
          <input id=\"endpoint\" name=\"endpoint\" placeholder=\"vpn.example.com:51820\" required>\
+         <label for=\"vpn_subnet\">VPN subnet (IPv4; the hub takes the first address)</label>\
+         <input id=\"vpn_subnet\" name=\"vpn_subnet\" value=\"10.100.0.0/16\">\
          <button type=\"submit\" id=\"submit\">Complete setup</button></form>"
     )
 }

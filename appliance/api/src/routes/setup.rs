@@ -35,6 +35,33 @@ pub struct SetupRequest {
         pattern = "^[A-Za-z0-9.:\\[\\]-]+:[1-9][0-9]{0,4}$"
     )]
     pub endpoint: String,
+    /// The VPN's IPv4 subnet (default 10.100.0.0/16); the hub takes its first address.
+    #[schema(example = "10.100.0.0/16")]
+    pub vpn_subnet: Option<String>,
+}
+
+/// An IPv4 subnet for the VPN: a network address, /8 to /29, in a private range.
+pub fn parse_vpn_subnet(s: &str) -> Result<(std::net::Ipv4Addr, u8), ApiError> {
+    let bad = |why: &str| ApiError::Invalid(format!("vpn_subnet: {why}, e.g. 10.100.0.0/16"));
+    let (addr, len) = s
+        .trim()
+        .split_once('/')
+        .ok_or_else(|| bad("expected ADDRESS/PREFIX"))?;
+    let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| bad("not an IPv4 address"))?;
+    let len: u8 = len.parse().map_err(|_| bad("bad prefix length"))?;
+    if !(8..=29).contains(&len) {
+        return Err(bad("prefix length must be 8 to 29"));
+    }
+    if !addr.is_private() {
+        return Err(bad(
+            "must be in a private range (10/8, 172.16/12, 192.168/16)",
+        ));
+    }
+    let mask = u32::MAX << (32 - u32::from(len));
+    if u32::from(addr) & !mask != 0 {
+        return Err(bad("host bits set; give the network address"));
+    }
+    Ok((addr, len))
 }
 
 pub fn validate_username(u: &str) -> Result<(), ApiError> {
@@ -171,6 +198,10 @@ async fn run_setup(
     validate_username(&req.admin_username)?;
     validate_password(&req.admin_password)?;
     validate_endpoint(&req.endpoint)?;
+    let subnet = match req.vpn_subnet.as_deref().filter(|s| !s.trim().is_empty()) {
+        Some(s) => parse_vpn_subnet(s)?,
+        None => (state.config.vpn_subnet, state.config.vpn_prefix),
+    };
     // Claim the token: a concurrent second request with the same token finds none.
     let token = {
         let mut slot = state
@@ -185,16 +216,30 @@ async fn run_setup(
     let Some(token) = token else {
         return Err(ApiError::Forbidden("invalid setup token"));
     };
-    let subnet = (state.config.vpn_subnet, state.config.vpn_prefix);
-    let result = provision(
-        &state.store,
-        &req.admin_username,
-        &req.admin_password,
-        &req.endpoint,
-        state.config.jwt_secret.as_deref(),
-        subnet,
-    )
-    .await;
+    // The hub moves into the chosen subnet before setup is recorded as complete.
+    let moved =
+        if subnet != (state.config.vpn_subnet, state.config.vpn_prefix) {
+            let hub = std::net::Ipv4Addr::from(u32::from(subnet.0) | 1);
+            state.hub.set_hub_address(hub, subnet.1).await.map_err(|e| {
+                ApiError::internal(format!("moving the hub to {hub}/{}: {e}", subnet.1))
+            })
+        } else {
+            Ok(())
+        };
+    let result = match moved {
+        Err(e) => Err(e),
+        Ok(()) => {
+            provision(
+                &state.store,
+                &req.admin_username,
+                &req.admin_password,
+                &req.endpoint,
+                state.config.jwt_secret.as_deref(),
+                subnet,
+            )
+            .await
+        }
+    };
     if let Err(e) = result {
         // Nothing was completed: the token stays valid for the next attempt.
         if let Ok(mut slot) = state.setup_token.lock() {
