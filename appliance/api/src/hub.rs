@@ -7,6 +7,15 @@ use watchgrid_core::{IpPrefix, PublicKey};
 
 pub type HubFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
+/// How the control plane changes the HTTPS certificate at setup (implemented by the
+/// binary, which owns the listener). Errors are messages for the operator.
+pub trait TlsSwitch: Send + Sync + 'static {
+    /// Checks and installs an uploaded chain and key (PEM) and serves them at once.
+    fn use_uploaded(&self, cert_pem: &str, key_pem: &str) -> Result<(), String>;
+    /// Starts ACME for `domain` and serves its certificate once issued.
+    fn use_acme(&self, domain: &str, email: Option<&str>) -> Result<(), String>;
+}
+
 pub trait Hub: Send + Sync + 'static {
     /// The hub's WireGuard public key, base64.
     fn public_key(&self) -> String;

@@ -55,6 +55,9 @@ pub struct Inner {
     pub setup_token: Mutex<Option<String>>,
     /// PEM of the internal CA root, served at /downloads/ca.crt.
     pub ca_cert_pem: Option<String>,
+    /// Changes the HTTPS certificate when setup picks ACME or an uploaded one; set by
+    /// the binary once its listener exists.
+    pub tls: std::sync::OnceLock<Arc<dyn crate::hub::TlsSwitch>>,
 }
 
 #[derive(Clone)]
@@ -83,6 +86,7 @@ impl AppState {
             metrics: Metrics::default(),
             setup_token: Mutex::new(setup_token),
             ca_cert_pem,
+            tls: std::sync::OnceLock::new(),
         }))
     }
 

@@ -984,3 +984,89 @@ async fn setup_can_choose_the_vpn_subnet_and_the_hub_moves_into_it() {
     assert_eq!(r.json["address"], "10.50.0.2/24", "{}", r.text);
     assert_eq!(r.json["allowed_ips"], "10.50.0.0/24");
 }
+
+#[derive(Default)]
+struct FakeTls {
+    calls: Mutex<Vec<String>>,
+}
+
+impl watchgrid_api::hub::TlsSwitch for FakeTls {
+    fn use_uploaded(&self, cert_pem: &str, _key_pem: &str) -> Result<(), String> {
+        if cert_pem.contains("BROKEN") {
+            return Err("not a certificate".into());
+        }
+        self.calls
+            .lock()
+            .map_err(|e| e.to_string())?
+            .push("uploaded".into());
+        Ok(())
+    }
+    fn use_acme(&self, domain: &str, _email: Option<&str>) -> Result<(), String> {
+        self.calls
+            .lock()
+            .map_err(|e| e.to_string())?
+            .push(format!("acme {domain}"));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn setup_can_choose_the_tls_mode() {
+    let a = app();
+    let tls = Arc::new(FakeTls::default());
+    assert!(a.state.tls.set(tls.clone()).is_ok());
+    let with = |pairs: &[(&str, &str)]| {
+        let mut b = setup_body(TOKEN);
+        for (k, v) in pairs {
+            b[*k] = (*v).into();
+        }
+        b
+    };
+    for bad in [
+        with(&[("tls_mode", "acme")]),
+        with(&[("tls_mode", "acme"), ("acme_domain", "not a domain")]),
+        with(&[("tls_mode", "uploaded"), ("tls_cert_pem", "x")]),
+        with(&[("tls_mode", "smoke-signals")]),
+        with(&[
+            ("tls_mode", "uploaded"),
+            ("tls_cert_pem", "BROKEN"),
+            ("tls_key_pem", "k"),
+        ]),
+    ] {
+        let r = a.call(post("/api/setup", &bad)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            r.text
+        );
+    }
+    assert!(
+        tls.calls.lock().expect("lock").is_empty(),
+        "nothing switched on refused input"
+    );
+    let ok = with(&[
+        ("tls_mode", "acme"),
+        ("acme_domain", "vpn.example.com"),
+        ("acme_email", "ops@example.com"),
+    ]);
+    assert_eq!(a.call(post("/api/setup", &ok)).await.status, StatusCode::OK);
+    assert_eq!(
+        *tls.calls.lock().expect("lock"),
+        vec!["acme vpn.example.com".to_string()]
+    );
+    let settings = a
+        .state
+        .store
+        .settings
+        .get(watchgrid_store::SETTINGS_KEY)
+        .expect("get")
+        .expect("settings");
+    assert_eq!(
+        settings.tls,
+        watchgrid_store::TlsChoice::Acme {
+            domain: "vpn.example.com".into(),
+            email: Some("ops@example.com".into())
+        }
+    );
+}

@@ -54,6 +54,25 @@ pub struct Settings {
     /// Hex HMAC key for session JWTs (JWT_SECRET).
     pub jwt_secret: String,
     pub setup_completed_at: u64,
+    /// The TLS mode chosen in the wizard.
+    #[serde(default)]
+    pub tls: TlsChoice,
+}
+
+/// Where the HTTPS certificate comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TlsChoice {
+    /// The appliance's own CA (the default).
+    #[default]
+    Internal,
+    /// ACME (TLS-ALPN-01) for a public domain.
+    Acme {
+        domain: String,
+        email: Option<String>,
+    },
+    /// A certificate the operator uploaded; kept as files in the data dir.
+    Uploaded,
 }
 
 /// An administrator. The password is stored as an argon2id PHC string.

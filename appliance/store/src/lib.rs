@@ -15,7 +15,7 @@ mod table;
 
 pub use entities::{
     AdminUser, ApiToken, AuditEntry, Device, EnrollmentToken, Network, Redemption, RevokedSession,
-    Settings,
+    Settings, TlsChoice,
 };
 pub use migrate::{Migration, MIGRATIONS};
 pub use table::Table;

@@ -10,7 +10,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
@@ -31,8 +30,7 @@ where
     }
 }
 
-pub async fn serve_https(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: Router) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+pub async fn serve_https(listener: TcpListener, tls: crate::tls_switch::LiveTls, app: Router) {
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -41,7 +39,8 @@ pub async fn serve_https(listener: TcpListener, tls: Arc<rustls::ServerConfig>, 
                 continue;
             }
         };
-        let acceptor = acceptor.clone();
+        // The certificate source may change at run time (setup): read it per connection.
+        let acceptor = tokio_rustls::TlsAcceptor::from(crate::tls_switch::current(&tls));
         let app = app.clone();
         tokio::spawn(async move {
             // A client that never finishes its handshake must not hold a task forever.

@@ -243,12 +243,32 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     wg_config.private_key = Some(Some(key.clone()));
     wg_config.listen_port = None;
     wg_config.peers.extend(device_peers(&store)?);
-    // TLS: an uploaded certificate, else ACME for FRONTEND_HOST, else the internal CA.
-    let static_tls = match (&args.tls_cert, &args.tls_key, &provisioning.frontend_host) {
+    // TLS: flags and environment first (--tls-cert, FRONTEND_HOST), then the choice made
+    // at setup, else the internal CA.
+    let chosen = store
+        .settings
+        .get(watchgrid_store::SETTINGS_KEY)?
+        .map(|s| s.tls)
+        .unwrap_or_default();
+    let acme_target = provisioning
+        .frontend_host
+        .clone()
+        .map(|d| (d, provisioning.acme_email.clone()))
+        .or(match &chosen {
+            watchgrid_store::TlsChoice::Acme { domain, email } => {
+                Some((domain.clone(), email.clone()))
+            }
+            _ => None,
+        });
+    let static_tls = match (&args.tls_cert, &args.tls_key, &acme_target) {
         (Some(cert), Some(key), _) => {
             Some(crate::tls::uploaded(cert, key).context("--tls-cert/--tls-key")?)
         }
         (_, _, Some(_)) => None,
+        _ if chosen == watchgrid_store::TlsChoice::Uploaded => {
+            let (cert, key) = crate::tls_switch::uploaded_paths(&args.data_dir);
+            Some(crate::tls::uploaded(&cert, &key).context("the certificate uploaded at setup")?)
+        }
         _ => Some(crate::tls::internal_ca(&args.data_dir, &tls_names).context("setting up TLS")?),
     };
 
@@ -261,10 +281,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let tls = match static_tls {
             Some(t) => t,
             None => {
-                let domain = provisioning.frontend_host.clone().unwrap_or_default();
+                let (domain, email) = acme_target.clone().unwrap_or_default();
                 let settings = crate::acme::AcmeSettings {
                     domain,
-                    email: provisioning.acme_email.clone(),
+                    email,
                     directory: args.acme_directory.clone(),
                     ca_root: args.acme_ca_root.clone(),
                 };
@@ -293,12 +313,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
         let setup_token = first_boot(&store, &provisioning, &args.runtime_dir, &config).await?;
         let state = AppState::new(store.clone(), hub, config, setup_token.clone(), tls.ca_pem.clone());
+        let live_tls = crate::tls_switch::live(tls.config.clone());
+        let switch = crate::tls_switch::ListenerTls {
+            live: live_tls.clone(),
+            data_dir: args.data_dir.clone(),
+            acme_directory: args.acme_directory.clone(),
+            acme_ca_root: args.acme_ca_root.clone(),
+        };
+        if state.tls.set(Arc::new(switch)).is_err() {
+            tracing::warn!("TLS switch already set");
+        }
         let app = watchgrid_api::router(state.clone());
 
         let https = TcpListener::bind(args.https_listen)
             .await
             .with_context(|| format!("binding HTTPS on {} (needs CAP_NET_BIND_SERVICE below 1024; see --https-listen)", args.https_listen))?;
-        tokio::spawn(crate::control::serve_https(https, tls.config.clone(), app));
+        tokio::spawn(crate::control::serve_https(https, live_tls, app));
         if let Some(addr) = http_listen {
             let l = TcpListener::bind(addr)
                 .await
@@ -364,8 +394,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             peers,
             "WireGuard hub ready"
         );
-        let shown_names = match &provisioning.frontend_host {
-            Some(h) if args.tls_cert.is_none() => vec![h.clone()],
+        let shown_names = match &acme_target {
+            Some((h, _)) if args.tls_cert.is_none() => vec![h.clone()],
             _ => tls_names.clone(),
         };
         print_banner(&args, &tls, setup_token.as_deref(), &shown_names);
@@ -424,6 +454,13 @@ async fn first_boot(
             endpoint,
             p.jwt_secret.as_deref(),
             (config.vpn_subnet, config.vpn_prefix),
+            match &p.frontend_host {
+                Some(domain) => watchgrid_store::TlsChoice::Acme {
+                    domain: domain.clone(),
+                    email: p.acme_email.clone(),
+                },
+                None => watchgrid_store::TlsChoice::Internal,
+            },
         )
         .await
         .map_err(|e| anyhow::anyhow!("headless setup from ADMIN_PASSWORD: {e}"))?;

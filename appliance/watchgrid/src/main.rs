@@ -8,6 +8,7 @@ mod device;
 mod hub;
 mod hub_control;
 mod tls;
+mod tls_switch;
 mod uapi;
 mod udp;
 mod wgconf;

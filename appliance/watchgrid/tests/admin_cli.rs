@@ -21,6 +21,7 @@ fn provisioned_dir() -> tempfile::TempDir {
         "vpn.example.com:51820",
         None,
         ("10.100.0.0".parse().expect("net"), 16),
+        watchgrid_store::TlsChoice::Internal,
     ))
     .expect("provision");
     dir

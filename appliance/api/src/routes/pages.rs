@@ -20,7 +20,7 @@ pub fn router() -> Router<AppState> {
 
 const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#1b1f24}\
 h1{font-size:1.6rem}label{display:block;margin-top:1rem;font-weight:600}\
-input{width:100%;padding:.5rem;font-size:1rem;box-sizing:border-box}\
+input,select,textarea{width:100%;padding:.5rem;font-size:1rem;box-sizing:border-box}fieldset{margin-top:1.5rem}\
 button{margin-top:1.5rem;padding:.6rem 1.2rem;font-size:1rem}\
 .note{color:#555}.error{color:#b00020;font-weight:600}table{border-collapse:collapse;width:100%}\
 td,th{border-bottom:1px solid #ddd;padding:.4rem;text-align:left}";
@@ -80,6 +80,20 @@ pub fn setup_form(error: Option<&str>) -> String {
          <input id=\"endpoint\" name=\"endpoint\" placeholder=\"vpn.example.com:51820\" required>\
          <label for=\"vpn_subnet\">VPN subnet (IPv4; the hub takes the first address)</label>\
          <input id=\"vpn_subnet\" name=\"vpn_subnet\" value=\"10.100.0.0/16\">\
+         <fieldset><legend>HTTPS certificate</legend>\
+         <label for=\"tls_mode\">Source</label>\
+         <select id=\"tls_mode\" name=\"tls_mode\">\
+         <option value=\"internal\" selected>Internal CA (download its root at /downloads/ca.crt)</option>\
+         <option value=\"acme\">ACME (Let&#39;s Encrypt) for a public domain</option>\
+         <option value=\"uploaded\">Upload a certificate</option></select>\
+         <label for=\"acme_domain\">ACME: domain that points here</label>\
+         <input id=\"acme_domain\" name=\"acme_domain\" placeholder=\"vpn.example.com\">\
+         <label for=\"acme_email\">ACME: contact email (optional)</label>\
+         <input id=\"acme_email\" name=\"acme_email\" type=\"email\">\
+         <label for=\"tls_cert_pem\">Upload: certificate chain (PEM)</label>\
+         <textarea id=\"tls_cert_pem\" name=\"tls_cert_pem\" rows=\"4\"></textarea>\
+         <label for=\"tls_key_pem\">Upload: private key (PEM)</label>\
+         <textarea id=\"tls_key_pem\" name=\"tls_key_pem\" rows=\"4\"></textarea></fieldset>\
          <button type=\"submit\" id=\"submit\">Complete setup</button></form>"
     )
 }

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
-use watchgrid_store::{AdminUser, Settings, Store, SETTINGS_KEY};
+use watchgrid_store::{AdminUser, Settings, Store, TlsChoice, SETTINGS_KEY};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/setup", post(setup))
@@ -38,6 +38,67 @@ pub struct SetupRequest {
     /// The VPN's IPv4 subnet (default 10.100.0.0/16); the hub takes its first address.
     #[schema(example = "10.100.0.0/16")]
     pub vpn_subnet: Option<String>,
+    /// `internal` (default), `acme` or `uploaded`.
+    #[schema(example = "internal")]
+    pub tls_mode: Option<String>,
+    /// For `acme`: the public domain that resolves to this appliance.
+    pub acme_domain: Option<String>,
+    pub acme_email: Option<String>,
+    /// For `uploaded`: the certificate chain and its private key, PEM.
+    pub tls_cert_pem: Option<String>,
+    pub tls_key_pem: Option<String>,
+}
+
+/// The TLS choice of a setup request, checked.
+fn tls_choice(req: &SetupRequest) -> Result<TlsChoice, ApiError> {
+    let nonempty = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    match req
+        .tls_mode
+        .as_deref()
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+    {
+        None | Some("internal") => Ok(TlsChoice::Internal),
+        Some("acme") => {
+            let domain = nonempty(&req.acme_domain).ok_or_else(|| {
+                ApiError::Invalid("acme_domain: required for tls_mode acme".into())
+            })?;
+            let ok = domain.len() <= 253
+                && domain.contains('.')
+                && domain.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if !ok {
+                return Err(ApiError::Invalid("acme_domain: not a domain name".into()));
+            }
+            let email = nonempty(&req.acme_email);
+            if email
+                .as_deref()
+                .is_some_and(|e| !e.contains('@') || e.chars().any(char::is_whitespace))
+            {
+                return Err(ApiError::Invalid("acme_email: not an email address".into()));
+            }
+            Ok(TlsChoice::Acme { domain, email })
+        }
+        Some("uploaded") => {
+            if nonempty(&req.tls_cert_pem).is_none() || nonempty(&req.tls_key_pem).is_none() {
+                return Err(ApiError::Invalid(
+                    "tls_cert_pem and tls_key_pem: required for tls_mode uploaded".into(),
+                ));
+            }
+            Ok(TlsChoice::Uploaded)
+        }
+        Some(_) => Err(ApiError::Invalid(
+            "tls_mode: internal, acme or uploaded".into(),
+        )),
+    }
 }
 
 /// An IPv4 subnet for the VPN: a network address, /8 to /29, in a private range.
@@ -112,6 +173,7 @@ pub async fn provision(
     endpoint: &str,
     jwt_secret: Option<&str>,
     subnet: (std::net::Ipv4Addr, u8),
+    tls: TlsChoice,
 ) -> Result<(), ApiError> {
     validate_username(username)?;
     validate_password(password)?;
@@ -147,6 +209,7 @@ pub async fn provision(
             vpn_prefix_v4: subnet.1,
             jwt_secret: secret,
             setup_completed_at: now,
+            tls,
         },
     )?;
     if !created {
@@ -184,6 +247,28 @@ pub(crate) async fn setup(
     }
 }
 
+/// Switches the HTTPS certificate as chosen; the internal CA needs nothing.
+fn apply_tls(state: &AppState, tls: &TlsChoice, req: &SetupRequest) -> Result<(), ApiError> {
+    if *tls == TlsChoice::Internal {
+        return Ok(());
+    }
+    let switch = state.tls.get().ok_or_else(|| {
+        ApiError::internal("this appliance cannot change its certificate at run time")
+    })?;
+    match tls {
+        TlsChoice::Internal => Ok(()),
+        TlsChoice::Uploaded => switch
+            .use_uploaded(
+                req.tls_cert_pem.as_deref().unwrap_or_default(),
+                req.tls_key_pem.as_deref().unwrap_or_default(),
+            )
+            .map_err(|e| ApiError::Invalid(format!("uploaded certificate: {e}"))),
+        TlsChoice::Acme { domain, email } => switch
+            .use_acme(domain, email.as_deref())
+            .map_err(|e| ApiError::internal(format!("starting ACME: {e}"))),
+    }
+}
+
 async fn run_setup(
     state: &AppState,
     ip: std::net::IpAddr,
@@ -198,6 +283,7 @@ async fn run_setup(
     validate_username(&req.admin_username)?;
     validate_password(&req.admin_password)?;
     validate_endpoint(&req.endpoint)?;
+    let tls = tls_choice(&req)?;
     let subnet = match req.vpn_subnet.as_deref().filter(|s| !s.trim().is_empty()) {
         Some(s) => parse_vpn_subnet(s)?,
         None => (state.config.vpn_subnet, state.config.vpn_prefix),
@@ -226,6 +312,8 @@ async fn run_setup(
         } else {
             Ok(())
         };
+    // Then the certificate: a bad upload is refused before anything is recorded.
+    let moved = moved.and_then(|()| apply_tls(state, &tls, &req));
     let result = match moved {
         Err(e) => Err(e),
         Ok(()) => {
@@ -236,6 +324,7 @@ async fn run_setup(
                 &req.endpoint,
                 state.config.jwt_secret.as_deref(),
                 subnet,
+                tls.clone(),
             )
             .await
         }

@@ -1,0 +1,101 @@
+//! The HTTPS listener's certificate source, replaceable at run time: setup may switch
+//! from the internal CA to an uploaded certificate or to ACME without a restart.
+
+use crate::acme::{self, AcmeSettings};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use watchgrid_api::hub::TlsSwitch;
+
+/// The server config new connections use.
+pub type LiveTls = Arc<RwLock<Arc<rustls::ServerConfig>>>;
+
+pub fn live(config: Arc<rustls::ServerConfig>) -> LiveTls {
+    Arc::new(RwLock::new(config))
+}
+
+/// The current config; a poisoned lock still holds a usable one.
+pub fn current(live: &LiveTls) -> Arc<rustls::ServerConfig> {
+    match live.read() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    }
+}
+
+fn replace(live: &LiveTls, config: Arc<rustls::ServerConfig>) {
+    match live.write() {
+        Ok(mut g) => *g = config,
+        Err(p) => *p.into_inner() = config,
+    }
+}
+
+/// Where an uploaded certificate and key are kept in the data dir.
+pub fn uploaded_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
+    let tls = data_dir.join("tls");
+    (tls.join("uploaded.crt"), tls.join("uploaded.key"))
+}
+
+pub struct ListenerTls {
+    pub live: LiveTls,
+    pub data_dir: PathBuf,
+    pub acme_directory: String,
+    pub acme_ca_root: Option<PathBuf>,
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()
+}
+
+impl TlsSwitch for ListenerTls {
+    fn use_uploaded(&self, cert_pem: &str, key_pem: &str) -> Result<(), String> {
+        let (cert, key) = uploaded_paths(&self.data_dir);
+        let dir = cert.parent().map(Path::to_path_buf).unwrap_or_default();
+        fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        // Checked from temporary files; the real ones are only replaced once it loads.
+        let (tmp_cert, tmp_key) = (
+            cert.with_extension("crt.new"),
+            key.with_extension("key.new"),
+        );
+        let staged = write_private(&tmp_cert, cert_pem)
+            .and_then(|_| write_private(&tmp_key, key_pem))
+            .map_err(|e| format!("saving the upload: {e}"));
+        let loaded = staged
+            .and_then(|()| crate::tls::uploaded(&tmp_cert, &tmp_key).map_err(|e| format!("{e:#}")));
+        let material = match loaded {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp_cert);
+                let _ = fs::remove_file(&tmp_key);
+                return Err(e);
+            }
+        };
+        fs::rename(&tmp_cert, &cert)
+            .and_then(|_| fs::rename(&tmp_key, &key))
+            .map_err(|e| format!("installing the upload: {e}"))?;
+        replace(&self.live, material.config);
+        tracing::info!(fingerprint = ?material.leaf_fingerprint, "serving the uploaded certificate");
+        Ok(())
+    }
+
+    fn use_acme(&self, domain: &str, email: Option<&str>) -> Result<(), String> {
+        let settings = AcmeSettings {
+            domain: domain.to_string(),
+            email: email.map(str::to_string),
+            directory: self.acme_directory.clone(),
+            ca_root: self.acme_ca_root.clone(),
+        };
+        let config = acme::start(&settings, &self.data_dir).map_err(|e| format!("{e:#}"))?;
+        replace(&self.live, config);
+        tracing::info!(domain, "switched to an ACME certificate");
+        Ok(())
+    }
+}
