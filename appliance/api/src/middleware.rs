@@ -135,7 +135,6 @@ pub async fn setup_gate(State(state): State<AppState>, req: Request, next: Next)
         || path == "/api/setup"
         || path == "/setup"
         || path == "/static/app.css"
-        || path == "/api/openapi.json"
         || path.starts_with("/downloads/");
     if always {
         return next.run(req).await;
