@@ -777,7 +777,10 @@ async fn totp_codes_are_single_use_recovery_codes_work_once_and_tokens_bypass() 
 async fn openapi_document_lists_every_json_endpoint() {
     let a = app();
     // Like everything but the wizard, it waits for setup (SPEC §4).
-    assert_eq!(a.call(get("/api/openapi.json")).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        a.call(get("/api/openapi.json")).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     a.setup().await;
     let r = a.call(get("/api/openapi.json")).await;
     assert_eq!(r.status, StatusCode::OK);

@@ -61,3 +61,66 @@ pub fn api_token(ns: &Netns, base: &str, password: &str, ca: Option<&str>) -> Re
         .trim()
         .to_string())
 }
+
+/// A throwaway CA and a server certificate signed by it, made with openssl in `dir`:
+/// `{name}-ca.pem` / `{name}-ca.key` and `{name}.pem` / `{name}.key`. `san` is an
+/// openssl subjectAltName value such as `IP:10.88.0.1` or `DNS:vpn.example.test`.
+/// (webpki refuses a self-signed CA certificate used directly as a server certificate.)
+pub fn test_ca_and_leaf(dir: &std::path::Path, name: &str, san: &str) -> Result<()> {
+    let p = |f: String| dir.join(f).to_string_lossy().into_owned();
+    let (ca_key, ca_pem) = (p(format!("{name}-ca.key")), p(format!("{name}-ca.pem")));
+    let (key, csr, pem, ext) = (
+        p(format!("{name}.key")),
+        p(format!("{name}.csr")),
+        p(format!("{name}.pem")),
+        p(format!("{name}.ext")),
+    );
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut args = vec!["openssl", "req", "-x509"];
+    args.extend_from_slice(&ec);
+    args.extend_from_slice(&[
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca_pem,
+        "-subj",
+        "/CN=test CA",
+        "-days",
+        "2",
+    ]);
+    crate::run(&args)?;
+    let mut args = vec!["openssl", "req"];
+    args.extend_from_slice(&ec);
+    args.extend_from_slice(&["-keyout", &key, "-out", &csr, "-subj", "/CN=test server"]);
+    crate::run(&args)?;
+    std::fs::write(
+        &ext,
+        format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
+    )
+    .with_context(|| format!("writing {ext}"))?;
+    crate::run(&[
+        "openssl",
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca_pem,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &pem,
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+    ])?;
+    Ok(())
+}

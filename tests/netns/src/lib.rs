@@ -21,7 +21,7 @@ pub mod python;
 mod topo;
 mod wg;
 
-pub use appliance::{api_token, start_serve};
+pub use appliance::{api_token, start_serve, test_ca_and_leaf};
 pub use iperf::{iperf3_client, iperf3_server, IperfResult};
 pub use netns::{veth, Netns};
 pub use proc::Proc;

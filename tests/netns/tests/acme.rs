@@ -5,7 +5,9 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use std::time::Duration;
-use watchgrid_netns_tests::{run, scenario, start_serve, veth, wait_until, Impl, Netns, Proc};
+use watchgrid_netns_tests::{
+    scenario, start_serve, test_ca_and_leaf, veth, wait_until, Impl, Netns, Proc,
+};
 
 const DOMAIN: &str = "vpn.watchgrid.test";
 const CA_IP: &str = "10.88.0.1";
@@ -14,71 +16,6 @@ const HUB_IP: &str = "10.88.0.2";
 #[test]
 fn acme_certificate_from_pebble_is_served_and_cached_ours() -> Result<()> {
     scenario(acme)
-}
-
-/// A throwaway CA and a leaf for pebble's own HTTPS API (webpki refuses a CA
-/// certificate used directly as a server certificate).
-fn pebble_tls(dir: &std::path::Path) -> Result<()> {
-    let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
-    let quiet = |args: &[&str]| run(args).map(drop);
-    quiet(&[
-        "openssl",
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &p("api-ca.key"),
-        "-out",
-        &p("api-ca.pem"),
-        "-subj",
-        "/CN=pebble API test CA",
-        "-days",
-        "2",
-    ])?;
-    quiet(&[
-        "openssl",
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &p("api.key"),
-        "-out",
-        &p("api.csr"),
-        "-subj",
-        "/CN=pebble",
-    ])?;
-    std::fs::write(
-        dir.join("api.ext"),
-        format!(
-            "subjectAltName=IP:{CA_IP}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
-        ),
-    )?;
-    quiet(&[
-        "openssl",
-        "x509",
-        "-req",
-        "-in",
-        &p("api.csr"),
-        "-CA",
-        &p("api-ca.pem"),
-        "-CAkey",
-        &p("api-ca.key"),
-        "-CAcreateserial",
-        "-out",
-        &p("api.pem"),
-        "-days",
-        "2",
-        "-extfile",
-        &p("api.ext"),
-    ])?;
-    Ok(())
 }
 
 fn start_daemon(hub: &Netns, bin: &str, data: &str, ca_root: &str) -> Result<Proc> {
@@ -116,7 +53,8 @@ fn acme() -> Result<()> {
     ca.link_up("vca")?;
     hub.link_up("vhub")?;
     let dir = ca.dir().to_path_buf();
-    pebble_tls(&dir)?;
+    // pebble's own HTTPS API needs a certificate the daemon can verify.
+    test_ca_and_leaf(&dir, "api", &format!("IP:{CA_IP}"))?;
     let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
     let config = format!(
         r#"{{"pebble": {{"listenAddress": "{CA_IP}:14000", "managementListenAddress": "{CA_IP}:15000",

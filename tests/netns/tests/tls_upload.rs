@@ -4,7 +4,7 @@
 
 use anyhow::{bail, ensure, Result};
 use std::time::Duration;
-use watchgrid_netns_tests::{run, scenario, start_serve, Impl, Netns};
+use watchgrid_netns_tests::{scenario, start_serve, test_ca_and_leaf, Impl, Netns};
 
 const NAME: &str = "vpn.upload.test";
 
@@ -37,61 +37,7 @@ fn upload() -> Result<()> {
     let dir = ns.dir().to_path_buf();
     let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
     // The operator's own CA and a certificate for the appliance's name.
-    run(&[
-        "openssl",
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &p("op-ca.key"),
-        "-out",
-        &p("op-ca.pem"),
-        "-subj",
-        "/CN=operator CA",
-        "-days",
-        "2",
-    ])?;
-    run(&[
-        "openssl",
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &p("leaf.key"),
-        "-out",
-        &p("leaf.csr"),
-        "-subj",
-        &format!("/CN={NAME}"),
-    ])?;
-    std::fs::write(
-        dir.join("leaf.ext"),
-        format!("subjectAltName=DNS:{NAME}\nbasicConstraints=CA:FALSE\n"),
-    )?;
-    run(&[
-        "openssl",
-        "x509",
-        "-req",
-        "-in",
-        &p("leaf.csr"),
-        "-CA",
-        &p("op-ca.pem"),
-        "-CAkey",
-        &p("op-ca.key"),
-        "-CAcreateserial",
-        "-out",
-        &p("leaf.pem"),
-        "-days",
-        "2",
-        "-extfile",
-        &p("leaf.ext"),
-    ])?;
+    test_ca_and_leaf(&dir, "leaf", &format!("DNS:{NAME}"))?;
     std::fs::write(
         dir.join("broken.pem"),
         "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
@@ -119,7 +65,7 @@ fn upload() -> Result<()> {
             "curl",
             "-sf",
             "--cacert",
-            &p("op-ca.pem"),
+            &p("leaf-ca.pem"),
             "--resolve",
             &resolve,
             &url,
