@@ -3,10 +3,12 @@
 mod acme;
 mod admin;
 mod control;
+mod data_dir;
 mod dataplane;
 mod device;
-mod hub;
+mod first_boot;
 mod hub_control;
+mod serve;
 mod tls;
 mod tls_switch;
 mod uapi;
@@ -33,7 +35,7 @@ enum Command {
     /// /var/run/wireguard/IFNAME.sock (a drop-in for `wireguard-go IFNAME`).
     Wg(device::WgArgs),
     /// Run the appliance daemon: WireGuard hub and HTTPS control plane.
-    Serve(Box<hub::ServeArgs>),
+    Serve(Box<serve::ServeArgs>),
     /// Local maintenance on a data dir (the daemon must be stopped).
     Admin(admin::AdminArgs),
 }
@@ -42,7 +44,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Wg(args) => device::run(args),
-        Command::Serve(args) => hub::run(*args),
+        Command::Serve(args) => serve::run(*args),
         Command::Admin(args) => admin::run(args),
     };
     match result {

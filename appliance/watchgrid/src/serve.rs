@@ -3,22 +3,21 @@
 //! control plane, which reaches the hub through the dataplane's command channel.
 //! The hub is rebuilt from the store (enrolled devices) and `peers.conf` at start.
 
+use crate::data_dir::{load_or_create_key, prepare_data_dir, read_peers};
 use crate::dataplane::{Command, Dataplane};
+use crate::first_boot::{first_boot, print_banner, Banner, Provisioning};
 use crate::hub_control::DataplaneHub;
-use crate::uapi::protocol::{PeerChange, SetRequest};
+use crate::uapi::protocol::PeerChange;
 use crate::uapi::server::UapiSocket;
 use crate::wgconf;
 use anyhow::{bail, Context};
-use std::fs;
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use watchgrid_api::{ApiConfig, AppState};
-use watchgrid_core::{IpPrefix, PeerUpdate, PublicKey, Secret};
+use watchgrid_core::{IpPrefix, PeerUpdate, PublicKey};
 use watchgrid_store::Store;
 
 #[derive(clap::Args)]
@@ -93,34 +92,6 @@ pub struct ServeArgs {
 const KEY_FILE: &str = "wg-private.key";
 /// Static peers in wg(8) setconf format ([Peer] sections), besides enrolled devices.
 const PEERS_FILE: &str = "peers.conf";
-
-/// Headless provisioning from the environment (SPEC §3).
-struct Provisioning {
-    admin_username: String,
-    admin_password: Option<String>,
-    endpoint: Option<String>,
-    jwt_secret: Option<String>,
-    frontend_host: Option<String>,
-    acme_email: Option<String>,
-}
-
-impl Provisioning {
-    fn from_env() -> anyhow::Result<Provisioning> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let jwt_secret = var("JWT_SECRET");
-        if jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
-            bail!("JWT_SECRET must be at least 32 characters (try: openssl rand -hex 32)");
-        }
-        Ok(Provisioning {
-            admin_username: var("ADMIN_USERNAME").unwrap_or_else(|| "admin".into()),
-            admin_password: var("ADMIN_PASSWORD"),
-            endpoint: var("WG_SERVER_ENDPOINT"),
-            jwt_secret,
-            frontend_host: var("FRONTEND_HOST"),
-            acme_email: var("WATCHGRID_ACME_EMAIL"),
-        })
-    }
-}
 
 fn parse_cidrs(what: &str, items: &[String]) -> anyhow::Result<Vec<IpPrefix>> {
     items
@@ -398,7 +369,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             Some((h, _)) if args.tls_cert.is_none() => vec![h.clone()],
             _ => tls_names.clone(),
         };
-        print_banner(&args, &tls, setup_token.as_deref(), &shown_names);
+        print_banner(&Banner {
+            https_port: args.https_listen.port(),
+            runtime_dir: &args.runtime_dir,
+            acme_directory: &args.acme_directory,
+            tls: &tls,
+            token: setup_token.as_deref(),
+            names: &shown_names,
+        });
         let result = dataplane.run(rx, crate::shutdown_signal()).await;
         uapi.abort();
         let _ = uapi.await;
@@ -431,103 +409,6 @@ fn device_peers(store: &Store) -> anyhow::Result<Vec<PeerChange>> {
     Ok(out)
 }
 
-/// Completes setup from the environment, or creates the setup token for the wizard.
-async fn first_boot(
-    store: &Store,
-    p: &Provisioning,
-    runtime_dir: &Path,
-    config: &ApiConfig,
-) -> anyhow::Result<Option<String>> {
-    let token_path = runtime_dir.join("setup-token");
-    if store.settings.get(watchgrid_store::SETTINGS_KEY)?.is_some() {
-        let _ = fs::remove_file(&token_path);
-        return Ok(None);
-    }
-    if let Some(password) = &p.admin_password {
-        let endpoint = p.endpoint.as_deref().context(
-            "ADMIN_PASSWORD is set, so WG_SERVER_ENDPOINT (HOST:PORT devices dial) must be set too",
-        )?;
-        watchgrid_api::routes::setup::provision(
-            store,
-            &p.admin_username,
-            password,
-            endpoint,
-            p.jwt_secret.as_deref(),
-            (config.vpn_subnet, config.vpn_prefix),
-            match &p.frontend_host {
-                Some(domain) => watchgrid_store::TlsChoice::Acme {
-                    domain: domain.clone(),
-                    email: p.acme_email.clone(),
-                },
-                None => watchgrid_store::TlsChoice::Internal,
-            },
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("headless setup from ADMIN_PASSWORD: {e}"))?;
-        tracing::info!(admin = %p.admin_username, "setup completed from the environment");
-        return Ok(None);
-    }
-    let token = watchgrid_api::secrets::new_token();
-    fs::create_dir_all(runtime_dir)
-        .with_context(|| format!("creating {}", runtime_dir.display()))?;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&token_path)
-        .with_context(|| format!("creating {}", token_path.display()))?;
-    writeln!(f, "{token}").with_context(|| format!("writing {}", token_path.display()))?;
-    Ok(Some(token))
-}
-
-fn print_banner(
-    args: &ServeArgs,
-    tls: &crate::tls::TlsMaterial,
-    token: Option<&str>,
-    names: &[String],
-) {
-    let port = args.https_listen.port();
-    let suffix = if port == 443 {
-        String::new()
-    } else {
-        format!(":{port}")
-    };
-    let mut out = String::from("\n==== Watchgrid ====\n");
-    for n in names {
-        let host = if n.contains(':') {
-            format!("[{n}]")
-        } else {
-            n.clone()
-        };
-        let path = if token.is_some() { "/setup" } else { "/" };
-        out.push_str(&format!("  open      https://{host}{suffix}{path}\n"));
-    }
-    if let Some(t) = token {
-        out.push_str(&format!(
-            "  setup token   {t}\n  (also in {})\n",
-            args.runtime_dir.join("setup-token").display()
-        ));
-    } else {
-        out.push_str("  setup is complete; sign in as the admin\n");
-    }
-    match &tls.leaf_fingerprint {
-        Some(f) => out.push_str(&format!("  TLS certificate SHA-256  {f}\n")),
-        None => out.push_str(&format!(
-            "  TLS certificate: ACME, ordered from {}\n",
-            args.acme_directory
-        )),
-    }
-    if let Some(f) = &tls.ca_fingerprint {
-        out.push_str(&format!(
-            "  internal CA SHA-256      {f}  (https://HOST{suffix}/downloads/ca.crt)\n"
-        ));
-    }
-    out.push_str("watchgrid: ready\n");
-    print!("{out}");
-    let _ = std::io::stdout().flush();
-}
-
 /// An interface address with its prefix length, e.g. `10.100.0.1/16` (host bits kept).
 struct HostAddress(IpAddr, u8);
 
@@ -549,63 +430,4 @@ impl std::str::FromStr for HostAddress {
         IpPrefix::new(addr, len).with_context(|| format!("{s:?}"))?;
         Ok(HostAddress(addr, len))
     }
-}
-
-/// Creates the data dir 0700, or refuses one that others can read (SPEC §2).
-fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
-    if !dir.exists() {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("setting permissions of {}", dir.display()))?;
-    }
-    check_private(dir)
-}
-
-fn check_private(path: &Path) -> anyhow::Result<()> {
-    let mode = fs::metadata(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        bail!(
-            "{} is accessible to group or others (mode {:o}); run `chmod go-rwx {}`",
-            path.display(),
-            mode & 0o777,
-            path.display()
-        );
-    }
-    Ok(())
-}
-
-fn load_or_create_key(path: &Path) -> anyhow::Result<Secret> {
-    if path.exists() {
-        check_private(path)?;
-        let text =
-            fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let key = wgconf::decode_key(&text).with_context(|| format!("{}", path.display()))?;
-        return Ok(Secret(key));
-    }
-    let key = Secret::generate_private();
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    writeln!(f, "{}", wgconf::encode_key(&key.0))
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.sync_all()
-        .with_context(|| format!("syncing {}", path.display()))?;
-    Ok(key)
-}
-
-fn read_peers(path: &Path) -> anyhow::Result<SetRequest> {
-    if !path.exists() {
-        return Ok(SetRequest {
-            replace_peers: true,
-            ..SetRequest::default()
-        });
-    }
-    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    wgconf::parse(&text).with_context(|| format!("{}", path.display()))
 }

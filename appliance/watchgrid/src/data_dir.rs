@@ -1,0 +1,70 @@
+//! The data dir: created private, refused when others can read it (SPEC §2), and the
+//! files the hub keeps there.
+
+use crate::uapi::protocol::SetRequest;
+use crate::wgconf;
+use anyhow::{bail, Context};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use watchgrid_core::Secret;
+
+/// Creates the data dir 0700, or refuses one that others can read (SPEC §2).
+pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("setting permissions of {}", dir.display()))?;
+    }
+    check_private(dir)
+}
+
+fn check_private(path: &Path) -> anyhow::Result<()> {
+    let mode = fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "{} is accessible to group or others (mode {:o}); run `chmod go-rwx {}`",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn load_or_create_key(path: &Path) -> anyhow::Result<Secret> {
+    if path.exists() {
+        check_private(path)?;
+        let text =
+            fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let key = wgconf::decode_key(&text).with_context(|| format!("{}", path.display()))?;
+        return Ok(Secret(key));
+    }
+    let key = Secret::generate_private();
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{}", wgconf::encode_key(&key.0))
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", path.display()))?;
+    Ok(key)
+}
+
+pub fn read_peers(path: &Path) -> anyhow::Result<SetRequest> {
+    if !path.exists() {
+        return Ok(SetRequest {
+            replace_peers: true,
+            ..SetRequest::default()
+        });
+    }
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    wgconf::parse(&text).with_context(|| format!("{}", path.display()))
+}
