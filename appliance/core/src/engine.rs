@@ -528,6 +528,21 @@ impl Engine {
         peer.note_handshake(now);
     }
 
+    /// Starts a handshake with every peer whose endpoint is known. After a restart the
+    /// peers still hold sessions we forgot; without this they would notice only after
+    /// KEEPALIVE + REKEY_TIMEOUT (15 s) of unanswered traffic.
+    pub fn initiate_handshakes(&mut self, now: Instant, out: &mut impl Output) {
+        let ids: Vec<PeerIndex> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.endpoint.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.initiate_handshake(now, id, out);
+        }
+    }
+
     /// Sends a handshake initiation to a peer now, if it has an endpoint.
     fn initiate_handshake(&mut self, now: Instant, id: PeerIndex, out: &mut impl Output) {
         self.schedule(now);

@@ -376,6 +376,44 @@ fn peer_removed_and_added_back_handshakes_at_once() {
 }
 
 #[test]
+fn restarted_hub_rehandshakes_with_known_endpoints_at_once() {
+    let (mut net, a, b) = pair();
+    assert!(ping(&mut net, b, a, v4(10, 0, 0, 2), v4(10, 0, 0, 1), b"x"));
+    // A restarts: a fresh engine with the same key and peer, endpoint from its store.
+    let key = net.nodes[a].key.clone();
+    net.nodes[a].engine = watchgrid_core::Engine::new(key).expect("engine");
+    net.peer(a, b, &["10.0.0.2/32", "fd00::2/128"], true);
+    // B still uses its old session: A cannot read it.
+    assert!(!ping(
+        &mut net,
+        b,
+        a,
+        v4(10, 0, 0, 2),
+        v4(10, 0, 0, 1),
+        b"stale"
+    ));
+    let inits = net.count(INIT);
+    let now = net.now();
+    let mut out = Capture::default();
+    net.nodes[a].engine.initiate_handshakes(now, &mut out);
+    assert_eq!(out.sent.len(), 1);
+    for (to, d) in out.sent {
+        net.inject(sa("192.0.2.1:51820"), to, d);
+    }
+    net.pump();
+    assert_eq!(net.count(INIT), inits + 1);
+    // Without waiting for any timer, B's traffic flows again.
+    assert!(ping(
+        &mut net,
+        b,
+        a,
+        v4(10, 0, 0, 2),
+        v4(10, 0, 0, 1),
+        b"back"
+    ));
+}
+
+#[test]
 fn persistent_keepalive_sends_on_idle_link() {
     let (mut net, a, b) = pair();
     let akey = net.nodes[a].public_key();

@@ -21,6 +21,10 @@ pub struct Device {
     pub expires_at: Option<u64>,
     /// Hex SHA-256 of the agent credential handed out at registration.
     pub agent_key_hash: String,
+    /// Where the device was last seen (`ip:port`), saved at shutdown so a restarted hub
+    /// can reach it first.
+    #[serde(default)]
+    pub last_endpoint: Option<String>,
 }
 
 /// An enrollment token. Only a hash of the token is stored.

@@ -21,6 +21,7 @@ fn device(id: &str) -> Device {
         created_at: 1,
         expires_at: None,
         agent_key_hash: String::new(),
+        last_endpoint: None,
     }
 }
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tun_rs::AsyncDevice;
-use watchgrid_core::{Engine, Output, Secret};
+use watchgrid_core::{Engine, Output, PublicKey, Secret};
 
 /// Packets taken from one source before the batch is written out.
 const BATCH: usize = 64;
@@ -99,6 +99,23 @@ impl Dataplane {
             batch: Batch::default(),
             peer_gauge: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// Starts handshakes with every peer whose endpoint is known (after a restart).
+    pub fn initiate_handshakes(&mut self) {
+        if self.has_key {
+            self.engine
+                .initiate_handshakes(Instant::now(), &mut self.batch);
+        }
+    }
+
+    /// Where each peer was last seen.
+    pub fn endpoints(&mut self) -> Vec<(PublicKey, SocketAddr)> {
+        self.engine
+            .peer_status(Instant::now())
+            .into_iter()
+            .filter_map(|p| p.endpoint.map(|e| (p.public_key, e)))
+            .collect()
     }
 
     pub fn peer_gauge(&self) -> Arc<AtomicUsize> {
@@ -212,8 +229,10 @@ impl Dataplane {
         mut self,
         mut commands: mpsc::Receiver<Command>,
         shutdown: impl Future<Output = ()>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<(PublicKey, SocketAddr)>> {
         tokio::pin!(shutdown);
+        // Whatever was produced before the loop (start-up handshakes) goes out first.
+        self.flush().await;
         let mut buf = vec![0u8; BUF];
         let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86400 * 365);
         let sleep = tokio::time::sleep_until(far);
@@ -240,7 +259,7 @@ impl Dataplane {
                 r = self.tun.readable() => Event::TunReadable(r),
             };
             match event {
-                Event::Shutdown | Event::Command(None) => return Ok(()),
+                Event::Shutdown | Event::Command(None) => return Ok(self.endpoints()),
                 Event::Command(Some(Command::Get(reply))) => {
                     let _ = reply.send(self.status());
                 }

@@ -40,7 +40,7 @@ pub fn run(args: WgArgs) -> anyhow::Result<()> {
         }
         let (tx, rx) = mpsc::channel(16);
         let uapi = tokio::spawn(socket.serve(tx));
-        let result = dataplane.run(rx, crate::shutdown_signal()).await;
+        let result = dataplane.run(rx, crate::shutdown_signal()).await.map(drop);
         // Dropping the server removes the socket file.
         uapi.abort();
         let _ = uapi.await;

@@ -377,11 +377,40 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             token: setup_token.as_deref(),
             names: &shown_names,
         });
+        dataplane.initiate_handshakes();
         let result = dataplane.run(rx, crate::shutdown_signal()).await;
+        let result = result.map(|endpoints| save_endpoints(&store, &endpoints));
         uapi.abort();
         let _ = uapi.await;
         result
     })
+}
+
+/// Remembers where each device was, so the next start can reach it at once.
+fn save_endpoints(store: &Store, endpoints: &[(PublicKey, SocketAddr)]) {
+    let devices = match store.devices.list() {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading devices to save their endpoints");
+            return;
+        }
+    };
+    let by_key: std::collections::HashMap<String, String> =
+        devices.into_iter().map(|d| (d.public_key, d.id)).collect();
+    for (key, ep) in endpoints {
+        let Some(id) = by_key.get(&wgconf::encode_key(&key.0)) else {
+            continue;
+        };
+        let saved = store.devices.update(id, |cur| {
+            Ok::<_, ()>(cur.map(|d| watchgrid_store::Device {
+                last_endpoint: Some(ep.to_string()),
+                ..d
+            }))
+        });
+        if let Err(e) = saved {
+            tracing::warn!(device = %id, error = %e, "saving the last endpoint");
+        }
+    }
 }
 
 /// Enabled, unexpired devices from the store become hub peers at start.
@@ -398,6 +427,7 @@ fn device_peers(store: &Store) -> anyhow::Result<Vec<PeerChange>> {
             remove: false,
             update_only: false,
             update: PeerUpdate {
+                endpoint: d.last_endpoint.as_deref().and_then(|e| e.parse().ok()),
                 replace_allowed_ips: true,
                 allowed_ips: std::iter::once(IpPrefix::host(d.address_v4.into()))
                     .chain(d.address_v6.map(|a| IpPrefix::host(a.into())))

@@ -185,6 +185,7 @@ pub(crate) async fn create(
             expires_at,
             // Plain devices have no agent credential.
             agent_key_hash: String::new(),
+            last_endpoint: None,
         },
         settings.vpn_subnet_v4,
         settings.vpn_prefix_v4,

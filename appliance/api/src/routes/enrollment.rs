@@ -202,6 +202,7 @@ pub(crate) async fn register(
             created_at: now,
             expires_at: None,
             agent_key_hash: token_hash(&agent_key),
+            last_endpoint: None,
         },
         settings.vpn_subnet_v4,
         settings.vpn_prefix_v4,
