@@ -148,7 +148,6 @@ pub(crate) async fn create(
             (secret.public_key(), Some(b64))
         }
     };
-    let public_b64 = base64::engine::general_purpose::STANDARD.encode(public_key.0);
     let now = crate::state::unix_now();
     let expires_at = match req.expires_in_secs {
         Some(s) if !(60..=315_360_000).contains(&s) => {
@@ -157,47 +156,24 @@ pub(crate) async fn create(
         Some(s) => Some(now + s),
         None => None,
     };
-    if state
-        .store
-        .devices
-        .list()?
-        .iter()
-        .any(|d| d.public_key == public_b64)
-    {
-        return Err(ApiError::Conflict(
-            "a device with this public key exists".into(),
-        ));
-    }
+    super::ensure_new_key(&state, &public_key)?;
     let settings = state
         .store
         .settings
         .get(watchgrid_store::SETTINGS_KEY)?
         .ok_or(ApiError::SetupRequired)?;
-    let device = state.store.create_device(
-        Device {
-            id: format!("dev-{}", state.store.next_id()?),
+    let device = super::add_device(
+        &state,
+        &settings,
+        super::NewDevice {
             name: req.name.clone(),
-            public_key: public_b64,
-            address_v4: std::net::Ipv4Addr::UNSPECIFIED,
-            address_v6: None,
-            enabled: true,
-            created_at: now,
+            public_key,
             expires_at,
             // Plain devices have no agent credential.
             agent_key_hash: String::new(),
-            last_endpoint: None,
         },
-        settings.vpn_subnet_v4,
-        settings.vpn_prefix_v4,
-    )?;
-    if let Err(e) = state
-        .hub
-        .set_peer(public_key, super::device_prefixes(&device))
-        .await
-    {
-        state.store.delete_device(&device.id)?;
-        return Err(ApiError::internal(format!("adding peer to the hub: {e}")));
-    }
+    )
+    .await?;
     let net = super::client_network(&state, &settings, &device)?;
     let address = match &net.address_v6 {
         Some(v6) => format!("{}, {v6}", net.address_v4),

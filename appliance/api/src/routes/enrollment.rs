@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use serde::Deserialize;
 use watchgrid_core::PublicKey;
-use watchgrid_store::{Device, EnrollmentToken, Redemption, SETTINGS_KEY};
+use watchgrid_store::{EnrollmentToken, Redemption, SETTINGS_KEY};
 
 /// Ten years: longer-lived tokens should simply not expire.
 const MAX_TOKEN_LIFETIME: u64 = 315_360_000;
@@ -163,17 +163,7 @@ pub(crate) async fn register(
     // Validate everything before redeeming, so bad input never burns a token.
     let key = parse_public_key(&req.public_key)?;
     validate_hostname(&req.hostname)?;
-    if state
-        .store
-        .devices
-        .list()?
-        .iter()
-        .any(|d| d.public_key == req.public_key.trim())
-    {
-        return Err(ApiError::Conflict(
-            "a device with this public key exists".into(),
-        ));
-    }
+    super::ensure_new_key(&state, &key)?;
     let settings = state
         .store
         .settings
@@ -191,31 +181,18 @@ pub(crate) async fn register(
         }
     }
     let agent_key = new_token();
-    let device = state.store.create_device(
-        Device {
-            id: format!("dev-{}", state.store.next_id()?),
+    // The peer is live before we answer (SPEC §5).
+    let device = super::add_device(
+        &state,
+        &settings,
+        super::NewDevice {
             name: req.hostname.clone(),
-            public_key: req.public_key.trim().to_string(),
-            address_v4: std::net::Ipv4Addr::UNSPECIFIED,
-            address_v6: None,
-            enabled: true,
-            created_at: now,
+            public_key: key,
             expires_at: None,
             agent_key_hash: token_hash(&agent_key),
-            last_endpoint: None,
         },
-        settings.vpn_subnet_v4,
-        settings.vpn_prefix_v4,
-    )?;
-    // The peer is live before we answer (SPEC §5).
-    if let Err(e) = state
-        .hub
-        .set_peer(key, super::device_prefixes(&device))
-        .await
-    {
-        state.store.delete_device(&device.id)?;
-        return Err(ApiError::internal(format!("adding peer to the hub: {e}")));
-    }
+    )
+    .await?;
     audit(&state, "agent", "device.register", &device.id)?;
     let net = super::client_network(&state, &settings, &device)?;
     Ok(Json(Registration {

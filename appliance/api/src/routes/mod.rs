@@ -19,6 +19,73 @@ pub(crate) fn limit(state: &AppState, limiter: &'static str, ip: IpAddr) -> Resu
         .inspect_err(|_| state.metrics.rate_limited(limiter))
 }
 
+/// Refuses a public key that an existing device already has (compared in canonical
+/// base64, as stored).
+pub(crate) fn ensure_new_key(
+    state: &AppState,
+    key: &watchgrid_core::PublicKey,
+) -> Result<(), ApiError> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(key.0);
+    if state
+        .store
+        .devices
+        .list()?
+        .iter()
+        .any(|d| d.public_key == b64)
+    {
+        return Err(ApiError::Conflict(
+            "a device with this public key exists".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A new device to store and put on the hub.
+pub(crate) struct NewDevice {
+    pub name: String,
+    pub public_key: watchgrid_core::PublicKey,
+    pub expires_at: Option<u64>,
+    /// Hex SHA-256 of the agent credential; empty for plain WireGuard devices.
+    pub agent_key_hash: String,
+}
+
+/// Stores a device on free addresses and puts its peer on the hub before returning
+/// (SPEC §5); if the hub refuses, the device and its addresses are released again.
+/// The caller has checked that no device has this public key.
+pub(crate) async fn add_device(
+    state: &AppState,
+    settings: &watchgrid_store::Settings,
+    new: NewDevice,
+) -> Result<watchgrid_store::Device, ApiError> {
+    use base64::Engine as _;
+    let device = state.store.create_device(
+        watchgrid_store::Device {
+            id: format!("dev-{}", state.store.next_id()?),
+            name: new.name,
+            public_key: base64::engine::general_purpose::STANDARD.encode(new.public_key.0),
+            address_v4: std::net::Ipv4Addr::UNSPECIFIED,
+            address_v6: None,
+            enabled: true,
+            created_at: unix_now(),
+            expires_at: new.expires_at,
+            agent_key_hash: new.agent_key_hash,
+            last_endpoint: None,
+        },
+        settings.vpn_subnet_v4,
+        settings.vpn_prefix_v4,
+    )?;
+    if let Err(e) = state
+        .hub
+        .set_peer(new.public_key, device_prefixes(&device))
+        .await
+    {
+        state.store.delete_device(&device.id)?;
+        return Err(ApiError::internal(format!("adding peer to the hub: {e}")));
+    }
+    Ok(device)
+}
+
 /// The hub-side allowed IPs of a device: its IPv4 and IPv6 host addresses.
 pub(crate) fn device_prefixes(d: &watchgrid_store::Device) -> Vec<watchgrid_core::IpPrefix> {
     let mut v = vec![watchgrid_core::IpPrefix::host(d.address_v4.into())];
