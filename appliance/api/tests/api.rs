@@ -644,7 +644,7 @@ async fn wizard_and_sign_in_work_as_plain_html_forms() {
 }
 
 #[tokio::test]
-async fn device_names_are_escaped_on_the_dashboard() {
+async fn markup_in_hostnames_is_refused_at_registration() {
     let a = app();
     let admin = a.admin_token().await;
     let r = a
