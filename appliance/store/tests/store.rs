@@ -22,6 +22,7 @@ fn device(id: &str) -> Device {
         expires_at: None,
         agent_key_hash: String::new(),
         last_endpoint: None,
+        groups: Vec::new(),
     }
 }
 

@@ -186,6 +186,7 @@ pub(crate) async fn register(
         &state,
         &settings,
         super::NewDevice {
+            groups: Vec::new(),
             name: req.hostname.clone(),
             public_key: key,
             expires_at: None,
