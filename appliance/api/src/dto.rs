@@ -77,6 +77,7 @@ pub struct EnrollmentTokenView {
     pub uses_left: u32,
     pub expires_at: Option<u64>,
     pub created_at: u64,
+    pub groups: Vec<String>,
 }
 
 #[derive(Serialize, ToSchema)]

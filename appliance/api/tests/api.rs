@@ -1357,3 +1357,49 @@ async fn device_groups_take_any_printable_name_and_reach_the_firewall() {
     let audit = a.call(bearer(get("/api/audit"), &token)).await;
     assert!(audit.text.contains("device.groups"), "{}", audit.text);
 }
+
+#[tokio::test]
+async fn devices_enrolled_with_a_grouped_token_join_its_groups() {
+    let a = app();
+    let fw = with_firewall(&a);
+    let token = admin_with_firewall(&a, &fw).await;
+    let bad = a
+        .call(bearer(
+            post(
+                "/api/enrollment-tokens",
+                &serde_json::json!({"groups": ["tab\there"]}),
+            ),
+            &token,
+        ))
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = a
+        .call(bearer(
+            post(
+                "/api/enrollment-tokens",
+                &serde_json::json!({"uses": 2, "groups": ["servers", "eu"]}),
+            ),
+            &token,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let enrol = r.json["token"].as_str().expect("token").to_string();
+    let listed = a.call(bearer(get("/api/enrollment-tokens"), &token)).await;
+    assert_eq!(
+        listed.json["tokens"][0]["groups"],
+        serde_json::json!(["eu", "servers"])
+    );
+    let reg = a
+        .call(post(
+            "/api/register",
+            &serde_json::json!({"token": enrol, "public_key": wg_key(9), "hostname": "db-1"}),
+        ))
+        .await;
+    assert_eq!(reg.status, StatusCode::OK, "{}", reg.text);
+    assert_eq!(applies(&fw), 1, "a grouped device changes the firewall");
+    let list = a.call(bearer(get("/api/devices"), &token)).await;
+    assert_eq!(
+        list.json["devices"][0]["groups"],
+        serde_json::json!(["eu", "servers"])
+    );
+}

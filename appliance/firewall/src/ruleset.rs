@@ -21,23 +21,31 @@ use watchgrid_core::IpPrefix;
 /// The one table the daemon owns (family `inet`).
 pub const TABLE: &str = "watchgrid";
 
-/// ICMP messages the host needs to work and to be diagnosable.
-const ICMP_ESSENTIAL: &[&str] = &[
+/// ICMP errors the host needs to work (path MTU discovery among them) and to be
+/// diagnosable.
+const ICMP_ERRORS: &[&str] = &[
     "destination-unreachable",
     "time-exceeded",
     "parameter-problem",
 ];
-/// ICMPv6 errors plus neighbour and router discovery, without which IPv6 breaks.
-const ICMPV6_ESSENTIAL: &[&str] = &[
+const ICMPV6_ERRORS: &[&str] = &[
     "destination-unreachable",
     "packet-too-big",
     "time-exceeded",
     "parameter-problem",
+];
+/// Neighbour and router discovery, without which IPv6 does not work at all; not
+/// rate-limited, as dropping them breaks the link rather than slowing a flood.
+const ICMPV6_DISCOVERY: &[&str] = &[
     "nd-router-solicit",
     "nd-router-advert",
     "nd-neighbor-solicit",
     "nd-neighbor-advert",
 ];
+/// ICMP errors accepted per second (burst in packets), in their own bucket so that a
+/// ping flood cannot starve path MTU discovery.
+const ERROR_RATE: u32 = 100;
+const ERROR_BURST: u32 = 100;
 /// Echo requests per second (burst in packets) the host answers.
 const PING_RATE: u32 = 20;
 const PING_BURST: u32 = 50;
@@ -110,8 +118,9 @@ fn input_rules(node: &Node) -> Vec<Vec<Statement<'static>>> {
             eq(meta(expr::MetaKey::L4proto), s("icmp")),
             eq(
                 payload("icmp", "type"),
-                set_of(ICMP_ESSENTIAL.iter().map(|t| s(t))),
+                set_of(ICMP_ERRORS.iter().map(|t| s(t))),
             ),
+            limit(ERROR_RATE, ERROR_BURST),
             accept(),
         ],
         vec![
@@ -124,7 +133,16 @@ fn input_rules(node: &Node) -> Vec<Vec<Statement<'static>>> {
             eq(meta(expr::MetaKey::L4proto), s("ipv6-icmp")),
             eq(
                 payload("icmpv6", "type"),
-                set_of(ICMPV6_ESSENTIAL.iter().map(|t| s(t))),
+                set_of(ICMPV6_ERRORS.iter().map(|t| s(t))),
+            ),
+            limit(ERROR_RATE, ERROR_BURST),
+            accept(),
+        ],
+        vec![
+            eq(meta(expr::MetaKey::L4proto), s("ipv6-icmp")),
+            eq(
+                payload("icmpv6", "type"),
+                set_of(ICMPV6_DISCOVERY.iter().map(|t| s(t))),
             ),
             accept(),
         ],

@@ -41,6 +41,9 @@ pub struct EnrollmentToken {
     pub uses_left: u32,
     pub expires_at: Option<u64>,
     pub created_at: u64,
+    /// Groups every device enrolled with this token joins.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// The VPN's IPv6 unique local /64 (RFC 4193), generated on first start.

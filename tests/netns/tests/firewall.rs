@@ -221,6 +221,29 @@ fn policy_end_to_end() -> Result<()> {
         metrics_wan == "timeout",
         "metrics from the WAN: {metrics_wan}"
     );
+    // Echo requests are answered, at most 20/s after a burst of 50.
+    let flood = pa.exec_output(&[
+        "ping",
+        "-n",
+        "-q",
+        "-c",
+        "300",
+        "-i",
+        "0.005",
+        "-W",
+        "1",
+        "203.0.113.5",
+    ])?;
+    let summary = String::from_utf8_lossy(&flood.stdout).into_owned();
+    let received: u32 = summary
+        .split(',')
+        .find_map(|p| p.trim().strip_suffix(" received"))
+        .and_then(|n| n.trim().parse().ok())
+        .with_context(|| format!("ping summary: {summary}"))?;
+    ensure!(
+        (50..200).contains(&received),
+        "300 pings in 1.5 s from the WAN, {received} answered (want the burst of 50 plus ~20/s)"
+    );
     let other_port = probe(&pa, "203.0.113.5", 22)?;
     ensure!(
         other_port == "timeout",
@@ -434,4 +457,37 @@ fn foreign_table() -> Result<()> {
         bail!("unexpected tables: {tables:?}");
     }
     Ok(())
+}
+
+#[test]
+fn the_reviewed_rulesets_load_into_the_kernel() -> Result<()> {
+    scenario(|| {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../appliance/firewall/tests/golden");
+        let mut loaded = 0;
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("{}", dir.display()))? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            // A fresh namespace each, so every file is loaded as the first apply is.
+            let ns = Netns::new("fwgold")?;
+            nft(&ns, &["-j", "-f", &path.to_string_lossy()])
+                .with_context(|| format!("loading {}", path.display()))?;
+            ensure!(
+                has_table(&ns, "watchgrid")?,
+                "{} made no table",
+                path.display()
+            );
+            // Applying the same transaction again replaces the table without error.
+            nft(&ns, &["-j", "-f", &path.to_string_lossy()])?;
+            loaded += 1;
+        }
+        ensure!(
+            loaded >= 3,
+            "only {loaded} golden rulesets found in {}",
+            dir.display()
+        );
+        Ok(())
+    })
 }
