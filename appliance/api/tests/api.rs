@@ -1403,3 +1403,45 @@ async fn devices_enrolled_with_a_grouped_token_join_its_groups() {
         serde_json::json!(["eu", "servers"])
     );
 }
+
+#[tokio::test]
+async fn the_dashboard_shows_the_firewall_and_escapes_group_names() {
+    let a = app();
+    let fw = with_firewall(&a);
+    let token = admin_with_firewall(&a, &fw).await;
+    let created = a
+        .call(bearer(
+            post("/api/devices", &serde_json::json!({"name": "laptop", "public_key": wg_key(5), "groups": ["<script>x</script>"]})),
+            &token,
+        ))
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.text);
+    let body = serde_json::json!({"egress": true, "admin_cidrs": null, "rules": [
+        {"from_group": "<b>ops</b>", "to_cidr": "192.168.60.0/24", "protocol": "any"}]});
+    assert_eq!(
+        a.call(bearer(put("/api/firewall", &body), &token))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let cookie = a.login_cookie().await;
+    let page = a.call(with(get("/"), header::COOKIE, &cookie)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text.contains("State: applied"), "{}", page.text);
+    assert!(
+        page.text.contains("&lt;script&gt;x&lt;/script&gt;"),
+        "{}",
+        page.text
+    );
+    assert!(
+        page.text.contains("&lt;b&gt;ops&lt;/b&gt;"),
+        "{}",
+        page.text
+    );
+    assert!(
+        !page.text.contains("<script>") && !page.text.contains("<b>ops"),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("on (masqueraded)"), "{}", page.text);
+}
