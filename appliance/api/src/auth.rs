@@ -135,11 +135,10 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // Defence in depth: the admin_fence middleware has already checked this.
         let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
-        if !state.config.admin_cidrs.is_empty()
-            && !state.config.admin_cidrs.iter().any(|c| c.contains(ip))
-        {
-            return Err(ApiError::Forbidden("Forbidden"));
+        if !state.admin_allowed(ip) {
+            return Err(ApiError::Forbidden(crate::middleware::FENCED));
         }
         if let Some(bearer) = parts
             .headers

@@ -25,9 +25,12 @@ impl Status {
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
+    /// `ok`, or `degraded` when the firewall could not be applied.
     pub status: String,
     pub setup_complete: bool,
     pub wireguard_peers: u64,
+    /// `off`, `pending`, `applied` or `failed: <reason>`.
+    pub firewall: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -74,6 +77,7 @@ pub struct EnrollmentTokenView {
     pub uses_left: u32,
     pub expires_at: Option<u64>,
     pub created_at: u64,
+    pub groups: Vec<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -109,6 +113,8 @@ pub struct DeviceView {
     pub enabled: bool,
     pub created_at: u64,
     pub expires_at: Option<u64>,
+    /// Groups the firewall's forward rules refer to.
+    pub groups: Vec<String>,
 }
 
 impl From<&watchgrid_store::Device> for DeviceView {
@@ -122,6 +128,7 @@ impl From<&watchgrid_store::Device> for DeviceView {
             enabled: d.enabled,
             created_at: d.created_at,
             expires_at: d.expires_at,
+            groups: d.groups.clone(),
         }
     }
 }

@@ -25,6 +25,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("too many requests")]
     TooManyRequests { retry_after_secs: u64 },
+    /// A dependency (the firewall) could not apply a change; nothing changed.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("setup is not complete: finish it in the setup wizard first")]
     SetupRequired,
     /// Logged in full, answered with generic text.
@@ -46,7 +49,7 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::SetupRequired => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::SetupRequired | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -28,3 +28,28 @@ pub trait Hub: Send + Sync + 'static {
     /// Moves the hub's IPv4 address (the VPN subnet chosen at setup).
     fn set_hub_address(&self, address: std::net::Ipv4Addr, prefix: u8) -> HubFuture;
 }
+
+/// The appliance's nftables rules (implemented by the binary). The API stores the
+/// policy and device groups; `reconcile` renders them from the store and applies them.
+pub trait Firewall: Send + Sync + 'static {
+    /// Applies the ruleset for what the store holds now; resolves once `nft` is done.
+    fn reconcile(&self) -> HubFuture;
+    /// The outcome of the last apply, for `/healthz` and the firewall page.
+    fn status(&self) -> FirewallStatus;
+}
+
+/// How the last apply went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirewallStatus {
+    /// `--firewall off`: the daemon manages no rules.
+    Off,
+    /// Not applied yet (start-up).
+    Pending,
+    Applied {
+        at: u64,
+    },
+    Failed {
+        at: u64,
+        error: String,
+    },
+}

@@ -35,11 +35,16 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::session::router())
         .merge(routes::enrollment::router())
         .merge(routes::devices::router())
+        .merge(routes::firewall::router())
         .merge(routes::pages::router())
         .merge(openapi::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::setup_gate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::admin_fence,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -64,6 +64,9 @@ impl Limits {
 /// right-most `X-Forwarded-For` entry that is not itself a trusted proxy. An untrusted
 /// client cannot choose its bucket by sending the header.
 pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpPrefix]) -> IpAddr {
+    // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; fences, proxies and
+    // rate-limit buckets are written in IPv4, so compare in IPv4.
+    let peer = peer.to_canonical();
     let is_trusted = |ip: IpAddr| trusted.iter().any(|p| p.contains(ip));
     if !is_trusted(peer) {
         return peer;
@@ -73,7 +76,7 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpPrefix]
     };
     let mut client = peer;
     for hop in xff.rsplit(',').map(str::trim) {
-        match hop.parse::<IpAddr>() {
+        match hop.parse::<IpAddr>().map(|ip| ip.to_canonical()) {
             Ok(ip) => {
                 client = ip;
                 if !is_trusted(ip) {
@@ -89,6 +92,21 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpPrefix]
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv4_mapped_clients_are_seen_as_ipv4() {
+        let mapped: IpAddr = "::ffff:192.168.77.2".parse().expect("ip");
+        let proxy: IpPrefix = "10.0.0.0/8".parse().expect("prefix");
+        assert_eq!(
+            client_ip(mapped, None, &[]),
+            "192.168.77.2".parse::<IpAddr>().expect("ip")
+        );
+        let via_proxy: IpAddr = "::ffff:10.0.0.1".parse().expect("ip");
+        assert_eq!(
+            client_ip(via_proxy, Some("::ffff:203.0.113.9"), &[proxy]),
+            "203.0.113.9".parse::<IpAddr>().expect("ip")
+        );
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")

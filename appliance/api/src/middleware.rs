@@ -3,7 +3,7 @@
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -144,6 +144,39 @@ pub async fn setup_gate(State(state): State<AppState>, req: Request, next: Next)
         Ok(false) => ApiError::SetupRequired.into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// What a client outside the admin fence is told.
+pub const FENCED: &str = "Forbidden: the admin interface does not answer this network";
+
+/// Paths that answer every network: agents and devices enroll and check in from
+/// anywhere; the CA certificate and health are public. Everything else (the setup
+/// wizard, admin pages, admin API, API docs) is the admin surface.
+fn outside_fence(path: &str) -> bool {
+    path == "/healthz"
+        || path.starts_with("/downloads/")
+        || matches!(
+            path,
+            "/api/register" | "/api/heartbeat" | "/api/commandresult" | "/api/wg/config"
+        )
+        || path.starts_with("/api/commands/")
+        || path.starts_with("/api/logs/")
+}
+
+/// The admin fence (seed security model: credentials *and* network location).
+pub async fn admin_fence(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if outside_fence(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    let ip = match crate::auth::ClientIp::from_request_parts(&mut parts, &state).await {
+        Ok(crate::auth::ClientIp(ip)) => ip,
+        Err(e) => return e.into_response(),
+    };
+    if !state.admin_allowed(ip) {
+        return ApiError::Forbidden(FENCED).into_response();
+    }
+    next.run(Request::from_parts(parts, body)).await
 }
 
 /// Counts requests by matched route (never the raw path, which would explode labels).

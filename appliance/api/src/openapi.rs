@@ -2,7 +2,8 @@
 //! `/api/openapi.json`.
 
 use crate::dto::*;
-use crate::routes::{devices, enrollment, public, session, setup};
+use crate::routes::firewall::{FirewallView, GroupsBody, PolicyBody, RuleBody};
+use crate::routes::{devices, enrollment, firewall, public, session, setup};
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -19,11 +20,13 @@ use utoipa::{Modify, OpenApi};
         enrollment::create, enrollment::list, enrollment::register,
         devices::list, devices::create, devices::disable, devices::enable, devices::remove,
         devices::audit_log,
+        firewall::show, firewall::update, firewall::set_groups,
     ),
     components(schemas(
         ErrorBody, Status, Health, Username, ApiTokenCreated, TotpSetup, RecoveryCodes,
         EnrollmentTokenCreated, EnrollmentTokenView, EnrollmentTokenList, Registration,
         DeviceView, DeviceList, DeviceCreated, AuditView, AuditList,
+        FirewallView, PolicyBody, RuleBody, GroupsBody,
     )),
     modifiers(&Security)
 )]

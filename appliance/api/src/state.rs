@@ -4,7 +4,7 @@ use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use watchgrid_core::IpPrefix;
 use watchgrid_store::Store;
 
@@ -15,8 +15,11 @@ pub struct ApiConfig {
     pub allowed_origins: Vec<String>,
     /// Proxies whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<IpPrefix>,
-    /// When non-empty, admin requests must come from these networks.
+    /// The admin fence at start: when non-empty, the setup wizard, admin pages and
+    /// admin API answer only these networks (agent endpoints answer everyone).
     pub admin_cidrs: Vec<IpPrefix>,
+    /// The fence comes from `--admin-cidrs`, so the API may not change it.
+    pub admin_cidrs_fixed: bool,
     /// JWT_SECRET, if the operator provides one (at least 32 characters).
     pub jwt_secret: Option<String>,
     /// The VPN's IPv4 subnet and the hub's address in it.
@@ -35,6 +38,7 @@ impl Default for ApiConfig {
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             admin_cidrs: Vec::new(),
+            admin_cidrs_fixed: false,
             jwt_secret: None,
             vpn_subnet: Ipv4Addr::new(10, 100, 0, 0),
             vpn_prefix: 16,
@@ -58,6 +62,10 @@ pub struct Inner {
     /// Changes the HTTPS certificate when setup picks ACME or an uploaded one; set by
     /// the binary once its listener exists.
     pub tls: std::sync::OnceLock<Arc<dyn crate::hub::TlsSwitch>>,
+    /// The nftables rules; set by the binary when `--firewall on`.
+    pub firewall: std::sync::OnceLock<Arc<dyn crate::hub::Firewall>>,
+    /// The admin fence in force (empty: open); changed through the firewall policy.
+    pub admin_fence: RwLock<Vec<IpPrefix>>,
 }
 
 #[derive(Clone)]
@@ -81,13 +89,39 @@ impl AppState {
         AppState(Arc::new(Inner {
             store,
             hub,
-            config,
             limits: Limits::default(),
             metrics: Metrics::default(),
             setup_token: Mutex::new(setup_token),
             ca_cert_pem,
             tls: std::sync::OnceLock::new(),
+            firewall: std::sync::OnceLock::new(),
+            admin_fence: RwLock::new(config.admin_cidrs.clone()),
+            config,
         }))
+    }
+
+    /// The firewall's state (`Off` when the binary runs without one).
+    pub fn firewall_status(&self) -> crate::hub::FirewallStatus {
+        match self.firewall.get() {
+            Some(f) => f.status(),
+            None => crate::hub::FirewallStatus::Off,
+        }
+    }
+
+    /// Re-applies the firewall after a change it depends on. A failure is logged and
+    /// shows on `/healthz`; the change itself stands (the hub already has it).
+    pub async fn firewall_changed(&self) {
+        if let Some(f) = self.firewall.get() {
+            if let Err(e) = f.reconcile().await {
+                tracing::error!(error = %e, "applying the firewall failed");
+            }
+        }
+    }
+
+    /// True when `ip` may use the setup wizard, admin pages and admin API.
+    pub fn admin_allowed(&self, ip: std::net::IpAddr) -> bool {
+        let fence = self.admin_fence.read().unwrap_or_else(|p| p.into_inner());
+        fence.is_empty() || fence.iter().any(|c| c.contains(ip))
     }
 
     pub fn setup_done(&self) -> Result<bool, crate::error::ApiError> {

@@ -91,7 +91,7 @@ struct Resp {
 
 impl App {
     async fn call(&self, req: Request<Body>) -> Resp {
-        self.call_from("192.0.2.10:40000", req).await
+        self.call_from("192.168.0.10:40000", req).await
     }
 
     async fn call_from(&self, peer: &str, mut req: Request<Body>) -> Resp {
@@ -330,15 +330,16 @@ async fn rotating_forwarded_for_from_an_untrusted_client_is_still_limited() {
 #[tokio::test]
 async fn forwarded_for_is_believed_from_a_trusted_proxy() {
     let a = app_with(ApiConfig {
-        trusted_proxies: vec!["192.0.2.0/24".parse().expect("p")],
+        trusted_proxies: vec!["192.168.0.0/24".parse().expect("p")],
         ..ApiConfig::default()
     });
     a.setup().await;
     for i in 0..15 {
+        // Clients on the LAN behind the proxy (inside the default admin fence).
         let req = with(
             post("/api/auth/login", &login_body("nope nope nope")),
             "x-forwarded-for".parse().expect("h"),
-            &format!("198.51.100.{i}"),
+            &format!("10.20.0.{i}"),
         );
         assert_eq!(
             a.call(req).await.status,
@@ -532,7 +533,8 @@ async fn registration_response_and_device_lifecycle_reach_the_hub() {
 #[tokio::test]
 async fn admin_fence_blocks_other_networks_even_with_a_valid_token() {
     let a = app_with(ApiConfig {
-        admin_cidrs: vec!["192.0.2.0/24".parse().expect("p")],
+        admin_cidrs: vec!["192.168.0.0/24".parse().expect("p")],
+        admin_cidrs_fixed: true,
         ..ApiConfig::default()
     });
     let token = a.admin_token().await;
@@ -1075,4 +1077,371 @@ async fn setup_can_choose_the_tls_mode() {
             email: Some("ops@example.com".into())
         }
     );
+}
+
+/// A firewall that records applies and can be told to fail.
+#[derive(Default)]
+struct FakeFirewall {
+    applies: Mutex<u32>,
+    fail: Mutex<Option<String>>,
+}
+
+impl watchgrid_api::hub::Firewall for FakeFirewall {
+    fn reconcile(&self) -> HubFuture {
+        let fail = self.fail.lock().map(|f| f.clone()).unwrap_or(None);
+        if let Ok(mut n) = self.applies.lock() {
+            *n += 1;
+        }
+        Box::pin(async move { fail.map_or(Ok(()), Err) })
+    }
+    fn status(&self) -> watchgrid_api::hub::FirewallStatus {
+        match self.fail.lock().map(|f| f.clone()).unwrap_or(None) {
+            Some(error) => watchgrid_api::hub::FirewallStatus::Failed { at: 1, error },
+            None => watchgrid_api::hub::FirewallStatus::Applied { at: 1 },
+        }
+    }
+}
+
+fn with_firewall(a: &App) -> Arc<FakeFirewall> {
+    let fw = Arc::new(FakeFirewall::default());
+    assert!(a.state.firewall.set(fw.clone()).is_ok());
+    fw
+}
+
+fn put(path: &str, body: &serde_json::Value) -> Request<Body> {
+    let mut req = post(path, body);
+    *req.method_mut() = axum::http::Method::PUT;
+    req
+}
+
+fn applies(fw: &FakeFirewall) -> u32 {
+    *fw.applies.lock().expect("lock")
+}
+
+/// Setup (which applies the firewall once, for the VPN it chose) and an API token.
+async fn admin_with_firewall(a: &App, fw: &FakeFirewall) -> String {
+    let token = a.admin_token().await;
+    assert_eq!(applies(fw), 1, "setup applies the firewall");
+    *fw.applies.lock().expect("lock") = 0;
+    token
+}
+
+#[tokio::test]
+async fn invalid_firewall_policies_are_refused_and_change_nothing() {
+    let a = app();
+    let fw = with_firewall(&a);
+    let token = admin_with_firewall(&a, &fw).await;
+    let rule = |extra: serde_json::Value| {
+        let mut r =
+            serde_json::json!({"from_group": "laptops", "to_group": "servers", "protocol": "tcp"});
+        for (k, v) in extra.as_object().expect("object") {
+            r[k] = v.clone();
+        }
+        serde_json::json!({"egress": true, "rules": [r]})
+    };
+    let bad = [
+        rule(serde_json::json!({"from_group": "evil\n}"})),
+        rule(serde_json::json!({"to_group": "", })),
+        rule(serde_json::json!({"to_cidr": "10.0.0.0/8"})),
+        rule(serde_json::json!({"protocol": "icmp", "ports": ["22"]})),
+        rule(serde_json::json!({"protocol": "sctp"})),
+        rule(serde_json::json!({"ports": ["0"]})),
+        rule(serde_json::json!({"ports": ["90-80"]})),
+        rule(serde_json::json!({"ports": ["22; flush ruleset"]})),
+        rule(serde_json::json!({"extra": 1})),
+        serde_json::json!({"egress": false, "rules": [], "admin_cidrs": ["10.0.0.0/33"]}),
+        serde_json::json!({"egress": false, "rules": [], "unknown": true}),
+    ];
+    for body in &bad {
+        let r = a.call(bearer(put("/api/firewall", body), &token)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            r.text
+        );
+    }
+    assert_eq!(applies(&fw), 0);
+    let shown = a.call(bearer(get("/api/firewall"), &token)).await;
+    assert_eq!(shown.status, StatusCode::OK);
+    assert_eq!(shown.json["rules"], serde_json::json!([]));
+    assert_eq!(shown.json["egress"], false);
+    assert_eq!(shown.json["admin_cidrs_default"], true);
+}
+
+#[tokio::test]
+async fn a_valid_policy_is_stored_applied_and_audited() {
+    let a = app();
+    let fw = with_firewall(&a);
+    let token = admin_with_firewall(&a, &fw).await;
+    let body = serde_json::json!({"egress": true, "admin_cidrs": null, "rules": [
+        {"from_group": "dev's \"team\"; }", "to_group": "servers", "protocol": "tcp", "ports": ["8080", "9000-9100"]},
+        {"from_group": "servers", "to_cidr": "192.168.60.0/24", "protocol": "any"},
+    ]});
+    let r = a.call(bearer(put("/api/firewall", &body), &token)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(applies(&fw), 1);
+    assert_eq!(r.json["state"], "applied");
+    let shown = a.call(bearer(get("/api/firewall"), &token)).await;
+    assert_eq!(shown.json["rules"][0]["from_group"], "dev's \"team\"; }");
+    assert_eq!(
+        shown.json["rules"][0]["ports"],
+        serde_json::json!(["8080", "9000-9100"])
+    );
+    assert_eq!(shown.json["egress"], true);
+    let audit = a.call(bearer(get("/api/audit"), &token)).await;
+    assert!(audit.text.contains("firewall.update"), "{}", audit.text);
+}
+
+#[tokio::test]
+async fn a_policy_the_firewall_refuses_is_rolled_back() {
+    let a = app();
+    let fw = with_firewall(&a);
+    let token = a.admin_token().await;
+    *fw.fail.lock().expect("lock") = Some("nft: Could not process rule".into());
+    let body = serde_json::json!({"egress": true, "admin_cidrs": null, "rules": []});
+    let r = a.call(bearer(put("/api/firewall", &body), &token)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert!(r.text.contains("nothing changed"), "{}", r.text);
+    let shown = a.call(bearer(get("/api/firewall"), &token)).await;
+    assert_eq!(shown.json["egress"], false);
+    assert_eq!(shown.json["state"], "failed");
+}
+
+#[tokio::test]
+async fn a_failed_firewall_makes_healthz_degraded() {
+    let a = app();
+    let fw = with_firewall(&a);
+    let ok = a.call(get("/healthz")).await;
+    assert_eq!(
+        (ok.status, ok.json["firewall"].clone()),
+        (StatusCode::OK, "applied".into())
+    );
+    *fw.fail.lock().expect("lock") = Some("nft: No such file or directory".into());
+    let r = a.call(get("/healthz")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.json["status"], "degraded");
+    assert!(r.json["firewall"]
+        .as_str()
+        .expect("s")
+        .contains("No such file"));
+}
+
+#[tokio::test]
+async fn the_admin_fence_follows_the_policy_and_never_shuts_out_its_editor() {
+    let a = app();
+    let token = a.admin_token().await;
+    let only_other =
+        serde_json::json!({"egress": false, "rules": [], "admin_cidrs": ["198.51.100.0/24"]});
+    let r = a
+        .call(bearer(put("/api/firewall", &only_other), &token))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("shut out"), "{}", r.text);
+    let both = serde_json::json!({"egress": false, "rules": [], "admin_cidrs": ["192.168.0.0/24", "198.51.100.0/24"]});
+    let r = a.call(bearer(put("/api/firewall", &both), &token)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let from = |ip: &'static str, req| a.call_from(ip, req);
+    assert_eq!(
+        from("198.51.100.9:1", bearer(get("/api/devices"), &token))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let outside = from("203.0.113.7:1", bearer(get("/api/devices"), &token)).await;
+    assert_eq!(outside.status, StatusCode::FORBIDDEN);
+    for page in ["/", "/login", "/api/openapi.json", "/api/auth/me"] {
+        assert_eq!(
+            from("203.0.113.7:1", get(page)).await.status,
+            StatusCode::FORBIDDEN,
+            "{page}"
+        );
+    }
+    // Devices enroll from anywhere: registration is outside the fence.
+    let reg = serde_json::json!({"token": "nope", "public_key": wg_key(3), "hostname": "h"});
+    assert_eq!(
+        from("203.0.113.7:1", post("/api/register", &reg))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        from("203.0.113.7:1", get("/healthz")).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn the_default_fence_admits_private_networks_only() {
+    let a = app();
+    let fence = watchgrid_api::routes::firewall::default_admin_fence(
+        "100.64.0.0/16".parse().expect("vpn"),
+        Some("fd00:1:2:3::/64".parse().expect("ula")),
+    );
+    *a.state.admin_fence.write().expect("lock") = fence;
+    for ip in [
+        "127.0.0.1:1",
+        "10.1.2.3:1",
+        "172.20.0.1:1",
+        "192.168.1.5:1",
+        "100.64.0.9:1",
+        "[fd00:1:2:3::9]:1",
+        "[fe80::1]:1",
+    ] {
+        assert_eq!(
+            a.call_from(ip, get("/setup")).await.status,
+            StatusCode::OK,
+            "{ip}"
+        );
+    }
+    for ip in ["203.0.113.7:1", "100.65.0.1:1", "[2001:db8::1]:1"] {
+        assert_eq!(
+            a.call_from(ip, get("/setup")).await.status,
+            StatusCode::FORBIDDEN,
+            "{ip}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn device_groups_take_any_printable_name_and_reach_the_firewall() {
+    let a = app();
+    let fw = with_firewall(&a);
+    let token = admin_with_firewall(&a, &fw).await;
+    let created = a
+        .call(bearer(
+            post("/api/devices", &serde_json::json!({"name": "laptop", "public_key": wg_key(7), "groups": ["b", "a", "a"]})),
+            &token,
+        ))
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.text);
+    assert_eq!(
+        created.json["device"]["groups"],
+        serde_json::json!(["a", "b"])
+    );
+    assert_eq!(applies(&fw), 1);
+    let id = created.json["device"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let path = format!("/api/devices/{id}/groups");
+    let hostile = "x\"; flush ruleset; }";
+    let r = a
+        .call(bearer(
+            put(&path, &serde_json::json!({"groups": [hostile]})),
+            &token,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["groups"], serde_json::json!([hostile]));
+    assert_eq!(applies(&fw), 2);
+    for bad in [
+        serde_json::json!(["line\nbreak"]),
+        serde_json::json!([" padded"]),
+        serde_json::json!([""]),
+    ] {
+        let r = a
+            .call(bearer(
+                put(&path, &serde_json::json!({"groups": bad})),
+                &token,
+            ))
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    }
+    assert_eq!(applies(&fw), 2);
+    let list = a.call(bearer(get("/api/devices"), &token)).await;
+    assert_eq!(
+        list.json["devices"][0]["groups"],
+        serde_json::json!([hostile])
+    );
+    let audit = a.call(bearer(get("/api/audit"), &token)).await;
+    assert!(audit.text.contains("device.groups"), "{}", audit.text);
+}
+
+#[tokio::test]
+async fn devices_enrolled_with_a_grouped_token_join_its_groups() {
+    let a = app();
+    let fw = with_firewall(&a);
+    let token = admin_with_firewall(&a, &fw).await;
+    let bad = a
+        .call(bearer(
+            post(
+                "/api/enrollment-tokens",
+                &serde_json::json!({"groups": ["tab\there"]}),
+            ),
+            &token,
+        ))
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = a
+        .call(bearer(
+            post(
+                "/api/enrollment-tokens",
+                &serde_json::json!({"uses": 2, "groups": ["servers", "eu"]}),
+            ),
+            &token,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let enrol = r.json["token"].as_str().expect("token").to_string();
+    let listed = a.call(bearer(get("/api/enrollment-tokens"), &token)).await;
+    assert_eq!(
+        listed.json["tokens"][0]["groups"],
+        serde_json::json!(["eu", "servers"])
+    );
+    let reg = a
+        .call(post(
+            "/api/register",
+            &serde_json::json!({"token": enrol, "public_key": wg_key(9), "hostname": "db-1"}),
+        ))
+        .await;
+    assert_eq!(reg.status, StatusCode::OK, "{}", reg.text);
+    assert_eq!(applies(&fw), 1, "a grouped device changes the firewall");
+    let list = a.call(bearer(get("/api/devices"), &token)).await;
+    assert_eq!(
+        list.json["devices"][0]["groups"],
+        serde_json::json!(["eu", "servers"])
+    );
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_the_firewall_and_escapes_group_names() {
+    let a = app();
+    let fw = with_firewall(&a);
+    let token = admin_with_firewall(&a, &fw).await;
+    let created = a
+        .call(bearer(
+            post("/api/devices", &serde_json::json!({"name": "laptop", "public_key": wg_key(5), "groups": ["<script>x</script>"]})),
+            &token,
+        ))
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.text);
+    let body = serde_json::json!({"egress": true, "admin_cidrs": null, "rules": [
+        {"from_group": "<b>ops</b>", "to_cidr": "192.168.60.0/24", "protocol": "any"}]});
+    assert_eq!(
+        a.call(bearer(put("/api/firewall", &body), &token))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let cookie = a.login_cookie().await;
+    let page = a.call(with(get("/"), header::COOKIE, &cookie)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text.contains("State: applied"), "{}", page.text);
+    assert!(
+        page.text.contains("&lt;script&gt;x&lt;/script&gt;"),
+        "{}",
+        page.text
+    );
+    assert!(
+        page.text.contains("&lt;b&gt;ops&lt;/b&gt;"),
+        "{}",
+        page.text
+    );
+    assert!(
+        !page.text.contains("<script>") && !page.text.contains("<b>ops"),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("on (masqueraded)"), "{}", page.text);
 }

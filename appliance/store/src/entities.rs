@@ -25,6 +25,9 @@ pub struct Device {
     /// can reach it first.
     #[serde(default)]
     pub last_endpoint: Option<String>,
+    /// Groups (tags) the firewall's forward rules refer to.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// An enrollment token. Only a hash of the token is stored.
@@ -38,6 +41,9 @@ pub struct EnrollmentToken {
     pub uses_left: u32,
     pub expires_at: Option<u64>,
     pub created_at: u64,
+    /// Groups every device enrolled with this token joins.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// The VPN's IPv6 unique local /64 (RFC 4193), generated on first start.
@@ -243,4 +249,36 @@ impl Store {
         let key = format!("{:020}", self.next_id()?);
         self.audit.put(&key, entry)
     }
+}
+
+/// The firewall policy the operator edits (one record, key [`crate::FIREWALL_KEY`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirewallPolicy {
+    /// Networks the setup wizard, admin pages and admin API answer; `None` is the
+    /// default fence (loopback, the VPN, private LAN ranges).
+    #[serde(default)]
+    pub admin_cidrs: Option<Vec<String>>,
+    /// Peers may reach networks behind the hub, masqueraded as the hub.
+    #[serde(default)]
+    pub egress: bool,
+    /// Forward rules between groups; without any, peers reach the hub only.
+    #[serde(default)]
+    pub rules: Vec<ForwardRule>,
+}
+
+/// Devices in `from_group` may open connections to `to_group` or `to_cidr`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardRule {
+    pub from_group: String,
+    #[serde(default)]
+    pub to_group: Option<String>,
+    #[serde(default)]
+    pub to_cidr: Option<String>,
+    /// `tcp`, `udp`, `icmp` or `any`.
+    pub protocol: String,
+    /// Ports or ranges (`"8080"`, `"9000-9100"`); empty means all ports.
+    #[serde(default)]
+    pub ports: Vec<String>,
 }

@@ -14,8 +14,8 @@ mod migrate;
 mod table;
 
 pub use entities::{
-    AdminUser, ApiToken, AuditEntry, Device, EnrollmentToken, Network, Redemption, RevokedSession,
-    Settings, TlsChoice,
+    AdminUser, ApiToken, AuditEntry, Device, EnrollmentToken, FirewallPolicy, ForwardRule, Network,
+    Redemption, RevokedSession, Settings, TlsChoice,
 };
 pub use migrate::{Migration, MIGRATIONS};
 pub use table::Table;
@@ -76,7 +76,12 @@ pub struct Store {
     pub revoked_sessions: Table<RevokedSession>,
     /// One record, key [`NETWORK_KEY`].
     pub network: Table<Network>,
+    /// One record, key [`FIREWALL_KEY`]; absent means the default policy.
+    pub firewall: Table<FirewallPolicy>,
 }
+
+/// The key of the single firewall policy record.
+pub const FIREWALL_KEY: &str = "policy";
 
 /// The key of the single network record.
 pub const NETWORK_KEY: &str = "network";
@@ -125,6 +130,7 @@ impl Store {
             api_tokens: Table::open(&db, "api_tokens")?,
             revoked_sessions: Table::open(&db, "revoked_sessions")?,
             network: Table::open(&db, "network")?,
+            firewall: Table::open(&db, "firewall")?,
             db,
             _lock: lock,
         })

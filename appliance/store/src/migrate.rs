@@ -10,11 +10,18 @@ pub struct Migration {
 }
 
 /// The migrations of this build, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial trees",
-    run: initial_trees,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial trees",
+        run: initial_trees,
+    },
+    Migration {
+        version: 2,
+        name: "firewall policy tree",
+        run: firewall_tree,
+    },
+];
 
 const META: &str = "meta";
 const VERSION_KEY: &str = "schema_version";
@@ -33,6 +40,11 @@ fn initial_trees(db: &sled::Db) -> std::result::Result<(), String> {
     ] {
         db.open_tree(tree).map_err(|e| e.to_string())?;
     }
+    Ok(())
+}
+
+fn firewall_tree(db: &sled::Db) -> std::result::Result<(), String> {
+    db.open_tree("firewall").map_err(|e| e.to_string())?;
     Ok(())
 }
 

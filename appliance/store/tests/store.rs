@@ -22,6 +22,7 @@ fn device(id: &str) -> Device {
         expires_at: None,
         agent_key_hash: String::new(),
         last_endpoint: None,
+        groups: Vec::new(),
     }
 }
 
@@ -32,6 +33,7 @@ fn token(hash: &str, uses: u32, expires_at: Option<u64>) -> EnrollmentToken {
         uses_left: uses,
         expires_at,
         created_at: 0,
+        groups: Vec::new(),
     }
 }
 

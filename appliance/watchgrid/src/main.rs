@@ -6,6 +6,7 @@ mod control;
 mod data_dir;
 mod dataplane;
 mod device;
+mod firewall_control;
 mod first_boot;
 mod hub_control;
 mod serve;

@@ -51,9 +51,16 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     hub_address: Vec<String>,
-    /// nftables rules owned by the daemon. Not available yet: only `off` is accepted.
-    #[arg(long, env = "WATCHGRID_FIREWALL", default_value = "off")]
+    /// nftables rules owned by the daemon (`table inet watchgrid`): `on` or `off`.
+    #[arg(long, env = "WATCHGRID_FIREWALL", default_value = "on")]
     firewall: String,
+    /// Remove the daemon's nftables table on a clean shutdown (by default the rules
+    /// stay, so the host stays closed while the daemon is down).
+    #[arg(long, env = "WATCHGRID_FIREWALL_CLEANUP")]
+    firewall_cleanup: bool,
+    /// The nft program that applies the rules.
+    #[arg(long, env = "WATCHGRID_NFT", default_value = "nft")]
+    nft: String,
     /// MTU of the WireGuard interface.
     #[arg(long, env = "WATCHGRID_WG_MTU", default_value_t = 1420)]
     wg_mtu: u16,
@@ -108,12 +115,11 @@ fn parse_cidrs(what: &str, items: &[String]) -> anyhow::Result<Vec<IpPrefix>> {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     crate::init_logging();
     crate::device::validate_ifname(&args.wg_interface)?;
-    if args.firewall != "off" {
-        bail!(
-            "--firewall {}: the firewall is not available in this build; pass --firewall off",
-            args.firewall
-        );
-    }
+    let firewall_on = match args.firewall.as_str() {
+        "on" => true,
+        "off" => false,
+        other => bail!("--firewall {other:?}: expected on or off"),
+    };
     let provisioning = Provisioning::from_env()?;
     let mut addresses = args
         .hub_address
@@ -148,6 +154,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .collect(),
         trusted_proxies: parse_cidrs("--trusted-proxies", &args.trusted_proxies)?,
         admin_cidrs: parse_cidrs("--admin-cidrs", &args.admin_cidrs)?,
+        admin_cidrs_fixed: args.admin_cidrs.iter().any(|c| !c.trim().is_empty()),
         jwt_secret: provisioning.jwt_secret.clone(),
         vpn_subnet: match IpPrefix::new(hub_v4.into(), hub_prefix)?.addr() {
             IpAddr::V4(net) => net,
@@ -283,7 +290,33 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         });
 
         let setup_token = first_boot(&store, &provisioning, &args.runtime_dir, &config).await?;
+        let node = watchgrid_firewall::Node {
+            wg_interface: args.wg_interface.clone(),
+            wg_port: args.wg_port,
+            public_tcp_ports: std::iter::once(args.https_listen.port())
+                .chain(http_listen.map(|a| a.port()))
+                .collect(),
+            metrics_port: metrics_listen.first().map(|a| a.port()),
+            vpn_v4: IpPrefix::new(IpAddr::V4(config.vpn_subnet), config.vpn_prefix)?,
+            vpn_v6: None,
+        };
         let state = AppState::new(store.clone(), hub, config, setup_token.clone(), tls.ca_pem.clone());
+        // The admin fence: --admin-cidrs, else the stored policy, else the default.
+        watchgrid_api::routes::firewall::refresh_fence(&state)
+            .map_err(|e| anyhow::anyhow!("the admin fence: {e}"))?;
+        // The firewall goes up before any listener opens. A failure leaves the daemon
+        // running (devices keep their tunnels) and reports degraded on /healthz.
+        let firewall = if firewall_on {
+            let fw = crate::firewall_control::NftFirewall::new(store.clone(), node, args.nft.clone());
+            let _ = fw.clone().apply_now().await;
+            if state.firewall.set(Arc::new(crate::firewall_control::FirewallHandle(fw.clone()))).is_err() {
+                tracing::warn!("firewall already set");
+            }
+            Some(fw)
+        } else {
+            tracing::warn!("--firewall off: the daemon manages no firewall rules");
+            None
+        };
         let live_tls = crate::tls_switch::live(tls.config.clone());
         let switch = crate::tls_switch::ListenerTls {
             live: live_tls.clone(),
@@ -380,6 +413,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         dataplane.initiate_handshakes();
         let result = dataplane.run(rx, crate::shutdown_signal()).await;
         let result = result.map(|endpoints| save_endpoints(&store, &endpoints));
+        if let (Some(fw), true) = (&firewall, args.firewall_cleanup) {
+            fw.remove();
+        }
         uapi.abort();
         let _ = uapi.await;
         result

@@ -1,11 +1,12 @@
 //! `watchgrid serve` as the tests run it, and the client steps they share.
 
 use crate::{unique_name, wait_until, Netns, Proc};
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use std::time::Duration;
 
 /// Starts `watchgrid serve` in `ns` with the given environment (`KEY=VALUE`) and extra
-/// flags, a fresh interface name and no firewall, and waits for its ready line.
+/// flags, a fresh interface name and no firewall (unless `extra` has `--firewall`), and
+/// waits for its ready line.
 pub fn start_serve(
     ns: &Netns,
     bin: &str,
@@ -26,9 +27,10 @@ pub fn start_serve(
         runtime,
         "--wg-interface",
         &wg_if,
-        "--firewall",
-        "off",
     ]);
+    if !extra.contains(&"--firewall") {
+        argv.extend_from_slice(&["--firewall", "off"]);
+    }
     argv.extend_from_slice(extra);
     let mut p = ns.spawn(&unique_name("serve"), &argv)?;
     wait_until(Duration::from_secs(30), "watchgrid ready line", || {
@@ -123,4 +125,90 @@ pub fn test_ca_and_leaf(dir: &std::path::Path, name: &str, san: &str) -> Result<
         &ext,
     ])?;
     Ok(())
+}
+
+/// `api.py METHOD URL CAFILE BODY_JSON|- BEARER|-`: prints the status line, then the body.
+/// With CAFILE `-`, downloads without verification (how the CA itself is fetched once).
+const API_CLIENT: &str = r#"
+import json, ssl, sys, urllib.request, urllib.error
+method, url, ca, body, bearer = sys.argv[1:6]
+ctx = ssl.create_default_context(cafile=ca) if ca != "-" else ssl._create_unverified_context()
+data = None if body == "-" else body.encode()
+req = urllib.request.Request(url, data=data, method=method)
+if data is not None:
+    req.add_header("Content-Type", "application/json")
+if bearer != "-":
+    req.add_header("Authorization", "Bearer " + bearer)
+try:
+    with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+        status, text = r.status, r.read().decode()
+except urllib.error.HTTPError as e:
+    status, text = e.code, e.read().decode()
+print(status)
+print(text)
+"#;
+
+/// An HTTPS client for the appliance's API, run inside a namespace.
+pub struct Client<'a> {
+    pub ns: &'a Netns,
+    pub base: String,
+    pub ca: String,
+    pub bearer: Option<String>,
+}
+
+impl Client<'_> {
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<json::Json>,
+    ) -> Result<(u16, String)> {
+        let url = format!("{}{}", self.base, path);
+        let body = body.map(|b| b.0).unwrap_or_else(|| "-".into());
+        let bearer = self.bearer.clone().unwrap_or_else(|| "-".into());
+        let out = self
+            .ns
+            .run_python(API_CLIENT, &[method, &url, &self.ca, &body, &bearer])?;
+        let (status, text) = out.split_once('\n').context("no status line")?;
+        Ok((status.trim().parse()?, text.trim().to_string()))
+    }
+
+    pub fn ok(&self, method: &str, path: &str, body: Option<json::Json>) -> Result<String> {
+        let (status, text) = self.call(method, path, body)?;
+        ensure!(status == 200, "{method} {path}: {status} {text}");
+        Ok(text)
+    }
+}
+
+/// Minimal JSON helpers: the test crate keeps its dependencies to anyhow.
+pub mod json {
+    pub struct Json(pub String);
+
+    pub fn obj(fields: &[(&str, &str)]) -> Json {
+        let parts: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("\"{k}\":{}", quote(v)))
+            .collect();
+        Json(format!("{{{}}}", parts.join(",")))
+    }
+
+    fn quote(v: &str) -> String {
+        if v.parse::<i64>().is_ok() {
+            v.to_string()
+        } else {
+            format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+        }
+    }
+
+    /// The string or number value of `key` in a flat JSON object.
+    pub fn field(json: &str, key: &str) -> Option<String> {
+        let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+        let rest = json[at..].trim_start();
+        if let Some(s) = rest.strip_prefix('"') {
+            Some(s[..s.find('"')?].to_string())
+        } else {
+            let end = rest.find([',', '}']).unwrap_or(rest.len());
+            Some(rest[..end].trim().to_string())
+        }
+    }
 }

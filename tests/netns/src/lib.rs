@@ -13,7 +13,7 @@
 //! `WATCHGRID_NETNS_OURS=wireguard-go` is set, which validates the harness itself with the
 //! reference implementation on every side.
 
-mod appliance;
+pub mod appliance;
 mod iperf;
 mod netns;
 mod proc;

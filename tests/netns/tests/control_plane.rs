@@ -6,100 +6,15 @@
 use anyhow::{bail, ensure, Context, Result};
 use std::path::Path;
 use std::time::Duration;
+use watchgrid_netns_tests::appliance::json::{field, obj};
+use watchgrid_netns_tests::appliance::Client;
 use watchgrid_netns_tests::{
     api_token, scenario, start_serve, unique_name, veth, Impl, KeyPair, Netns, PeerConfig, Proc,
     WgDevice,
 };
 
-/// `api.py METHOD URL CAFILE BODY_JSON|- BEARER|-`: prints the status line, then the body.
-/// With CAFILE `-`, downloads without verification (how the CA itself is fetched once).
 /// The hub's address in the VPN subnet chosen at setup (not the 10.100.0.0/16 default).
 const HUB_V4: &str = "10.60.0.1";
-
-const API_CLIENT: &str = r#"
-import json, ssl, sys, urllib.request, urllib.error
-method, url, ca, body, bearer = sys.argv[1:6]
-ctx = ssl.create_default_context(cafile=ca) if ca != "-" else ssl._create_unverified_context()
-data = None if body == "-" else body.encode()
-req = urllib.request.Request(url, data=data, method=method)
-if data is not None:
-    req.add_header("Content-Type", "application/json")
-if bearer != "-":
-    req.add_header("Authorization", "Bearer " + bearer)
-try:
-    with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
-        status, text = r.status, r.read().decode()
-except urllib.error.HTTPError as e:
-    status, text = e.code, e.read().decode()
-print(status)
-print(text)
-"#;
-
-struct Client<'a> {
-    ns: &'a Netns,
-    base: String,
-    ca: String,
-    bearer: Option<String>,
-}
-
-impl Client<'_> {
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<serde_like::Json>,
-    ) -> Result<(u16, String)> {
-        let url = format!("{}{}", self.base, path);
-        let body = body.map(|b| b.0).unwrap_or_else(|| "-".into());
-        let bearer = self.bearer.clone().unwrap_or_else(|| "-".into());
-        let out = self
-            .ns
-            .run_python(API_CLIENT, &[method, &url, &self.ca, &body, &bearer])?;
-        let (status, text) = out.split_once('\n').context("no status line")?;
-        Ok((status.trim().parse()?, text.trim().to_string()))
-    }
-
-    fn ok(&self, method: &str, path: &str, body: Option<serde_like::Json>) -> Result<String> {
-        let (status, text) = self.call(method, path, body)?;
-        ensure!(status == 200, "{method} {path}: {status} {text}");
-        Ok(text)
-    }
-}
-
-/// Minimal JSON helpers: the test crate keeps its dependencies to anyhow.
-mod serde_like {
-    pub struct Json(pub String);
-
-    pub fn obj(fields: &[(&str, &str)]) -> Json {
-        let parts: Vec<String> = fields
-            .iter()
-            .map(|(k, v)| format!("\"{k}\":{}", quote(v)))
-            .collect();
-        Json(format!("{{{}}}", parts.join(",")))
-    }
-
-    fn quote(v: &str) -> String {
-        if v.parse::<i64>().is_ok() {
-            v.to_string()
-        } else {
-            format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
-        }
-    }
-
-    /// The string or number value of `key` in a flat JSON object.
-    pub fn field(json: &str, key: &str) -> Option<String> {
-        let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
-        let rest = json[at..].trim_start();
-        if let Some(s) = rest.strip_prefix('"') {
-            Some(s[..s.find('"')?].to_string())
-        } else {
-            let end = rest.find([',', '}']).unwrap_or(rest.len());
-            Some(rest[..end].trim().to_string())
-        }
-    }
-}
-
-use serde_like::{field, obj};
 
 fn start_daemon(ns: &Netns, bin: &str, data: &Path, runtime: &Path) -> Result<Proc> {
     let data = data.to_string_lossy().into_owned();

@@ -56,6 +56,9 @@ async fn set_enabled(state: &AppState, id: &str, enabled: bool) -> Result<Device
         state.hub.remove_peer(key).await
     };
     applied.map_err(|e| ApiError::internal(format!("updating the hub: {e}")))?;
+    if !device.groups.is_empty() {
+        state.firewall_changed().await;
+    }
     Ok(device)
 }
 
@@ -109,6 +112,9 @@ pub(crate) async fn remove(
         .remove_peer(key)
         .await
         .map_err(|e| ApiError::internal(format!("updating the hub: {e}")))?;
+    if !d.groups.is_empty() {
+        state.firewall_changed().await;
+    }
     audit(&state, &admin.username, "device.delete", &id)?;
     Ok(Json(Status::new("deleted")))
 }
@@ -124,6 +130,10 @@ pub(crate) struct CreateDevice {
     /// Disabled automatically after this many seconds.
     #[schema(minimum = 60, maximum = 315360000)]
     expires_in_secs: Option<u64>,
+    /// Groups the firewall's forward rules refer to.
+    #[serde(default)]
+    #[schema(max_items = 16)]
+    groups: Vec<String>,
 }
 
 /// Creates a plain WireGuard device (a laptop, a phone). Without a public key the server
@@ -140,6 +150,7 @@ pub(crate) async fn create(
 ) -> Result<Json<DeviceCreated>, ApiError> {
     use base64::Engine as _;
     super::enrollment::validate_hostname(&req.name)?;
+    let groups = super::firewall::normalize_groups(&req.groups)?;
     let (public_key, private_key) = match &req.public_key {
         Some(k) => (parse_public_key(k)?, None),
         None => {
@@ -171,9 +182,13 @@ pub(crate) async fn create(
             expires_at,
             // Plain devices have no agent credential.
             agent_key_hash: String::new(),
+            groups,
         },
     )
     .await?;
+    if !device.groups.is_empty() {
+        state.firewall_changed().await;
+    }
     let net = super::client_network(&state, &settings, &device)?;
     let address = match &net.address_v6 {
         Some(v6) => format!("{}, {v6}", net.address_v4),

@@ -38,6 +38,10 @@ pub(crate) struct CreateRequest {
     /// At most ten years.
     #[schema(minimum = 1, maximum = 315360000)]
     expires_in_secs: Option<u64>,
+    /// Groups every device enrolled with this token joins (firewall rules refer to them).
+    #[serde(default)]
+    #[schema(max_items = 16)]
+    groups: Vec<String>,
 }
 
 /// Creates an enrollment token (one use by default).
@@ -58,6 +62,7 @@ pub(crate) async fn create(
     if uses == 0 || uses > 100_000 {
         return Err(ApiError::Invalid("uses: 1 to 100000".into()));
     }
+    let groups = super::firewall::normalize_groups(&req.groups)?;
     let now = unix_now();
     let expires_at = match req.expires_in_secs {
         Some(s) if s == 0 || s > MAX_TOKEN_LIFETIME => {
@@ -78,6 +83,7 @@ pub(crate) async fn create(
             uses_left: uses,
             expires_at,
             created_at: now,
+            groups,
         },
     )?;
     audit(&state, &admin.username, "enrollment_token.create", &name)?;
@@ -108,6 +114,7 @@ pub(crate) async fn list(
             uses_left: t.uses_left,
             expires_at: t.expires_at,
             created_at: t.created_at,
+            groups: t.groups,
         })
         .collect();
     Ok(Json(EnrollmentTokenList { tokens }))
@@ -170,22 +177,23 @@ pub(crate) async fn register(
         .get(SETTINGS_KEY)?
         .ok_or(ApiError::SetupRequired)?;
     let now = unix_now();
-    match state
+    let groups = match state
         .store
         .redeem_enrollment_token(&token_hash(&req.token), now)?
     {
-        Redemption::Accepted(_) => {}
+        Redemption::Accepted(t) => t.groups,
         Redemption::Rejected => {
             tracing::warn!(client = %ip, "registration with an invalid enrollment token");
             return Err(ApiError::Unauthorized);
         }
-    }
+    };
     let agent_key = new_token();
     // The peer is live before we answer (SPEC §5).
     let device = super::add_device(
         &state,
         &settings,
         super::NewDevice {
+            groups,
             name: req.hostname.clone(),
             public_key: key,
             expires_at: None,
@@ -193,6 +201,9 @@ pub(crate) async fn register(
         },
     )
     .await?;
+    if !device.groups.is_empty() {
+        state.firewall_changed().await;
+    }
     audit(&state, "agent", "device.register", &device.id)?;
     let net = super::client_network(&state, &settings, &device)?;
     Ok(Json(Registration {

@@ -2,6 +2,7 @@
 
 pub mod devices;
 pub mod enrollment;
+pub mod firewall;
 pub mod pages;
 pub mod public;
 pub mod session;
@@ -48,6 +49,8 @@ pub(crate) struct NewDevice {
     pub expires_at: Option<u64>,
     /// Hex SHA-256 of the agent credential; empty for plain WireGuard devices.
     pub agent_key_hash: String,
+    /// Validated group names.
+    pub groups: Vec<String>,
 }
 
 /// Stores a device on free addresses and puts its peer on the hub before returning
@@ -71,6 +74,7 @@ pub(crate) async fn add_device(
             expires_at: new.expires_at,
             agent_key_hash: new.agent_key_hash,
             last_endpoint: None,
+            groups: new.groups,
         },
         settings.vpn_subnet_v4,
         settings.vpn_prefix_v4,

@@ -136,9 +136,10 @@ async fn dashboard(
         .iter()
         .map(|d| {
             format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&d.name),
                 d.address_v4,
+                esc(&d.groups.join(", ")),
                 if d.enabled { "enabled" } else { "disabled" }
             )
         })
@@ -155,17 +156,77 @@ async fn dashboard(
          <button type=\"submit\" id=\"setup2fa\">Set up two-factor authentication</button></form>"
             .to_string()
     };
+    let firewall = firewall_section(&state)?;
     let body = format!(
         "<h1>Watchgrid</h1><p id=\"whoami\">Signed in as <strong>{}</strong>.</p>\
          <p>Hub public key: <code>{}</code> · peers on the hub: {}</p>\
          {two_factor}\
-         <h2>Devices</h2><table><tr><th>Name</th><th>Address</th><th>State</th></tr>{rows}</table>\
+         <h2>Devices</h2><table><tr><th>Name</th><th>Address</th><th>Groups</th><th>State</th></tr>{rows}</table>\
+         {firewall}\
          <form method=\"post\" action=\"/api/auth/logout\"><button type=\"submit\">Sign out</button></form>",
         esc(&admin.username),
         esc(&state.hub.public_key()),
         state.hub.peer_count()
     );
     Ok((StatusCode::OK, page("Dashboard", &body)).into_response())
+}
+
+/// The firewall's state and policy, read-only (edited through `PUT /api/firewall`).
+fn firewall_section(state: &AppState) -> Result<String, ApiError> {
+    use crate::hub::FirewallStatus;
+    let status = match state.firewall_status() {
+        FirewallStatus::Off => "off (--firewall off): the node manages no rules".to_string(),
+        FirewallStatus::Pending => "being applied".to_string(),
+        FirewallStatus::Applied { .. } => "applied".to_string(),
+        FirewallStatus::Failed { error, .. } => format!("NOT applied: {}", esc(&error)),
+    };
+    let policy = state
+        .store
+        .firewall
+        .get(watchgrid_store::FIREWALL_KEY)?
+        .unwrap_or_default();
+    let fence: Vec<String> = state
+        .admin_fence
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    let rules: String = policy
+        .rules
+        .iter()
+        .map(|r| {
+            let to = r.to_group.as_deref().or(r.to_cidr.as_deref()).unwrap_or("");
+            let ports = if r.ports.is_empty() {
+                "all".to_string()
+            } else {
+                r.ports.join(", ")
+            };
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&r.from_group),
+                esc(to),
+                esc(&r.protocol),
+                esc(&ports)
+            )
+        })
+        .collect();
+    let rules = if rules.is_empty() {
+        "<p>No forward rules: peers reach the hub only.</p>".to_string()
+    } else {
+        format!("<table><tr><th>From group</th><th>To</th><th>Protocol</th><th>Ports</th></tr>{rules}</table>")
+    };
+    Ok(format!(
+        "<h2>Firewall</h2><p id=\"firewall-state\">State: {status}</p>\
+         <p>Egress to networks behind the hub: {}</p>\
+         <p>Admin access from: {}</p>{rules}",
+        if policy.egress {
+            "on (masqueraded)"
+        } else {
+            "off"
+        },
+        esc(&fence.join(", "))
+    ))
 }
 
 /// Step 2 of 2FA enrolment: the QR code (inline SVG, no script) and the code form.

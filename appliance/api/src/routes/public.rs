@@ -17,13 +17,33 @@ pub fn router() -> Router<AppState> {
 
 /// Liveness and setup state.
 #[utoipa::path(get, path = "/healthz", tag = "public",
-    responses((status = 200, body = Health), (status = 500, body = ErrorBody)))]
-pub(crate) async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    Ok(Json(Health {
-        status: "ok".into(),
-        setup_complete: state.setup_done()?,
-        wireguard_peers: state.hub.peer_count() as u64,
-    }))
+    responses((status = 200, body = Health), (status = 503, body = Health),
+        (status = 500, body = ErrorBody)))]
+pub(crate) async fn healthz(
+    State(state): State<AppState>,
+) -> Result<(axum::http::StatusCode, Json<Health>), ApiError> {
+    use crate::hub::FirewallStatus;
+    let (firewall, degraded) = match state.firewall_status() {
+        FirewallStatus::Off => ("off".to_string(), false),
+        FirewallStatus::Pending => ("pending".to_string(), false),
+        FirewallStatus::Applied { .. } => ("applied".to_string(), false),
+        FirewallStatus::Failed { error, .. } => (format!("failed: {error}"), true),
+    };
+    // Degraded is 503 so that monitors alarm: the node runs, but unprotected.
+    let code = if degraded {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        axum::http::StatusCode::OK
+    };
+    Ok((
+        code,
+        Json(Health {
+            status: if degraded { "degraded" } else { "ok" }.into(),
+            setup_complete: state.setup_done()?,
+            wireguard_peers: state.hub.peer_count() as u64,
+            firewall,
+        }),
+    ))
 }
 
 async fn ca_cert(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {

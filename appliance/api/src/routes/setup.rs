@@ -339,5 +339,8 @@ async fn run_setup(
         return Err(e);
     }
     audit(state, &req.admin_username, "setup.complete", &req.endpoint)?;
+    // The VPN subnet may have moved: the default fence and the masquerade follow it.
+    super::firewall::refresh_fence(state)?;
+    state.firewall_changed().await;
     Ok(())
 }

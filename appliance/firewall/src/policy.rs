@@ -1,0 +1,69 @@
+//! What the ruleset is made from: the node's own interfaces and ports, the operator's
+//! policy, and the devices with their VPN addresses and groups.
+
+use std::net::IpAddr;
+use watchgrid_core::IpPrefix;
+
+/// The appliance's own network facts (from flags and settings, not from users).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// The WireGuard TUN interface (validated as an interface name by the daemon).
+    pub wg_interface: String,
+    pub wg_port: u16,
+    /// Public TCP services: HTTPS and the HTTP redirect.
+    pub public_tcp_ports: Vec<u16>,
+    /// Metrics port, reachable from loopback and the VPN only.
+    pub metrics_port: Option<u16>,
+    pub vpn_v4: IpPrefix,
+    pub vpn_v6: Option<IpPrefix>,
+}
+
+/// Layer-4 protocol a forward rule allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Any,
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+/// An inclusive port range; a single port has `first == last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+/// Where a forward rule lets traffic go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Devices carrying this group.
+    Group(String),
+    /// A network, e.g. a LAN behind the hub.
+    Cidr(IpPrefix),
+}
+
+/// Devices in `from_group` may open connections to `to` (with `protocol` and `ports`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub from_group: String,
+    pub to: Target,
+    pub protocol: Protocol,
+    /// Empty means every port; only meaningful for TCP and UDP.
+    pub ports: Vec<PortRange>,
+}
+
+/// The operator's forwarding policy. By default peers reach the hub only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Let peers reach networks behind the hub, masqueraded as the hub.
+    pub egress: bool,
+    pub rules: Vec<Rule>,
+}
+
+/// An enabled device: its VPN addresses and the groups it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub addresses: Vec<IpAddr>,
+    pub groups: Vec<String>,
+}

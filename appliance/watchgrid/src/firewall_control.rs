@@ -1,0 +1,171 @@
+//! The firewall as the control plane sees it: renders `table inet watchgrid` from the
+//! store (policy, device groups, the VPN subnets) and applies it with `nft`.
+//! Applies are serialized, and each one renders the store as it is at that moment, so
+//! the last apply always reflects the last change.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use watchgrid_api::hub::{Firewall, FirewallStatus, HubFuture};
+use watchgrid_core::IpPrefix;
+use watchgrid_firewall::{Member, Node, Policy, PortRange, Protocol, Rule, Target};
+use watchgrid_store::{Store, FIREWALL_KEY, SETTINGS_KEY};
+
+pub struct NftFirewall {
+    pub store: Arc<Store>,
+    /// The node's facts; the VPN subnets are refreshed from the store at each apply.
+    pub node: Node,
+    /// The `nft` program (a path, or a name looked up in PATH).
+    pub nft: String,
+    pub status: Mutex<FirewallStatus>,
+    pub serial: tokio::sync::Mutex<()>,
+}
+
+impl NftFirewall {
+    pub fn new(store: Arc<Store>, node: Node, nft: String) -> Arc<NftFirewall> {
+        Arc::new(NftFirewall {
+            store,
+            node,
+            nft,
+            status: Mutex::new(FirewallStatus::Pending),
+            serial: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Applies the ruleset for the store's current state.
+    pub async fn apply_now(self: Arc<Self>) -> Result<(), String> {
+        let _one_at_a_time = self.serial.lock().await;
+        let me = self.clone();
+        let result = tokio::task::spawn_blocking(move || -> Result<usize, String> {
+            let (node, policy, members) = me.inputs()?;
+            let ruleset = watchgrid_firewall::render(&node, &policy, &members);
+            watchgrid_firewall::apply(&me.nft, &ruleset).map_err(|e| e.to_string())?;
+            Ok(policy.rules.len())
+        })
+        .await
+        .map_err(|e| format!("the apply task failed: {e}"))
+        .and_then(|r| r);
+        let at = watchgrid_api::state::unix_now();
+        let status = match &result {
+            Ok(rules) => {
+                tracing::info!(table = watchgrid_firewall::TABLE, rules, "firewall applied");
+                FirewallStatus::Applied { at }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "firewall NOT applied; /healthz reports degraded");
+                FirewallStatus::Failed {
+                    at,
+                    error: e.clone(),
+                }
+            }
+        };
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
+        result.map(|_| ())
+    }
+
+    /// Removes our table (clean shutdown with --firewall-cleanup).
+    pub fn remove(&self) {
+        match watchgrid_firewall::remove(&self.nft) {
+            Ok(()) => tracing::info!(table = watchgrid_firewall::TABLE, "firewall removed"),
+            Err(e) => tracing::error!(error = %e, "removing the firewall table"),
+        }
+    }
+
+    fn inputs(&self) -> Result<(Node, Policy, Vec<Member>), String> {
+        let store_err = |e: watchgrid_store::StoreError| format!("reading the store: {e}");
+        let mut node = self.node.clone();
+        if let Some(s) = self.store.settings.get(SETTINGS_KEY).map_err(store_err)? {
+            node.vpn_v4 = IpPrefix::new(IpAddr::V4(s.vpn_subnet_v4), s.vpn_prefix_v4)
+                .map_err(|e| format!("the stored VPN subnet: {e}"))?;
+        }
+        if let Some(n) = self.store.network().map_err(store_err)? {
+            node.vpn_v6 = IpPrefix::new(IpAddr::V6(n.ula_prefix), 64).ok();
+        }
+        let stored = self
+            .store
+            .firewall
+            .get(FIREWALL_KEY)
+            .map_err(store_err)?
+            .unwrap_or_default();
+        let rules = stored
+            .rules
+            .iter()
+            .filter_map(|r| {
+                let rule = convert_rule(r);
+                if rule.is_none() {
+                    tracing::warn!(from = %r.from_group, "skipping a stored rule that no longer parses");
+                }
+                rule
+            })
+            .collect();
+        let now = watchgrid_api::state::unix_now();
+        let members = self
+            .store
+            .devices
+            .list()
+            .map_err(store_err)?
+            .into_iter()
+            .filter(|d| d.enabled && d.expires_at.is_none_or(|e| now < e))
+            .filter(|d| !d.groups.is_empty())
+            .map(|d| Member {
+                addresses: std::iter::once(IpAddr::V4(d.address_v4))
+                    .chain(d.address_v6.map(IpAddr::V6))
+                    .collect(),
+                groups: d.groups,
+            })
+            .collect();
+        Ok((
+            node,
+            Policy {
+                egress: stored.egress,
+                rules,
+            },
+            members,
+        ))
+    }
+}
+
+/// A stored rule (validated by the API when it was stored) as the renderer's type.
+fn convert_rule(r: &watchgrid_store::ForwardRule) -> Option<Rule> {
+    let to = match (&r.to_group, &r.to_cidr) {
+        (Some(g), None) => Target::Group(g.clone()),
+        (None, Some(c)) => Target::Cidr(c.parse().ok()?),
+        _ => return None,
+    };
+    let protocol = match r.protocol.as_str() {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        "icmp" => Protocol::Icmp,
+        "any" => Protocol::Any,
+        _ => return None,
+    };
+    let ports = r
+        .ports
+        .iter()
+        .map(|p| {
+            watchgrid_api::routes::firewall::port_range(p)
+                .map(|(first, last)| PortRange { first, last })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Rule {
+        from_group: r.from_group.clone(),
+        to,
+        protocol,
+        ports,
+    })
+}
+
+/// The handle the API holds.
+pub struct FirewallHandle(pub Arc<NftFirewall>);
+
+impl Firewall for FirewallHandle {
+    fn reconcile(&self) -> HubFuture {
+        Box::pin(self.0.clone().apply_now())
+    }
+    fn status(&self) -> FirewallStatus {
+        self.0
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
