@@ -20,7 +20,9 @@ fi
 mkdir -p "$cache/apt"
 rm -f "$cache"/rootfs-base-*.tar
 include=$(IFS=,; echo "${pkgs[*]}")
-# The apt cache is carried in and out so rebuilds do not download again.
+# The apt cache is carried in and out so rebuilds do not download again. ("$1" in the
+# hooks is the chroot, expanded by mmdebstrap.)
+# shellcheck disable=SC2016
 mmdebstrap --variant=minbase --format=tar --include="$include" --components=main \
   --dpkgopt='path-exclude=/usr/share/man/*' \
   --dpkgopt='path-exclude=/usr/share/locale/*' \

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # sourced: the values are used by its includers
 # The disk layout of the appliance image, shared by image/ scripts and the boot test.
 # buildroot-config/board/watchgrid/genimage.cfg repeats these values; keep them in step.
 
