@@ -18,7 +18,7 @@ kernel_cmdline > cmdline
   echo "IMAGE_ID=watchgrid"
   echo "IMAGE_VERSION=$version"
 } > os-release
-stub=$(find "$BINARIES_DIR" "$HOST_DIR" "$BUILD_DIR"/systemd-*/build -name 'linuxx64.efi.stub' 2>/dev/null | head -n1)
+stub=$(find "$BINARIES_DIR" "$HOST_DIR" "$BUILD_DIR"/systemd-*/build -name linuxx64.efi.stub 2>/dev/null | head -n1 || true)
 [ -n "$stub" ] || { echo "no systemd EFI stub (BR2_PACKAGE_SYSTEMD_BOOT)" >&2; exit 1; }
 UKI_STUB=$stub OBJCOPY="$HOST_DIR/bin/x86_64-buildroot-linux-gnu-objcopy" \
   OBJDUMP="$HOST_DIR/bin/x86_64-buildroot-linux-gnu-objdump" \
