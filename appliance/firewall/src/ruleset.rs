@@ -111,9 +111,23 @@ pub fn removal() -> Nftables<'static> {
 fn input_rules(node: &Node) -> Vec<Vec<Statement<'static>>> {
     let wg = node.wg_interface.as_str();
     let mut rules = vec![
+        vec![eq(meta(expr::MetaKey::Iifname), s("lo")), accept()],
+        // Before the conntrack shortcut: a ping's echo requests after the first belong
+        // to an established ICMP flow and would otherwise skip the limit.
+        vec![
+            eq(meta(expr::MetaKey::L4proto), s("icmp")),
+            eq(payload("icmp", "type"), s("echo-request")),
+            limit_over(PING_RATE, PING_BURST),
+            drop(),
+        ],
+        vec![
+            eq(meta(expr::MetaKey::L4proto), s("ipv6-icmp")),
+            eq(payload("icmpv6", "type"), s("echo-request")),
+            limit_over(PING_RATE, PING_BURST),
+            drop(),
+        ],
         vec![ct_state(&["established", "related"]), accept()],
         vec![ct_state(&["invalid"]), drop()],
-        vec![eq(meta(expr::MetaKey::Iifname), s("lo")), accept()],
         vec![
             eq(meta(expr::MetaKey::L4proto), s("icmp")),
             eq(
@@ -126,7 +140,6 @@ fn input_rules(node: &Node) -> Vec<Vec<Statement<'static>>> {
         vec![
             eq(meta(expr::MetaKey::L4proto), s("icmp")),
             eq(payload("icmp", "type"), s("echo-request")),
-            limit(PING_RATE, PING_BURST),
             accept(),
         ],
         vec![
@@ -149,7 +162,6 @@ fn input_rules(node: &Node) -> Vec<Vec<Statement<'static>>> {
         vec![
             eq(meta(expr::MetaKey::L4proto), s("ipv6-icmp")),
             eq(payload("icmpv6", "type"), s("echo-request")),
-            limit(PING_RATE, PING_BURST),
             accept(),
         ],
         vec![eq(payload("udp", "dport"), num(node.wg_port)), accept()],
@@ -451,6 +463,17 @@ fn neq(left: Expression<'static>, right: Expression<'static>) -> Statement<'stat
         right,
         op: Operator::NEQ,
     })
+}
+
+/// Matches packets beyond `rate` per second (after a burst).
+fn limit_over(rate: u32, burst: u32) -> Statement<'static> {
+    match limit(rate, burst) {
+        Statement::Limit(l) => Statement::Limit(stmt::Limit {
+            inv: Some(true),
+            ..l
+        }),
+        other => other,
+    }
 }
 
 fn limit(rate: u32, burst: u32) -> Statement<'static> {
