@@ -118,6 +118,16 @@ impl AppState {
         }
     }
 
+    /// The admin fence in force, as CIDR strings.
+    pub fn admin_fence_list(&self) -> Vec<String> {
+        let fence = self.admin_fence.read().unwrap_or_else(|p| p.into_inner());
+        fence.iter().map(|c| c.to_string()).collect()
+    }
+
+    pub fn set_admin_fence(&self, fence: Vec<IpPrefix>) {
+        *self.admin_fence.write().unwrap_or_else(|p| p.into_inner()) = fence;
+    }
+
     /// True when `ip` may use the setup wizard, admin pages and admin API.
     pub fn admin_allowed(&self, ip: std::net::IpAddr) -> bool {
         let fence = self.admin_fence.read().unwrap_or_else(|p| p.into_inner());

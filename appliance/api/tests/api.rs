@@ -1445,3 +1445,40 @@ async fn the_dashboard_shows_the_firewall_and_escapes_group_names() {
     );
     assert!(page.text.contains("on (masqueraded)"), "{}", page.text);
 }
+
+#[tokio::test]
+async fn groups_the_firewall_cannot_apply_are_rolled_back() {
+    let a = app();
+    let fw = with_firewall(&a);
+    let token = admin_with_firewall(&a, &fw).await;
+    let created = a
+        .call(bearer(
+            post(
+                "/api/devices",
+                &serde_json::json!({"name": "db", "public_key": wg_key(11), "groups": ["servers"]}),
+            ),
+            &token,
+        ))
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.text);
+    let id = created.json["device"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    *fw.fail.lock().expect("lock") = Some("nft: out of memory".into());
+    let r = a
+        .call(bearer(
+            put(
+                &format!("/api/devices/{id}/groups"),
+                &serde_json::json!({"groups": ["laptops"]}),
+            ),
+            &token,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    let list = a.call(bearer(get("/api/devices"), &token)).await;
+    assert_eq!(
+        list.json["devices"][0]["groups"],
+        serde_json::json!(["servers"])
+    );
+}

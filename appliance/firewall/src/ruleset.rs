@@ -8,7 +8,7 @@
 //! becomes a pair of address sets named by its position (`g0_v4`, `g0_v6`), and
 //! devices enter those sets as addresses.
 
-use crate::policy::{Member, Node, Policy, Protocol, Rule, Target};
+use crate::policy::{Member, Node, Policy, PortRange, Protocol, Rule, Target};
 use nftables::expr::{self, Expression, NamedExpression};
 use nftables::schema::{self, NfCmd, NfListObject, NfObject, Nftables, SetTypeValue};
 use nftables::stmt::{self, Match, Operator, Statement};
@@ -111,9 +111,23 @@ pub fn removal() -> Nftables<'static> {
 fn input_rules(node: &Node) -> Vec<Vec<Statement<'static>>> {
     let wg = node.wg_interface.as_str();
     let mut rules = vec![
+        vec![eq(meta(expr::MetaKey::Iifname), s("lo")), accept()],
+        // Before the conntrack shortcut: a ping's echo requests after the first belong
+        // to an established ICMP flow and would otherwise skip the limit.
+        vec![
+            eq(meta(expr::MetaKey::L4proto), s("icmp")),
+            eq(payload("icmp", "type"), s("echo-request")),
+            limit_over(PING_RATE, PING_BURST),
+            drop(),
+        ],
+        vec![
+            eq(meta(expr::MetaKey::L4proto), s("ipv6-icmp")),
+            eq(payload("icmpv6", "type"), s("echo-request")),
+            limit_over(PING_RATE, PING_BURST),
+            drop(),
+        ],
         vec![ct_state(&["established", "related"]), accept()],
         vec![ct_state(&["invalid"]), drop()],
-        vec![eq(meta(expr::MetaKey::Iifname), s("lo")), accept()],
         vec![
             eq(meta(expr::MetaKey::L4proto), s("icmp")),
             eq(
@@ -126,7 +140,6 @@ fn input_rules(node: &Node) -> Vec<Vec<Statement<'static>>> {
         vec![
             eq(meta(expr::MetaKey::L4proto), s("icmp")),
             eq(payload("icmp", "type"), s("echo-request")),
-            limit(PING_RATE, PING_BURST),
             accept(),
         ],
         vec![
@@ -149,7 +162,6 @@ fn input_rules(node: &Node) -> Vec<Vec<Statement<'static>>> {
         vec![
             eq(meta(expr::MetaKey::L4proto), s("ipv6-icmp")),
             eq(payload("icmpv6", "type"), s("echo-request")),
-            limit(PING_RATE, PING_BURST),
             accept(),
         ],
         vec![eq(payload("udp", "dport"), num(node.wg_port)), accept()],
@@ -240,7 +252,7 @@ fn protocol_match(r: &Rule, v6: bool) -> Vec<Statement<'static>> {
         if r.ports.is_empty() {
             return vec![l4(proto)];
         }
-        let items = r.ports.iter().map(|p| {
+        let items = merged(&r.ports).into_iter().map(|p| {
             if p.first == p.last {
                 num(p.first)
             } else {
@@ -257,6 +269,23 @@ fn protocol_match(r: &Rule, v6: bool) -> Vec<Statement<'static>> {
         Protocol::Udp => ports("udp"),
         Protocol::Icmp => vec![l4(if v6 { "ipv6-icmp" } else { "icmp" })],
     }
+}
+
+/// Sorted, with overlapping and adjacent ranges joined: nft refuses overlapping
+/// intervals in one set, and the operator may well list `80` and `1-1024` together.
+fn merged(ports: &[PortRange]) -> Vec<PortRange> {
+    let mut sorted = ports.to_vec();
+    sorted.sort_by_key(|p| (p.first, p.last));
+    let mut out: Vec<PortRange> = Vec::new();
+    for p in sorted {
+        match out.last_mut() {
+            Some(last) if u32::from(p.first) <= u32::from(last.last) + 1 => {
+                last.last = last.last.max(p.last);
+            }
+            _ => out.push(p),
+        }
+    }
+    out
 }
 
 fn masquerade_rules(node: &Node) -> Vec<Vec<Statement<'static>>> {
@@ -453,6 +482,17 @@ fn neq(left: Expression<'static>, right: Expression<'static>) -> Statement<'stat
     })
 }
 
+/// Matches packets beyond `rate` per second (after a burst).
+fn limit_over(rate: u32, burst: u32) -> Statement<'static> {
+    match limit(rate, burst) {
+        Statement::Limit(l) => Statement::Limit(stmt::Limit {
+            inv: Some(true),
+            ..l
+        }),
+        other => other,
+    }
+}
+
 fn limit(rate: u32, burst: u32) -> Statement<'static> {
     Statement::Limit(stmt::Limit {
         rate,
@@ -470,4 +510,33 @@ fn accept() -> Statement<'static> {
 
 fn drop() -> Statement<'static> {
     Statement::Drop(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(first: u16, last: u16) -> PortRange {
+        PortRange { first, last }
+    }
+
+    #[test]
+    fn port_lists_merge_into_disjoint_sorted_ranges() {
+        assert_eq!(
+            merged(&[
+                r(8080, 8080),
+                r(1, 1024),
+                r(80, 80),
+                r(1025, 1030),
+                r(8080, 8080),
+                r(9000, 9100)
+            ]),
+            vec![r(1, 1030), r(8080, 8080), r(9000, 9100)]
+        );
+        assert_eq!(
+            merged(&[r(65535, 65535), r(65534, 65535)]),
+            vec![r(65534, 65535)]
+        );
+        assert!(merged(&[]).is_empty());
+    }
 }

@@ -25,7 +25,14 @@ fn start_daemon(ns: &Netns, bin: &str, data: &Path, runtime: &Path) -> Result<Pr
         &data,
         &runtime,
         &[],
-        &["--http-listen", "off", "--tls-names", "172.30.9.1"],
+        &[
+            "--firewall",
+            "on",
+            "--http-listen",
+            "off",
+            "--tls-names",
+            "172.30.9.1",
+        ],
     )
 }
 

@@ -39,7 +39,7 @@ print("ok", data)
 /// `whoami.py ADDR PORT`: tells each client the address it connected from.
 const WHOAMI: &str = r#"
 import socket, sys
-s = socket.socket()
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2])))
 s.listen(16)
@@ -89,15 +89,22 @@ fn bin() -> Result<String> {
         .context("this scenario needs the watchgrid binary")
 }
 
+/// An enrolled peer: its device id, VPN addresses (without prefix) and wireguard-go.
+struct Peer {
+    id: String,
+    v4: String,
+    v6: String,
+    _dev: WgDevice,
+}
+
 /// Registers a key through the WAN and brings up wireguard-go with the answer.
-/// Returns (device id, VPN address without prefix).
 fn enroll_peer(
     ns: &Netns,
     hub_wan: &str,
     enrol_token: &str,
     name: &str,
     extra_routes: &[&str],
-) -> Result<(String, String, WgDevice)> {
+) -> Result<Peer> {
     let client = Client {
         ns,
         base: format!("https://{hub_wan}"),
@@ -116,11 +123,13 @@ fn enroll_peer(
     )?;
     let id = field(&reg, "device_id").context("device id")?;
     let address = field(&reg, "address").context("address")?;
+    let address_v6 = field(&reg, "address_v6").context("address_v6")?;
+    let allowed = field(&reg, "allowed_ips").context("allowed_ips")?;
     let hub_key = field(&reg, "hub_public_key").context("hub key")?;
     let wg_if = unique_name("wgp");
     let mut dev = WgDevice::spawn_bare(ns, Impl::WireguardGo, &wg_if)?;
     dev.set_private_key(&keys)?;
-    let mut routes = vec!["10.100.0.0/16"];
+    let mut routes: Vec<&str> = allowed.split(',').map(str::trim).collect();
     routes.extend_from_slice(extra_routes);
     dev.add_peer(
         &PeerConfig::new(&hub_key)
@@ -129,14 +138,20 @@ fn enroll_peer(
             .keepalive(25),
     )?;
     ns.add_addr(&wg_if, &address)?;
+    ns.add_addr(&wg_if, &address_v6)?;
     ns.link_up(&wg_if)?;
     for r in extra_routes {
         ns.route_add(&[r, "dev", &wg_if])?;
     }
     ns.ping_within(HUB_VPN, Duration::from_secs(15))
         .with_context(|| format!("{name} reaching the hub over UDP 51820 from the WAN"))?;
-    let bare = address.split('/').next().unwrap_or_default().to_string();
-    Ok((id, bare, dev))
+    let bare = |a: &str| a.split('/').next().unwrap_or_default().to_string();
+    Ok(Peer {
+        id,
+        v4: bare(&address),
+        v6: bare(&address_v6),
+        _dev: dev,
+    })
 }
 
 #[test]
@@ -163,7 +178,7 @@ fn policy_end_to_end() -> Result<()> {
         hub.link_up(h)?;
         ns.link_up(p)?;
     }
-    hub.sysctl(&["net.ipv4.ip_forward=1"])?;
+    hub.sysctl(&["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"])?;
     let data = hub.private_dir("data")?.to_string_lossy().into_owned();
     let runtime = hub.dir().join("run").to_string_lossy().into_owned();
     let password = format!("ADMIN_PASSWORD={PASSWORD}");
@@ -240,6 +255,7 @@ fn policy_end_to_end() -> Result<()> {
         .find_map(|p| p.trim().strip_suffix(" received"))
         .and_then(|n| n.trim().parse().ok())
         .with_context(|| format!("ping summary: {summary}"))?;
+    eprintln!("ping flood from the WAN: 300 sent in 1.5 s, {received} answered");
     ensure!(
         (50..200).contains(&received),
         "300 pings in 1.5 s from the WAN, {received} answered (want the burst of 50 plus ~20/s)"
@@ -265,36 +281,40 @@ fn policy_end_to_end() -> Result<()> {
         Some(obj(&[("name", "fw"), ("uses", "2")])),
     )?;
     let enrol = field(&enrol, "token").context("enrollment token")?;
-    let (id_a, addr_a, _dev_a) =
-        enroll_peer(&pa, "203.0.113.5", &enrol, "peer-a", &["192.168.77.0/24"])?;
-    let (id_b, addr_b, _dev_b) = enroll_peer(&pb, "203.0.113.9", &enrol, "peer-b", &[])?;
+    let a = enroll_peer(&pa, "203.0.113.5", &enrol, "peer-a", &["192.168.77.0/24"])?;
+    let b = enroll_peer(&pb, "203.0.113.9", &enrol, "peer-b", &[])?;
     let metrics_vpn = probe(&pa, HUB_VPN, 9100)?;
     ensure!(
         metrics_vpn.starts_with("ok"),
         "metrics over the VPN: {metrics_vpn}"
     );
 
-    // By default peers reach the hub only.
-    let _b8080 = whoami(&pb, &addr_b, 8080)?;
-    let _b8081 = whoami(&pb, &addr_b, 8081)?;
-    let _a8080 = whoami(&pa, &addr_a, 8080)?;
-    ensure!(!pa.ping(&addr_b), "A pinged B with no rule");
-    let before = probe(&pa, &addr_b, 8080)?;
-    ensure!(
-        before == "timeout",
-        "A reached B:8080 with no rule: {before}"
-    );
+    // By default peers reach the hub only, over IPv4 and IPv6.
+    let mut servers = Vec::new();
+    for addr in [&b.v4, &b.v6] {
+        servers.push(whoami(&pb, addr, 8080)?);
+        servers.push(whoami(&pb, addr, 8081)?);
+    }
+    servers.push(whoami(&pa, &a.v4, 8080)?);
+    for (from, to) in [(&a.v4, &b.v4), (&a.v6, &b.v6)] {
+        ensure!(!pa.ping(to), "A pinged B at {to} with no rule");
+        let before = probe(&pa, to, 8080)?;
+        ensure!(
+            before == "timeout",
+            "A ({from}) reached B at {to}:8080 with no rule: {before}"
+        );
+    }
 
     // Groups with hostile names, and a rule between them for TCP 8080 only.
     let hostile = "dev's \"team\"; flush ruleset; }";
     admin.ok(
         "PUT",
-        &format!("/api/devices/{id_a}/groups"),
+        &format!("/api/devices/{}/groups", a.id),
         Some(Json(format!("{{\"groups\":[{}]}}", js(hostile)))),
     )?;
     admin.ok(
         "PUT",
-        &format!("/api/devices/{id_b}/groups"),
+        &format!("/api/devices/{}/groups", b.id),
         Some(Json("{\"groups\":[\"servers\"]}".into())),
     )?;
     let rule = format!(
@@ -307,18 +327,23 @@ fn policy_end_to_end() -> Result<()> {
         ))
     };
     admin.ok("PUT", "/api/firewall", Some(policy(false)))?;
-    let allowed = probe(&pa, &addr_b, 8080)?;
-    ensure!(
-        allowed == format!("ok {addr_a}"),
-        "A to B:8080 after the rule: {allowed}"
-    );
-    let other = probe(&pa, &addr_b, 8081)?;
-    ensure!(
-        other == "timeout",
-        "A reached B:8081 (not allowed): {other}"
-    );
-    ensure!(!pa.ping(&addr_b), "A pinged B (only TCP 8080 is allowed)");
-    let reverse = probe(&pb, &addr_a, 8080)?;
+    for (from, to) in [(&a.v4, &b.v4), (&a.v6, &b.v6)] {
+        let allowed = probe(&pa, to, 8080)?;
+        ensure!(
+            allowed == format!("ok {from}"),
+            "A to B at {to}:8080 after the rule: {allowed}"
+        );
+        let other = probe(&pa, to, 8081)?;
+        ensure!(
+            other == "timeout",
+            "A reached B at {to}:8081 (not allowed): {other}"
+        );
+        ensure!(
+            !pa.ping(to),
+            "A pinged B at {to} (only TCP 8080 is allowed)"
+        );
+    }
+    let reverse = probe(&pb, &a.v4, 8080)?;
     ensure!(
         reverse == "timeout",
         "B opened a connection to A: {reverse}"
@@ -334,7 +359,7 @@ fn policy_end_to_end() -> Result<()> {
     }
     let (status, body) = admin.call(
         "PUT",
-        &format!("/api/devices/{id_b}/groups"),
+        &format!("/api/devices/{}/groups", b.id),
         Some(Json("{\"groups\":[\"evil\\n}\"]}".into())),
     )?;
     ensure!(status == 422, "newline in a group name: {status} {body}");
@@ -351,7 +376,7 @@ fn policy_end_to_end() -> Result<()> {
     admin.ok("PUT", "/api/firewall", Some(policy(true)))?;
     let on = probe(&pa, "192.168.77.2", 8000)?;
     ensure!(on == "ok 192.168.77.1", "egress on, LAN saw: {on}");
-    let still = probe(&pa, &addr_b, 8081)?;
+    let still = probe(&pa, &b.v4, 8081)?;
     ensure!(
         still == "timeout",
         "egress opened peer-to-peer traffic: {still}"

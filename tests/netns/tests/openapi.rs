@@ -38,7 +38,11 @@ fn fuzz() -> Result<()> {
             "ADMIN_PASSWORD=schemathesis-password",
             "WG_SERVER_ENDPOINT=192.0.2.1:51820",
         ],
+        // With the firewall on, every policy the API accepts is really applied: a
+        // validated policy that nft refused would be a 503 here.
         &[
+            "--firewall",
+            "on",
             "--https-listen",
             "127.0.0.1:8443",
             "--http-listen",

@@ -136,7 +136,7 @@ pub fn fence_for(state: &AppState, policy: &FirewallPolicy) -> Result<Vec<IpPref
 pub fn refresh_fence(state: &AppState) -> Result<(), ApiError> {
     let policy = state.store.firewall.get(FIREWALL_KEY)?.unwrap_or_default();
     let fence = fence_for(state, &policy)?;
-    *state.admin_fence.write().unwrap_or_else(|p| p.into_inner()) = fence;
+    state.set_admin_fence(fence);
     Ok(())
 }
 
@@ -237,15 +237,8 @@ fn view(state: &AppState, policy: &FirewallPolicy) -> FirewallView {
         FirewallStatus::Applied { at } => ("applied", None, Some(at)),
         FirewallStatus::Failed { at, error } => ("failed", Some(error), Some(at)),
     };
-    let fence = state
-        .admin_fence
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|c| c.to_string())
-        .collect();
     FirewallView {
-        admin_cidrs: fence,
+        admin_cidrs: state.admin_fence_list(),
         admin_cidrs_default: policy.admin_cidrs.is_none() && !state.config.admin_cidrs_fixed,
         admin_cidrs_fixed: state.config.admin_cidrs_fixed,
         egress: policy.egress,
@@ -329,21 +322,17 @@ pub(crate) async fn update(
     }
     let old = state.store.firewall.get(FIREWALL_KEY)?;
     state.store.firewall.put(FIREWALL_KEY, &new)?;
-    if let Some(fw) = state.firewall.get() {
-        if let Err(e) = fw.reconcile().await {
-            match &old {
-                Some(p) => state.store.firewall.put(FIREWALL_KEY, p)?,
-                None => {
-                    state.store.firewall.remove(FIREWALL_KEY)?;
-                }
+    apply_or_restore(&state, "this policy", || {
+        match &old {
+            Some(p) => state.store.firewall.put(FIREWALL_KEY, p)?,
+            None => {
+                state.store.firewall.remove(FIREWALL_KEY)?;
             }
-            state.firewall_changed().await;
-            return Err(ApiError::Unavailable(format!(
-                "the firewall could not apply this policy, nothing changed: {e}"
-            )));
         }
-    }
-    *state.admin_fence.write().unwrap_or_else(|p| p.into_inner()) = fence;
+        Ok(())
+    })
+    .await?;
+    state.set_admin_fence(fence);
     audit(&state, &admin.username, "firewall.update", FIREWALL_KEY)?;
     Ok(Json(view(&state, &new)))
 }
@@ -364,17 +353,32 @@ pub(crate) async fn set_groups(
     let groups = normalize_groups(&body.groups)?;
     let before = state.store.devices.get(&id)?.ok_or(ApiError::NotFound)?;
     let device = store_groups(&state, &id, groups)?;
-    if let Some(fw) = state.firewall.get() {
-        if let Err(e) = fw.reconcile().await {
-            store_groups(&state, &id, before.groups)?;
-            state.firewall_changed().await;
-            return Err(ApiError::Unavailable(format!(
-                "the firewall could not apply the new groups, nothing changed: {e}"
-            )));
-        }
-    }
+    apply_or_restore(&state, "the new groups", || {
+        store_groups(&state, &id, before.groups).map(drop)
+    })
+    .await?;
     audit(&state, &admin.username, "device.groups", &id)?;
     Ok(Json(DeviceView::from(&device)))
+}
+
+/// Applies the firewall after a stored change; if the firewall refuses, `restore` puts
+/// the store back, the previous ruleset is applied again, and the caller answers 503.
+async fn apply_or_restore(
+    state: &AppState,
+    what: &str,
+    restore: impl FnOnce() -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    let Some(fw) = state.firewall.get() else {
+        return Ok(());
+    };
+    if let Err(e) = fw.reconcile().await {
+        restore()?;
+        state.firewall_changed().await;
+        return Err(ApiError::Unavailable(format!(
+            "the firewall could not apply {what}, nothing changed: {e}"
+        )));
+    }
+    Ok(())
 }
 
 /// Validates, sorts and de-duplicates group names.

@@ -185,13 +185,7 @@ fn firewall_section(state: &AppState) -> Result<String, ApiError> {
         .firewall
         .get(watchgrid_store::FIREWALL_KEY)?
         .unwrap_or_default();
-    let fence: Vec<String> = state
-        .admin_fence
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|c| c.to_string())
-        .collect();
+    let fence = state.admin_fence_list();
     let rules: String = policy
         .rules
         .iter()
