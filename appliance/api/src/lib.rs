@@ -74,5 +74,10 @@ pub fn render_metrics(state: &AppState) -> String {
             state.metrics.db_up.set(0);
         }
     }
+    let applied = matches!(
+        state.firewall_status(),
+        crate::hub::FirewallStatus::Applied { .. }
+    );
+    state.metrics.firewall_applied.set(i64::from(applied));
     state.metrics.render()
 }

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub wireguard_peers: Gauge,
     pub db_size_bytes: Gauge,
     pub db_up: Gauge,
+    /// 1 when the last firewall apply succeeded, 0 when it failed or the firewall is off.
+    pub firewall_applied: Gauge,
 }
 
 impl Default for Metrics {
@@ -32,6 +34,7 @@ impl Default for Metrics {
         let wireguard_peers = Gauge::default();
         let db_size_bytes = Gauge::default();
         let db_up = Gauge::default();
+        let firewall_applied = Gauge::default();
         registry.register(
             "watchgrid_http_requests",
             "HTTP requests by route, method and status",
@@ -72,6 +75,11 @@ impl Default for Metrics {
             "1 when the embedded store answers",
             db_up.clone(),
         );
+        registry.register(
+            "watchgrid_firewall_applied",
+            "1 when the node's nftables rules are in force (last apply succeeded)",
+            firewall_applied.clone(),
+        );
         Metrics {
             registry,
             http_requests,
@@ -82,6 +90,7 @@ impl Default for Metrics {
             wireguard_peers,
             db_size_bytes,
             db_up,
+            firewall_applied,
         }
     }
 }

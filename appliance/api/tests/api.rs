@@ -1217,7 +1217,9 @@ async fn a_failed_firewall_makes_healthz_degraded() {
         (ok.status, ok.json["firewall"].clone()),
         (StatusCode::OK, "applied".into())
     );
+    assert!(watchgrid_api::render_metrics(&a.state).contains("watchgrid_firewall_applied 1"));
     *fw.fail.lock().expect("lock") = Some("nft: No such file or directory".into());
+    assert!(watchgrid_api::render_metrics(&a.state).contains("watchgrid_firewall_applied 0"));
     let r = a.call(get("/healthz")).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.json["status"], "degraded");
