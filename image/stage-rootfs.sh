@@ -45,8 +45,7 @@ sed -i 's|^root:[^:]*:|root:!*:|' "$root/etc/shadow"
 systemctl --root="$root" enable watchgrid.service watchgrid-selfcheck.service \
   watchgrid-console@tty1.service systemd-networkd.service >/dev/null 2>&1
 systemctl --root="$root" mask getty@tty1.service serial-getty@ttyS0.service \
-  getty-static.service systemd-machine-id-commit.service \
-  systemd-networkd-wait-online.service >/dev/null 2>&1
+  getty-static.service systemd-machine-id-commit.service >/dev/null 2>&1
 # No getty on extra virtual terminals either (logind's autovt).
 ln -sf /dev/null "$root/etc/systemd/system/autovt@.service"
 ln -sf /dev/null "$root/etc/systemd/system/getty@.service"

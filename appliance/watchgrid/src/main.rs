@@ -8,6 +8,7 @@ mod dataplane;
 mod device;
 mod firewall_control;
 mod first_boot;
+mod host_addrs;
 mod hub_control;
 mod serve;
 mod tls;

@@ -65,7 +65,8 @@ pub struct ServeArgs {
     #[arg(long, env = "WATCHGRID_WG_MTU", default_value_t = 1420)]
     wg_mtu: u16,
     /// Names and addresses the TLS certificate covers (comma separated).
-    /// Default: localhost, 127.0.0.1, ::1, the hub address and FRONTEND_HOST if set.
+    /// Default: FRONTEND_HOST if set, the host's global addresses at start, localhost,
+    /// 127.0.0.1, ::1 and the hub address.
     #[arg(long, env = "WATCHGRID_TLS_NAMES", value_delimiter = ',')]
     tls_names: Vec<String>,
     /// Extra browser origins allowed by CORS (comma separated).
@@ -177,9 +178,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             "::1".into(),
             hub_v4.to_string(),
         ];
+        // The address the operator browses to (an appliance's DHCP address) first, so
+        // the banner's first URL is one that works from another machine.
+        for (i, a) in crate::host_addrs::host_addresses().into_iter().enumerate() {
+            tls_names.insert(i, a.to_string());
+        }
         if let Some(h) = &provisioning.frontend_host {
             tls_names.insert(0, h.clone());
         }
+        let mut seen = std::collections::HashSet::new();
+        tls_names.retain(|n| seen.insert(n.clone()));
     }
 
     prepare_data_dir(&args.data_dir)?;
