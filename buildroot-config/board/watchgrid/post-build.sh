@@ -12,5 +12,9 @@ ln -sf /usr/lib/systemd/system/watchgrid-console@.service \
 for unit in watchgrid.service watchgrid-selfcheck.service; do
   ln -sf "/usr/lib/systemd/system/$unit" "$target/etc/systemd/system/multi-user.target.wants/$unit"
 done
+# The daemon starts after DHCP (bounded to 20 s by the rootfs-overlay drop-in).
+mkdir -p "$target/etc/systemd/system/network-online.target.wants"
+ln -sf /usr/lib/systemd/system/systemd-networkd-wait-online.service \
+  "$target/etc/systemd/system/network-online.target.wants/systemd-networkd-wait-online.service"
 : > "$target/etc/machine-id"
 mkdir -p "$target/var/lib/watchgrid" "$target/efi"
