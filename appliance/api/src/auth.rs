@@ -135,11 +135,7 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        // Defence in depth: the admin_fence middleware has already checked this.
-        let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
-        if !state.admin_allowed(ip) {
-            return Err(ApiError::Forbidden(crate::middleware::FENCED));
-        }
+        // The network fence is the admin_fence middleware's, for every admin path.
         if let Some(bearer) = parts
             .headers
             .get(header::AUTHORIZATION)

@@ -15,11 +15,10 @@ pub struct ApiConfig {
     pub allowed_origins: Vec<String>,
     /// Proxies whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<IpPrefix>,
-    /// The admin fence at start: when non-empty, the setup wizard, admin pages and
-    /// admin API answer only these networks (agent endpoints answer everyone).
+    /// `--admin-cidrs`: when non-empty, the setup wizard, admin pages and admin API
+    /// answer only these networks and the firewall policy cannot change that. When
+    /// empty, the fence comes from the policy (see `routes::firewall::refresh_fence`).
     pub admin_cidrs: Vec<IpPrefix>,
-    /// The fence comes from `--admin-cidrs`, so the API may not change it.
-    pub admin_cidrs_fixed: bool,
     /// JWT_SECRET, if the operator provides one (at least 32 characters).
     pub jwt_secret: Option<String>,
     /// The VPN's IPv4 subnet and the hub's address in it.
@@ -38,7 +37,6 @@ impl Default for ApiConfig {
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             admin_cidrs: Vec::new(),
-            admin_cidrs_fixed: false,
             jwt_secret: None,
             vpn_subnet: Ipv4Addr::new(10, 100, 0, 0),
             vpn_prefix: 16,

@@ -534,7 +534,6 @@ async fn registration_response_and_device_lifecycle_reach_the_hub() {
 async fn admin_fence_blocks_other_networks_even_with_a_valid_token() {
     let a = app_with(ApiConfig {
         admin_cidrs: vec!["192.168.0.0/24".parse().expect("p")],
-        admin_cidrs_fixed: true,
         ..ApiConfig::default()
     });
     let token = a.admin_token().await;

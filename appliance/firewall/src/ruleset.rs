@@ -191,7 +191,7 @@ fn input_rules(node: &Node) -> Vec<Vec<Statement<'static>>> {
         accept(),
     ]);
     rules.push(vec![
-        eq(payload("ip6", "saddr"), prefix(link_local())),
+        eq(payload("ip6", "saddr"), link_local()),
         eq(payload("udp", "sport"), num(547)),
         eq(payload("udp", "dport"), num(546)),
         accept(),
@@ -441,12 +441,12 @@ fn prefix(p: IpPrefix) -> Expression<'static> {
     }))
 }
 
-fn link_local() -> IpPrefix {
-    IpPrefix::new(
-        IpAddr::V6(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)),
-        10,
-    )
-    .unwrap_or_else(|_| IpPrefix::host(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)))
+/// `fe80::/10`, where DHCPv6 servers answer from.
+fn link_local() -> Expression<'static> {
+    Expression::Named(NamedExpression::Prefix(expr::Prefix {
+        addr: Box::new(s("fe80::")),
+        len: 10,
+    }))
 }
 
 fn ct_state(states: &[&str]) -> Statement<'static> {

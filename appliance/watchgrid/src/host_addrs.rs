@@ -72,12 +72,23 @@ mod tests {
         }
     }
 
+    /// The FFI walk (byte order, sockaddr casts) agrees with iproute2's own list.
     #[test]
-    fn the_list_has_no_loopback_and_no_duplicates() {
-        let addrs = host_addresses();
-        assert!(addrs.iter().all(|a| is_global(*a)), "{addrs:?}");
-        let mut unique = addrs.clone();
-        unique.dedup();
-        assert_eq!(unique.len(), addrs.len());
+    fn matches_what_ip_reports_as_global() {
+        let out = std::process::Command::new("ip")
+            .args(["-o", "addr", "show", "scope", "global"])
+            .output()
+            .expect("iproute2's ip (Debian package iproute2) is needed for this test");
+        assert!(out.status.success(), "ip addr failed");
+        let mut want: Vec<IpAddr> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(3))
+            .filter_map(|a| a.split('/').next()?.parse().ok())
+            .collect();
+        want.sort();
+        want.dedup();
+        let mut got = host_addresses();
+        got.sort();
+        assert_eq!(got, want);
     }
 }

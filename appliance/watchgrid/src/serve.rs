@@ -155,7 +155,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .collect(),
         trusted_proxies: parse_cidrs("--trusted-proxies", &args.trusted_proxies)?,
         admin_cidrs: parse_cidrs("--admin-cidrs", &args.admin_cidrs)?,
-        admin_cidrs_fixed: args.admin_cidrs.iter().any(|c| !c.trim().is_empty()),
         jwt_secret: provisioning.jwt_secret.clone(),
         vpn_subnet: match IpPrefix::new(hub_v4.into(), hub_prefix)?.addr() {
             IpAddr::V4(net) => net,

@@ -3,7 +3,7 @@
 //! port and serves it; curl verifies it against pebble's root. After a restart the
 //! certificate comes from the cache in the data dir, without a new order.
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use std::time::Duration;
 use watchgrid_netns_tests::{
     scenario, start_serve, test_ca_and_leaf, veth, wait_until, Impl, Netns, Proc,
@@ -42,9 +42,7 @@ fn start_daemon(hub: &Netns, bin: &str, data: &str, ca_root: &str) -> Result<Pro
 }
 
 fn acme() -> Result<()> {
-    let Some(bin) = Impl::Ours.watchgrid_binary() else {
-        bail!("this scenario needs the watchgrid binary");
-    };
+    let bin = Impl::required_watchgrid_binary()?;
     let ca = Netns::new("acmeca")?;
     let hub = Netns::new("acmehub")?;
     veth(&ca, "vca", &hub, "vhub")?;

@@ -3,7 +3,7 @@
 //! CA), then wireguard-go with the returned configuration pinging the hub. Disabling the
 //! device stops traffic; a daemon restart brings the peer back from the store.
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use std::path::Path;
 use std::time::Duration;
 use watchgrid_netns_tests::appliance::json::{field, obj};
@@ -42,9 +42,7 @@ fn enroll_a_wireguard_go_device_through_the_api_ours() -> Result<()> {
 }
 
 fn enroll() -> Result<()> {
-    let Some(bin) = Impl::Ours.watchgrid_binary() else {
-        bail!("this scenario needs the watchgrid binary (it has no wireguard-go stand-in)");
-    };
+    let bin = Impl::required_watchgrid_binary()?;
     let hub = Netns::new("cphub")?;
     let dev = Netns::new("cpdev")?;
     veth(&hub, "vh", &dev, "vd")?;

@@ -3,7 +3,7 @@
 //! got a 2xx must be there. `WATCHGRID_DURABILITY_CYCLES` sets the number of kill cycles
 //! (CI runs a few; `scripts/bench-durability` runs 200).
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use watchgrid_netns_tests::{api_token, scenario, start_serve, unique_name, Impl, Netns, Proc};
@@ -85,9 +85,7 @@ fn acknowledged_writes_survive_sigkill_ours() -> Result<()> {
 }
 
 fn durability() -> Result<()> {
-    let Some(bin) = Impl::Ours.watchgrid_binary() else {
-        bail!("this scenario needs the watchgrid binary");
-    };
+    let bin = Impl::required_watchgrid_binary()?;
     let cycles: u32 = std::env::var("WATCHGRID_DURABILITY_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())

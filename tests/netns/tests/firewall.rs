@@ -83,12 +83,6 @@ fn js(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-fn bin() -> Result<String> {
-    Impl::Ours
-        .watchgrid_binary()
-        .context("this scenario needs the watchgrid binary")
-}
-
 /// An enrolled peer: its device id, VPN addresses (without prefix) and wireguard-go.
 struct Peer {
     id: String,
@@ -160,7 +154,7 @@ fn wan_lan_and_peers_see_exactly_what_the_policy_allows_ours() -> Result<()> {
 }
 
 fn policy_end_to_end() -> Result<()> {
-    let bin = bin()?;
+    let bin = Impl::required_watchgrid_binary()?;
     let hub = Netns::new("fwhub")?;
     let pa = Netns::new("fwpa")?;
     let pb = Netns::new("fwpb")?;
@@ -406,7 +400,7 @@ const FOREIGN: &str = "table inet other {
 ";
 
 fn foreign_table() -> Result<()> {
-    let bin = bin()?;
+    let bin = Impl::required_watchgrid_binary()?;
     let hub = Netns::new("fwown")?;
     let file = hub.write_file("other.nft", FOREIGN)?;
     nft(&hub, &["-f", &file.to_string_lossy()])?;

@@ -6,7 +6,7 @@
 //! accepted; it fails on states (2FA not enrolled) and on integral floats such as
 //! `2.0` for integer fields, which the API deliberately refuses.
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use std::time::Duration;
 use watchgrid_netns_tests::{api_token, run_output, scenario, start_serve, Impl, Netns};
 
@@ -16,9 +16,7 @@ fn schemathesis_finds_no_server_error_or_schema_violation_ours() -> Result<()> {
 }
 
 fn fuzz() -> Result<()> {
-    let Some(bin) = Impl::Ours.watchgrid_binary() else {
-        bail!("this scenario needs the watchgrid binary");
-    };
+    let bin = Impl::required_watchgrid_binary()?;
     let st = std::env::var("WATCHGRID_SCHEMATHESIS")
         .unwrap_or_else(|_| "/opt/watchgrid-schemathesis/bin/schemathesis".into());
     ensure!(

@@ -2,7 +2,7 @@
 //! refused and the internal CA's certificate stays; a good one is served at once
 //! (verified by curl against the operator's CA) and again after a restart.
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{ensure, Result};
 use std::time::Duration;
 use watchgrid_netns_tests::{scenario, start_serve, test_ca_and_leaf, Impl, Netns};
 
@@ -30,9 +30,7 @@ fn uploaded_certificate_chosen_at_setup_is_served_ours() -> Result<()> {
 }
 
 fn upload() -> Result<()> {
-    let Some(bin) = Impl::Ours.watchgrid_binary() else {
-        bail!("this scenario needs the watchgrid binary");
-    };
+    let bin = Impl::required_watchgrid_binary()?;
     let ns = Netns::new("upload")?;
     let dir = ns.dir().to_path_buf();
     let p = |f: &str| dir.join(f).to_string_lossy().into_owned();

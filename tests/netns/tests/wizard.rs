@@ -3,7 +3,7 @@
 //! (QR code, a code computed from the key, recovery codes), with no script on any page.
 //! A screenshot of the last page is saved as a test artifact.
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use std::time::Duration;
 use watchgrid_netns_tests::{scenario, start_serve, Impl, Netns};
 
@@ -76,9 +76,7 @@ fn chromium_completes_the_wizard_and_signs_in_ours() -> Result<()> {
 }
 
 fn wizard() -> Result<()> {
-    let Some(bin) = Impl::Ours.watchgrid_binary() else {
-        bail!("this scenario needs the watchgrid binary");
-    };
+    let bin = Impl::required_watchgrid_binary()?;
     let ns = Netns::new("wiz")?;
     let data = ns.private_dir("data")?;
     let runtime = ns.dir().join("run");

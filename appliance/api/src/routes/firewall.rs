@@ -108,9 +108,14 @@ pub fn default_admin_fence(vpn_v4: IpPrefix, vpn_v6: Option<IpPrefix>) -> Vec<Ip
     fence
 }
 
+/// `--admin-cidrs` was given: the flag decides the fence, the API may not change it.
+fn fence_fixed(state: &AppState) -> bool {
+    !state.config.admin_cidrs.is_empty()
+}
+
 /// The fence a stored policy gives (flags win; see [`crate::ApiConfig`]).
 pub fn fence_for(state: &AppState, policy: &FirewallPolicy) -> Result<Vec<IpPrefix>, ApiError> {
-    if state.config.admin_cidrs_fixed {
+    if fence_fixed(state) {
         return Ok(state.config.admin_cidrs.clone());
     }
     match &policy.admin_cidrs {
@@ -239,8 +244,8 @@ fn view(state: &AppState, policy: &FirewallPolicy) -> FirewallView {
     };
     FirewallView {
         admin_cidrs: state.admin_fence_list(),
-        admin_cidrs_default: policy.admin_cidrs.is_none() && !state.config.admin_cidrs_fixed,
-        admin_cidrs_fixed: state.config.admin_cidrs_fixed,
+        admin_cidrs_default: policy.admin_cidrs.is_none() && !fence_fixed(state),
+        admin_cidrs_fixed: fence_fixed(state),
         egress: policy.egress,
         rules: policy
             .rules
@@ -299,7 +304,7 @@ pub(crate) async fn update(
                 "admin_cidrs: at most {MAX_CIDRS}"
             )));
         }
-        if state.config.admin_cidrs_fixed {
+        if fence_fixed(&state) {
             return Err(ApiError::Conflict(
                 "the admin fence is set with --admin-cidrs (WATCHGRID_ADMIN_CIDRS); change it there"
                     .into(),
