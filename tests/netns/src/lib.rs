@@ -32,13 +32,86 @@ pub use wg::{
 
 use anyhow::{bail, Context, Result};
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Where the release build of the binary under test lives unless `WATCHGRID_BIN` says otherwise.
-pub const DEFAULT_WATCHGRID_BIN: &str =
-    "/work/main/target/x86_64-unknown-linux-gnu/release/watchgrid";
+/// Where the release build of the binary under test lives unless `WATCHGRID_BIN` says otherwise:
+/// the workspace's own static release build.
+pub const DEFAULT_WATCHGRID_BIN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../target/x86_64-unknown-linux-gnu/release/watchgrid"
+);
+
+/// Every program the scenarios run, with the Debian package that provides it.
+const TOOLS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("ss", "iproute2"),
+    ("wg", "wireguard-tools"),
+    ("wireguard-go", "wireguard-go"),
+    ("ping", "iputils-ping"),
+    ("iperf3", "iperf3"),
+    ("nft", "nftables"),
+    ("python3", "python3"),
+    ("timeout", "coreutils"),
+    ("curl", "curl"),
+    ("openssl", "openssl"),
+    ("pebble", "pebble"),
+    ("pebble-challtestsrv", "pebble"),
+    ("promtool", "prometheus"),
+    ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
+];
+
+/// Path of the schemathesis CLI (a PyPI venv that `scripts/setup` creates).
+pub fn schemathesis_path() -> String {
+    std::env::var("WATCHGRID_SCHEMATHESIS")
+        .unwrap_or_else(|_| "/opt/watchgrid-schemathesis/bin/schemathesis".into())
+}
+
+fn on_path(program: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join(program)).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
+    })
+}
+
+/// The programs of [`TOOLS`] (and schemathesis) that are missing, as "program (package)".
+fn missing_tools() -> Vec<String> {
+    let mut missing: Vec<String> = TOOLS
+        .iter()
+        .filter(|(program, _)| !on_path(program))
+        .map(|(program, package)| format!("{program} (Debian package {package})"))
+        .collect();
+    let selenium = Command::new("python3")
+        .args(["-c", "import selenium"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !selenium.is_ok_and(|s| s.success()) {
+        missing.push("python3 selenium (Debian package python3-selenium)".into());
+    }
+    let st = schemathesis_path();
+    if !std::path::Path::new(&st).is_file() {
+        missing.push(format!("{st} (a PyPI venv)"));
+    }
+    missing
+}
+
+/// Panics at once, naming every missing program and the command that installs them all, so a
+/// machine without the tools fails in a second instead of in a string of timeouts.
+pub fn require_tools() {
+    static CHECKED: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let missing = CHECKED.get_or_init(missing_tools);
+    if !missing.is_empty() {
+        panic!(
+            "the netns tests need programs that are not installed:\n  {}\n\
+             install them all with: scripts/setup (as root)",
+            missing.join("\n  ")
+        );
+    }
+}
 
 /// Per-namespace scratch directories (keys, configs, process logs) live below this.
 pub const SCRATCH_ROOT: &str = "/tmp/watchgrid-netns";
@@ -250,12 +323,13 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// Runs a test body: checks for root, then runs `body`. All resources are released by their
+/// Runs a test body: checks for root and the tools, then runs `body`. All resources are released by their
 /// guards when `body` returns; afterwards, on success the scratch directories of the
 /// namespaces it created are removed, on failure every process log in them is printed (tail)
 /// and they are kept for inspection (also kept with `WATCHGRID_NETNS_KEEP=1`).
 pub fn scenario(body: impl FnOnce() -> Result<()>) -> Result<()> {
     require_root();
+    require_tools();
     let result = body();
     let dirs = std::mem::take(&mut *SCRATCH_DIRS.lock().unwrap_or_else(|e| e.into_inner()));
     let keep = std::env::var_os("WATCHGRID_NETNS_KEEP").is_some();

@@ -17,12 +17,7 @@ fn schemathesis_finds_no_server_error_or_schema_violation_ours() -> Result<()> {
 
 fn fuzz() -> Result<()> {
     let bin = Impl::required_watchgrid_binary()?;
-    let st = std::env::var("WATCHGRID_SCHEMATHESIS")
-        .unwrap_or_else(|_| "/opt/watchgrid-schemathesis/bin/schemathesis".into());
-    ensure!(
-        std::path::Path::new(&st).is_file(),
-        "schemathesis not found at {st}: .ci/run installs it (python3 -m venv /opt/watchgrid-schemathesis; pip install 'schemathesis>=4,<5')"
-    );
+    let st = watchgrid_netns_tests::schemathesis_path();
     let ns = Netns::new("st")?;
     let data = ns.private_dir("data")?.to_string_lossy().into_owned();
     let run = ns.dir().join("run").to_string_lossy().into_owned();
