@@ -10,11 +10,12 @@
 //! | setup    | admin fence | answers      | checked (API)  | the setup token            |
 //! | admin    | admin fence | 503          | checked (API)  | session or API token, except signing in |
 //!
-//! Protection is attached with `Router::layer`, not `route_layer`: `layer` also wraps a
-//! route's answer to a method it does not have, so a wrong method and a CORS preflight
-//! (which the Origin check answers itself) get the same protection as the route.
-//! Layers run outermost first in the order the checks happen: the Origin check, then
-//! the fence, then the setup gate, then authentication.
+//! Protection is attached with `Router::layer`, which wraps each route's answer to a
+//! method it does not have as well (so a wrong method and a CORS preflight, which the
+//! Origin check answers itself, get the route's protection) and the router's fallback.
+//! Only the admin API has a fallback of its own; the others' default fallbacks give way
+//! to it when the routers are merged. Layers run outermost first, in the order the
+//! checks happen: the Origin check, the fence, the setup gate, then authentication.
 
 use crate::middleware::{admin_fence, check_origin, setup_gate};
 use crate::routes::{self, devices, enrollment, firewall, pages, session};
@@ -56,14 +57,17 @@ pub(crate) fn admin(state: &AppState) -> Router<AppState> {
         .merge(session::router())
         .merge(enrollment::admin_router())
         .merge(devices::router())
-        .merge(firewall::router());
+        .merge(firewall::router())
+        // `route_layer`: authentication guards these routes only, never the fallback
+        // (an unknown path inside the fence is 404, not 401).
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            crate::auth::require_admin,
+        ));
     let api = Router::new()
         .merge(session::sign_in_router())
         .merge(crate::openapi::router())
-        .merge(signed_in.layer(from_fn_with_state(
-            state.clone(),
-            crate::auth::require_admin,
-        )))
+        .merge(signed_in)
         .fallback(unknown_path);
     let api = origin_checked(fenced(after_setup(api, state), state), state);
     let pages = fenced(after_setup(pages::admin_router(), state), state);

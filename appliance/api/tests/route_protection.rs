@@ -164,8 +164,8 @@ impl App {
     }
 }
 
-/// A request as a same-site client would send it. Bodies are an empty JSON object,
-/// which every handler that reads a body refuses as incomplete.
+/// A request as a same-site client would send it, with an empty JSON object as the
+/// body of the methods that carry one.
 fn request(method: &str, path: &str, headers: &[(header::HeaderName, &str)]) -> Request<Body> {
     let method: Method = method.to_uppercase().parse().expect("method");
     let with_body = matches!(method, Method::POST | Method::PUT | Method::PATCH);
