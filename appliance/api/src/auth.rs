@@ -1,5 +1,5 @@
 //! Admin authentication: argon2id passwords, JWT session cookies with revocation, API
-//! tokens, the admin network fence, and the client-address extractor.
+//! tokens, the layer that requires them, and the client-address extractor.
 
 use crate::error::ApiError;
 use crate::limits::client_ip;
@@ -7,9 +7,11 @@ use crate::secrets::token_hash;
 use crate::state::{unix_now, AppState};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::header;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use jsonwebtoken::{decode, encode, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
@@ -53,7 +55,7 @@ pub async fn verify_password(password: String, stored: Option<String>) -> Result
     .map_err(ApiError::internal)?
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
     pub jti: String,
@@ -125,65 +127,91 @@ impl FromRequestParts<AppState> for ClientIp {
 }
 
 /// An authenticated administrator: a session cookie or an API token.
+#[derive(Clone)]
 pub struct Admin {
     pub username: String,
     /// The session id when authenticated by cookie (for logout).
     pub session: Option<Claims>,
 }
 
+/// The admin [`require_admin`] found, kept in the request for the handler's [`Admin`]
+/// extractor so a request is authenticated once. Private, so that nothing but this
+/// module can vouch for a request.
+#[derive(Clone)]
+struct Authenticated(Admin);
+
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        // The network fence is the admin_fence middleware's, for every admin path.
-        if let Some(bearer) = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-        {
-            // The lookup is by SHA-256 of the token, so timing reveals nothing usable.
-            let token = state
-                .store
-                .api_tokens
-                .get(&token_hash(bearer.trim()))?
-                .ok_or(ApiError::Unauthorized)?;
-            return Ok(Admin {
-                username: token.username,
-                session: None,
-            });
+        if let Some(Authenticated(admin)) = parts.extensions.get::<Authenticated>() {
+            return Ok(admin.clone());
         }
-        let cookie = parts
-            .headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|kv| kv.trim().split_once('='))
-            .find(|(k, _)| *k == SESSION_COOKIE)
-            .map(|(_, v)| v.to_string())
-            .ok_or(ApiError::Unauthorized)?;
-        let claims = decode::<Claims>(
-            &cookie,
-            &DecodingKey::from_secret(jwt_secret(state)?.as_bytes()),
-            &Validation::default(),
-        )
-        .map_err(|_| ApiError::Unauthorized)?
-        .claims;
-        if state.store.revoked_sessions.get(&claims.jti)?.is_some() {
-            return Err(ApiError::Unauthorized);
-        }
-        let admin = state
-            .store
-            .admins
-            .get(&claims.sub)?
-            .ok_or(ApiError::Unauthorized)?;
-        if claims.iat < admin.sessions_valid_after {
-            return Err(ApiError::Unauthorized);
-        }
-        Ok(Admin {
-            username: admin.username,
-            session: Some(claims),
-        })
+        authenticate(&parts.headers, state)
     }
+}
+
+/// Lets through only requests with a valid session cookie or API token: the layer of
+/// the signed-in admin routes, so a handler there is protected even if it never asks
+/// who is calling. The network fence is a separate layer (`middleware::admin_fence`).
+pub async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    match authenticate(&parts.headers, &state) {
+        Ok(admin) => {
+            parts.extensions.insert(Authenticated(admin));
+            next.run(Request::from_parts(parts, body)).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Checks the bearer token, or else the session cookie.
+fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Admin, ApiError> {
+    if let Some(bearer) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        // The lookup is by SHA-256 of the token, so timing reveals nothing usable.
+        let token = state
+            .store
+            .api_tokens
+            .get(&token_hash(bearer.trim()))?
+            .ok_or(ApiError::Unauthorized)?;
+        return Ok(Admin {
+            username: token.username,
+            session: None,
+        });
+    }
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.to_string())
+        .ok_or(ApiError::Unauthorized)?;
+    let claims = decode::<Claims>(
+        &cookie,
+        &DecodingKey::from_secret(jwt_secret(state)?.as_bytes()),
+        &Validation::default(),
+    )
+    .map_err(|_| ApiError::Unauthorized)?
+    .claims;
+    if state.store.revoked_sessions.get(&claims.jti)?.is_some() {
+        return Err(ApiError::Unauthorized);
+    }
+    let admin = state
+        .store
+        .admins
+        .get(&claims.sub)?
+        .ok_or(ApiError::Unauthorized)?;
+    if claims.iat < admin.sessions_valid_after {
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(Admin {
+        username: admin.username,
+        session: Some(claims),
+    })
 }

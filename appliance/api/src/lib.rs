@@ -5,6 +5,7 @@
 //! over TLS, tests call it in-process. Handlers reach the WireGuard hub only through
 //! the [`hub::Hub`] trait (the dataplane's command channel).
 
+mod audience;
 pub mod auth;
 pub mod dto;
 pub mod error;
@@ -27,29 +28,14 @@ use axum::Router;
 /// Request bodies larger than this are refused with 413 before any processing.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// The application: every route with its policies.
+/// The application: one router per audience, each with its protection (see
+/// `audience`), and the request-wide policies around all of them.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .merge(routes::public::router())
-        .merge(routes::setup::router())
-        .merge(routes::session::router())
-        .merge(routes::enrollment::router())
-        .merge(routes::devices::router())
-        .merge(routes::firewall::router())
-        .merge(routes::pages::router())
-        .merge(openapi::router())
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::setup_gate,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::admin_fence,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::cors,
-        ))
+        .merge(audience::public())
+        .merge(audience::agent(&state))
+        .merge(audience::setup(&state))
+        .merge(audience::admin(&state))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::record_metrics,

@@ -1,5 +1,7 @@
-//! Request-wide policy: security headers, CORS (exactly as the seed), the setup gate,
-//! and request metrics.
+//! The policies routers are layered with: request-wide ones (security headers, request
+//! metrics) and the per-audience ones `audience` attaches (the Origin check, the admin
+//! fence, the setup gate). None of them looks at the path: which routes a policy covers
+//! is decided by the router it is attached to.
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -37,30 +39,12 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
     resp
 }
 
-/// Paths agents, CLI clients and registries use: no browser Origin to check.
-fn cors_exempt(path: &str, headers: &HeaderMap) -> bool {
-    const EXEMPT: &[&str] = &[
-        "/api/register",
-        "/api/heartbeat",
-        "/api/commands/",
-        "/api/commandresult",
-        "/api/wg/",
-        "/api/logs/",
-        "/api/registry/",
-        "/v2/",
-        "/registry/",
-        "/downloads/",
-    ];
-    let websocket = headers
+/// WebSocket upgrades check Origin in their own handshake (SPEC §6).
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    // Entries ending in '/' cover a subtree; the others name one exact path.
-    websocket
-        || EXEMPT.iter().any(|p| match p.strip_suffix('/') {
-            Some(dir) => path == dir || path.starts_with(p),
-            None => path == *p,
-        })
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
 /// Same-origin by Host, plus WATCHGRID_ALLOWED_ORIGINS; anything else is 403.
@@ -72,9 +56,11 @@ fn origin_allowed(origin: &str, host: Option<&str>, extra: &[String]) -> bool {
     same_host || extra.iter().any(|o| o.eq_ignore_ascii_case(origin))
 }
 
-pub async fn cors(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_string();
-    if !path.starts_with("/api/") || cors_exempt(&path, req.headers()) {
+/// CORS for the browser-facing JSON APIs (SPEC §6, exactly as the seed): a request with
+/// a foreign Origin is 403, preflights are answered here. Requests without an Origin are
+/// not cross-site browser requests and pass.
+pub async fn check_origin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if is_websocket_upgrade(req.headers()) {
         return next.run(req).await;
     }
     let Some(origin) = req
@@ -128,17 +114,8 @@ pub async fn cors(State(state): State<AppState>, req: Request, next: Next) -> Re
     resp
 }
 
-/// Until setup completes only the wizard, /healthz and the CA download answer (SPEC §4).
+/// Answers 503 until setup completes (SPEC §4).
 pub async fn setup_gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    let always = path == "/healthz"
-        || path == "/api/setup"
-        || path == "/setup"
-        || path == "/static/app.css"
-        || path.starts_with("/downloads/");
-    if always {
-        return next.run(req).await;
-    }
     match state.setup_done() {
         Ok(true) => next.run(req).await,
         Ok(false) => ApiError::SetupRequired.into_response(),
@@ -149,25 +126,9 @@ pub async fn setup_gate(State(state): State<AppState>, req: Request, next: Next)
 /// What a client outside the admin fence is told.
 pub const FENCED: &str = "Forbidden: the admin interface does not answer this network";
 
-/// Paths that answer every network: agents and devices enroll and check in from
-/// anywhere; the CA certificate and health are public. Everything else (the setup
-/// wizard, admin pages, admin API, API docs) is the admin surface.
-fn outside_fence(path: &str) -> bool {
-    path == "/healthz"
-        || path.starts_with("/downloads/")
-        || matches!(
-            path,
-            "/api/register" | "/api/heartbeat" | "/api/commandresult" | "/api/wg/config"
-        )
-        || path.starts_with("/api/commands/")
-        || path.starts_with("/api/logs/")
-}
-
-/// The admin fence (seed security model: credentials *and* network location).
+/// The admin fence (seed security model: credentials *and* network location): only
+/// clients in the fence in force reach what this wraps.
 pub async fn admin_fence(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if outside_fence(req.uri().path()) {
-        return next.run(req).await;
-    }
     let (mut parts, body) = req.into_parts();
     let ip = match crate::auth::ClientIp::from_request_parts(&mut parts, &state).await {
         Ok(crate::auth::ClientIp(ip)) => ip,
@@ -244,12 +205,12 @@ mod tests {
     }
 
     #[test]
-    fn agent_paths_are_exempt() {
-        let h = HeaderMap::new();
-        assert!(cors_exempt("/api/register", &h));
-        assert!(cors_exempt("/api/commands/", &h));
-        assert!(cors_exempt("/api/logs/ship", &h));
-        assert!(!cors_exempt("/api/devices", &h));
-        assert!(!cors_exempt("/api/registerx", &h));
+    fn only_websocket_upgrades_skip_the_origin_check() {
+        let mut h = HeaderMap::new();
+        assert!(!is_websocket_upgrade(&h));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        assert!(!is_websocket_upgrade(&h));
+        h.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
+        assert!(is_websocket_upgrade(&h));
     }
 }

@@ -21,10 +21,14 @@ use watchgrid_store::{EnrollmentToken, Redemption, SETTINGS_KEY};
 /// Ten years: longer-lived tokens should simply not expire.
 const MAX_TOKEN_LIFETIME: u64 = 315_360_000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/enrollment-tokens", post(create).get(list))
-        .route("/api/register", post(register))
+/// Enrollment tokens, for signed-in admins.
+pub fn admin_router() -> Router<AppState> {
+    Router::new().route("/api/enrollment-tokens", post(create).get(list))
+}
+
+/// Registration, for devices and agents (they authenticate with the token they redeem).
+pub fn agent_router() -> Router<AppState> {
+    Router::new().route("/api/register", post(register))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

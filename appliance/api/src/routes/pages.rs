@@ -10,12 +10,18 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 
-pub fn router() -> Router<AppState> {
+/// The wizard and the stylesheet every page uses (the wizard's needs before setup).
+pub fn wizard_router() -> Router<AppState> {
     Router::new()
         .route("/setup", get(setup_page))
+        .route("/static/app.css", get(css))
+}
+
+/// The sign-in page and the dashboard (which sends visitors without a session to it).
+pub fn admin_router() -> Router<AppState> {
+    Router::new()
         .route("/login", get(login_page))
         .route("/", get(dashboard))
-        .route("/static/app.css", get(css))
 }
 
 const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#1b1f24}\

@@ -20,9 +20,14 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use watchgrid_store::{AdminUser, ApiToken, RevokedSession};
 
+/// Signing in, which needs no session yet.
+pub fn sign_in_router() -> Router<AppState> {
+    Router::new().route("/api/auth/login", post(login))
+}
+
+/// Everything else, for signed-in admins.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/auth/login", post(login))
         .route("/api/auth/logout", post(logout))
         .route("/api/auth/me", get(me))
         .route("/api/tokens", post(create_token))
