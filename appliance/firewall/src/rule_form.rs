@@ -7,7 +7,7 @@
 use crate::policy::{PortRange, Protocol, Rule, Target};
 use std::fmt;
 use std::str::FromStr;
-use watchgrid_core::{IpPrefix, PrefixError};
+use watchgrid_core::PrefixError;
 
 /// A forward rule as written: `to_group` or `to_cidr` (exactly one), `protocol`, and
 /// ports or ranges as strings (`"22"`, `"9000-9100"`; empty means all ports).
