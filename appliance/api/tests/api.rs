@@ -1176,6 +1176,21 @@ async fn invalid_firewall_policies_are_refused_and_change_nothing() {
             r.text
         );
     }
+    // The messages say which rule and what is wrong with it.
+    for (body, message) in [
+        (&bad[4], "rules[0]: protocol: tcp, udp, icmp or any"),
+        (
+            &bad[5],
+            "rules[0]: ports: \"0\" is not a port (1-65535) or range (A-B)",
+        ),
+        (
+            &bad[2],
+            "rules[0]: give exactly one of to_group and to_cidr",
+        ),
+    ] {
+        let r = a.call(bearer(put("/api/firewall", body), &token)).await;
+        assert_eq!(r.json["error"], message, "{body}");
+    }
     assert_eq!(applies(&fw), 0);
     let shown = a.call(bearer(get("/api/firewall"), &token)).await;
     assert_eq!(shown.status, StatusCode::OK);
