@@ -63,7 +63,7 @@ pub struct Claims {
     pub exp: u64,
 }
 
-fn jwt_secret(state: &AppState) -> Result<String, ApiError> {
+fn jwt_secret(state: &AppState) -> Result<watchgrid_store::Sensitive<String>, ApiError> {
     if let Some(s) = &state.config.jwt_secret {
         return Ok(s.clone());
     }
@@ -87,7 +87,7 @@ pub fn issue_session(state: &AppState, username: &str) -> Result<(String, String
     let token = encode(
         &Header::default(),
         &claims,
-        &EncodingKey::from_secret(jwt_secret(state)?.as_bytes()),
+        &EncodingKey::from_secret(jwt_secret(state)?.expose().as_bytes()),
     )
     .map_err(ApiError::internal)?;
     let cookie = format!(
@@ -194,7 +194,7 @@ fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Admin, ApiError
         .ok_or(ApiError::Unauthorized)?;
     let claims = decode::<Claims>(
         &cookie,
-        &DecodingKey::from_secret(jwt_secret(state)?.as_bytes()),
+        &DecodingKey::from_secret(jwt_secret(state)?.expose().as_bytes()),
         &Validation::default(),
     )
     .map_err(|_| ApiError::Unauthorized)?

@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 use utoipa::ToSchema;
+use watchgrid_core::PublicKey;
+use watchgrid_store::Sensitive;
 
 /// Every error: `{"error": "..."}`.
 #[derive(Serialize, ToSchema)]
@@ -48,7 +50,8 @@ pub struct ApiTokenCreated {
 #[derive(Serialize, ToSchema)]
 pub struct TotpSetup {
     /// Base32 secret for manual entry.
-    pub secret: String,
+    #[schema(value_type = String)]
+    pub secret: Sensitive<String>,
     pub otpauth_url: String,
     /// The otpauth URL as an SVG QR code.
     pub qr_svg: String,
@@ -90,16 +93,20 @@ pub struct EnrollmentTokenList {
 pub struct Registration {
     pub device_id: String,
     /// The agent's credential, shown once.
-    pub agent_key: String,
+    #[schema(value_type = String)]
+    pub agent_key: Sensitive<String>,
     /// Interface address with the VPN prefix, e.g. `10.100.0.2/16`.
     pub address: String,
     /// IPv6 interface address in the VPN's /64, e.g. `fd12:3456:789a:bcde::2/64`.
     pub address_v6: Option<String>,
-    pub hub_public_key: String,
+    /// The hub's WireGuard public key, base64.
+    #[schema(value_type = String)]
+    pub hub_public_key: PublicKey,
     /// `host:port` to dial.
     pub endpoint: String,
-    /// What to route through the tunnel (comma separated), e.g. `10.100.0.0/16, fd12:3456:789a:bcde::/64`.
-    pub allowed_ips: String,
+    /// What to route through the tunnel, one CIDR per item, e.g.
+    /// `["10.100.0.0/16", "fd12:3456:789a:bcde::/64"]`.
+    pub allowed_ips: Vec<String>,
     pub persistent_keepalive: u16,
 }
 
@@ -107,7 +114,9 @@ pub struct Registration {
 pub struct DeviceView {
     pub id: String,
     pub name: String,
-    pub public_key: String,
+    /// WireGuard public key, base64.
+    #[schema(value_type = String)]
+    pub public_key: PublicKey,
     pub address: String,
     pub address_v6: Option<String>,
     pub enabled: bool,
@@ -122,7 +131,7 @@ impl From<&watchgrid_store::Device> for DeviceView {
         DeviceView {
             id: d.id.clone(),
             name: d.name.clone(),
-            public_key: d.public_key.clone(),
+            public_key: d.public_key,
             address: d.address_v4.to_string(),
             address_v6: d.address_v6.map(|a| a.to_string()),
             enabled: d.enabled,
@@ -138,7 +147,8 @@ impl From<&watchgrid_store::Device> for DeviceView {
 pub struct DeviceCreated {
     pub device: DeviceView,
     /// Only when the server generated the key pair; shown once, never stored.
-    pub private_key: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub private_key: Option<Sensitive<String>>,
     /// A complete wg-quick configuration.
     pub config: String,
     /// The configuration as an SVG QR code (for phone apps).

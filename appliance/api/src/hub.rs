@@ -17,8 +17,8 @@ pub trait TlsSwitch: Send + Sync + 'static {
 }
 
 pub trait Hub: Send + Sync + 'static {
-    /// The hub's WireGuard public key, base64.
-    fn public_key(&self) -> String;
+    /// The hub's WireGuard public key.
+    fn public_key(&self) -> PublicKey;
     /// Adds or replaces a peer; resolves once the dataplane has applied it.
     fn set_peer(&self, key: PublicKey, allowed_ips: Vec<IpPrefix>) -> HubFuture;
     /// Removes a peer (no error if it is absent).

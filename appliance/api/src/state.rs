@@ -20,7 +20,7 @@ pub struct ApiConfig {
     /// empty, the fence comes from the policy (see `routes::firewall::refresh_fence`).
     pub admin_cidrs: Vec<IpPrefix>,
     /// JWT_SECRET, if the operator provides one (at least 32 characters).
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<watchgrid_store::Sensitive<String>>,
     /// The VPN's IPv4 subnet and the hub's address in it.
     pub vpn_subnet: Ipv4Addr,
     pub vpn_prefix: u8,
@@ -147,4 +147,20 @@ pub fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_of_the_config_hides_the_jwt_secret() {
+        let config = super::ApiConfig {
+            jwt_secret: Some(watchgrid_store::Sensitive::new(
+                "jwt-secret-jwt-secret-jwt-secret-0123".into(),
+            )),
+            ..super::ApiConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("jwt-secret"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+    }
 }

@@ -21,8 +21,8 @@ struct FakeHub {
 }
 
 impl Hub for FakeHub {
-    fn public_key(&self) -> String {
-        "HUBKEYHUBKEYHUBKEYHUBKEYHUBKEYHUBKEYHUBKEY=".into()
+    fn public_key(&self) -> PublicKey {
+        PublicKey([0x1d; 32])
     }
     fn set_peer(&self, key: PublicKey, allowed: Vec<IpPrefix>) -> HubFuture {
         if let Ok(mut p) = self.peers.lock() {
@@ -468,10 +468,11 @@ async fn registration_response_and_device_lifecycle_reach_the_hub() {
     let r = a.call(post("/api/register", &body)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json["address"], "10.100.0.2/16");
-    assert_eq!(r.json["allowed_ips"], "10.100.0.0/16");
+    assert_eq!(r.json["allowed_ips"], serde_json::json!(["10.100.0.0/16"]));
     assert_eq!(r.json["endpoint"], "vpn.example.com:51820");
     assert_eq!(r.json["persistent_keepalive"], 25);
     assert_eq!(r.json["agent_key"].as_str().map(str::len), Some(43));
+    assert_eq!(r.json["hub_public_key"], wg_key(0x1d));
     let id = r.json["device_id"].as_str().expect("id").to_string();
     assert_eq!(a.hub.peer_count(), 1);
     let peers = a.hub.peers.lock().expect("lock").clone();
@@ -558,14 +559,12 @@ async fn passwords_are_argon2id_with_the_spec_floor() {
         .get("admin")
         .expect("get")
         .expect("admin");
+    let hash = admin.password_hash.expose();
     assert!(
-        admin
-            .password_hash
-            .starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
-        "{}",
-        admin.password_hash
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
     );
-    assert!(!admin.password_hash.contains(PASSWORD));
+    assert!(!hash.contains(PASSWORD));
 }
 
 #[tokio::test]
@@ -882,7 +881,7 @@ async fn devices_get_ipv6_addresses_in_the_vpn_ula() {
     assert_eq!(r.json["address_v6"], "fd01:203:405:607::2/64");
     assert_eq!(
         r.json["allowed_ips"],
-        "10.100.0.0/16, fd01:203:405:607::/64"
+        serde_json::json!(["10.100.0.0/16", "fd01:203:405:607::/64"])
     );
     let peers = a.hub.peers.lock().expect("lock").clone();
     let want: Vec<IpPrefix> = vec![
@@ -890,6 +889,23 @@ async fn devices_get_ipv6_addresses_in_the_vpn_ula() {
         "fd01:203:405:607::2/128".parse().expect("p"),
     ];
     assert_eq!(peers[0].1, want);
+    // The wg-quick file keeps wg-quick's own list syntax.
+    let r = a
+        .call(bearer(
+            post("/api/devices", &serde_json::json!({"name": "phone"})),
+            &admin,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let config = r.json["config"].as_str().expect("config");
+    assert!(
+        config.contains("\nAllowedIPs = 10.100.0.0/16, fd01:203:405:607::/64\n"),
+        "{config}"
+    );
+    assert_eq!(
+        r.json["device"]["public_key"].as_str().map(str::len),
+        Some(44)
+    );
 }
 
 #[tokio::test]
@@ -989,7 +1005,7 @@ async fn setup_can_choose_the_vpn_subnet_and_the_hub_moves_into_it() {
     let reg = serde_json::json!({"token": token, "public_key": wg_key(11), "hostname": "n"});
     let r = a.call(post("/api/register", &reg)).await;
     assert_eq!(r.json["address"], "10.50.0.2/24", "{}", r.text);
-    assert_eq!(r.json["allowed_ips"], "10.50.0.0/24");
+    assert_eq!(r.json["allowed_ips"], serde_json::json!(["10.50.0.0/24"]));
 }
 
 #[derive(Default)]
@@ -1159,6 +1175,21 @@ async fn invalid_firewall_policies_are_refused_and_change_nothing() {
             "{body}: {}",
             r.text
         );
+    }
+    // The messages say which rule and what is wrong with it.
+    for (body, message) in [
+        (&bad[4], "rules[0]: protocol: tcp, udp, icmp or any"),
+        (
+            &bad[5],
+            "rules[0]: ports: \"0\" is not a port (1-65535) or range (A-B)",
+        ),
+        (
+            &bad[2],
+            "rules[0]: give exactly one of to_group and to_cidr",
+        ),
+    ] {
+        let r = a.call(bearer(put("/api/firewall", body), &token)).await;
+        assert_eq!(r.json["error"], message, "{body}");
     }
     assert_eq!(applies(&fw), 0);
     let shown = a.call(bearer(get("/api/firewall"), &token)).await;

@@ -23,4 +23,4 @@ mod source_limit;
 
 pub use allowed_ips::{AllowedIps, IpPrefix, PrefixError};
 pub use engine::{DropCounters, Engine, EngineError, Output, PeerStatus, PeerUpdate, TICK};
-pub use keys::{PublicKey, Secret};
+pub use keys::{KeyError, PublicKey, Secret};

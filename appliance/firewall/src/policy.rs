@@ -18,8 +18,9 @@ pub struct Node {
     pub vpn_v6: Option<IpPrefix>,
 }
 
-/// Layer-4 protocol a forward rule allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Layer-4 protocol a forward rule allows; written `tcp`, `udp`, `icmp` or `any`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Any,
     Tcp,
@@ -27,8 +28,10 @@ pub enum Protocol {
     Icmp,
 }
 
-/// An inclusive port range; a single port has `first == last`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An inclusive port range; a single port has `first == last`. Written `22` or
+/// `9000-9100`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct PortRange {
     pub first: u16,
     pub last: u16,
@@ -44,7 +47,12 @@ pub enum Target {
 }
 
 /// Devices in `from_group` may open connections to `to` (with `protocol` and `ports`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serde uses the written form ([`crate::RuleSpec`]: `from_group`, `to_group` or
+/// `to_cidr`, `protocol`, `ports` as strings), and reading checks it: a rule that does
+/// not parse is an error that names the rule, never a rule silently dropped.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "crate::RuleSpec", into = "crate::RuleSpec")]
 pub struct Rule {
     pub from_group: String,
     pub to: Target,

@@ -1,7 +1,8 @@
 //! The stored entities and the operations that must be atomic on them.
 
-use crate::{Result, Store};
+use crate::{Result, Sensitive, Store};
 use serde::{Deserialize, Serialize};
+use watchgrid_core::PublicKey;
 
 /// A device on the VPN (agent or plain WireGuard device).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -9,8 +10,8 @@ use serde::{Deserialize, Serialize};
 pub struct Device {
     pub id: String,
     pub name: String,
-    /// Base64 WireGuard public key.
-    pub public_key: String,
+    /// Stored as wg(8)'s base64 string.
+    pub public_key: PublicKey,
     pub address_v4: std::net::Ipv4Addr,
     /// In the VPN's IPv6 /64: the same host number as the IPv4 address, so the pair
     /// is collision-free whenever the IPv4 address is.
@@ -28,6 +29,18 @@ pub struct Device {
     /// Groups (tags) the firewall's forward rules refer to.
     #[serde(default)]
     pub groups: Vec<String>,
+}
+
+impl Device {
+    /// True once the expiry time (if any) has passed.
+    pub fn is_expired(&self, now: u64) -> bool {
+        self.expires_at.is_some_and(|e| now >= e)
+    }
+
+    /// Enabled and not expired: the device is a hub peer and a firewall member.
+    pub fn is_active(&self, now: u64) -> bool {
+        self.enabled && !self.is_expired(now)
+    }
 }
 
 /// An enrollment token. Only a hash of the token is stored.
@@ -62,7 +75,7 @@ pub struct Settings {
     pub vpn_subnet_v4: std::net::Ipv4Addr,
     pub vpn_prefix_v4: u8,
     /// Hex HMAC key for session JWTs (JWT_SECRET).
-    pub jwt_secret: String,
+    pub jwt_secret: Sensitive<String>,
     pub setup_completed_at: u64,
     /// The TLS mode chosen in the wizard.
     #[serde(default)]
@@ -90,16 +103,16 @@ pub enum TlsChoice {
 #[serde(deny_unknown_fields)]
 pub struct AdminUser {
     pub username: String,
-    pub password_hash: String,
+    pub password_hash: Sensitive<String>,
     /// Sessions issued before this time are void (set on password change).
     pub sessions_valid_after: u64,
     pub created_at: u64,
     /// Base32 TOTP secret once 2FA is enabled.
     #[serde(default)]
-    pub totp_secret: Option<String>,
+    pub totp_secret: Option<Sensitive<String>>,
     /// A secret shown for enrolment, not yet confirmed with a code.
     #[serde(default)]
-    pub totp_pending: Option<String>,
+    pub totp_pending: Option<Sensitive<String>>,
     /// The last TOTP time step accepted: a code is usable once (SPEC §6).
     #[serde(default)]
     pub totp_last_step: u64,
@@ -262,23 +275,8 @@ pub struct FirewallPolicy {
     /// Peers may reach networks behind the hub, masqueraded as the hub.
     #[serde(default)]
     pub egress: bool,
-    /// Forward rules between groups; without any, peers reach the hub only.
+    /// Forward rules between groups; without any, peers reach the hub only. Stored in
+    /// their written form (see [`watchgrid_firewall::RuleSpec`]), checked when read.
     #[serde(default)]
-    pub rules: Vec<ForwardRule>,
-}
-
-/// Devices in `from_group` may open connections to `to_group` or `to_cidr`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ForwardRule {
-    pub from_group: String,
-    #[serde(default)]
-    pub to_group: Option<String>,
-    #[serde(default)]
-    pub to_cidr: Option<String>,
-    /// `tcp`, `udp`, `icmp` or `any`.
-    pub protocol: String,
-    /// Ports or ranges (`"8080"`, `"9000-9100"`); empty means all ports.
-    #[serde(default)]
-    pub ports: Vec<String>,
+    pub rules: Vec<watchgrid_firewall::Rule>,
 }

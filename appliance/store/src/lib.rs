@@ -11,13 +11,15 @@
 
 mod entities;
 mod migrate;
+mod sensitive;
 mod table;
 
 pub use entities::{
-    AdminUser, ApiToken, AuditEntry, Device, EnrollmentToken, FirewallPolicy, ForwardRule, Network,
-    Redemption, RevokedSession, Settings, TlsChoice,
+    AdminUser, ApiToken, AuditEntry, Device, EnrollmentToken, FirewallPolicy, Network, Redemption,
+    RevokedSession, Settings, TlsChoice,
 };
 pub use migrate::{Migration, MIGRATIONS};
+pub use sensitive::Sensitive;
 pub use table::Table;
 
 use std::fs::{self, File, OpenOptions};
@@ -143,6 +145,12 @@ impl Store {
     /// Bytes the database takes on disk.
     pub fn size_on_disk(&self) -> Result<u64> {
         Ok(self.db.size_on_disk()?)
+    }
+
+    /// The firewall policy, or the default when none was stored. A stored rule that
+    /// no longer parses is a [`StoreError::Corrupt`] naming the rule.
+    pub fn firewall_policy(&self) -> Result<FirewallPolicy> {
+        Ok(self.firewall.get(FIREWALL_KEY)?.unwrap_or_default())
     }
 
     /// A fresh, strictly increasing id (survives restarts).

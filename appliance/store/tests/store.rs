@@ -14,7 +14,7 @@ fn device(id: &str) -> Device {
     Device {
         id: id.to_string(),
         name: format!("host-{id}"),
-        public_key: "k".repeat(44),
+        public_key: watchgrid_core::PublicKey([7; 32]),
         address_v4: std::net::Ipv4Addr::UNSPECIFIED,
         address_v6: None,
         enabled: true,

@@ -75,7 +75,7 @@ fn reset_password(dir: &std::path::Path, username: &str) -> anyhow::Result<()> {
     store.admins.put(
         username,
         &AdminUser {
-            password_hash: hash,
+            password_hash: hash.into(),
             // Every session issued so far stops working.
             sessions_valid_after: now + 1,
             ..admin

@@ -41,8 +41,8 @@ pub fn load_or_create_key(path: &Path) -> anyhow::Result<Secret> {
         check_private(path)?;
         let text =
             fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let key = wgconf::decode_key(&text).with_context(|| format!("{}", path.display()))?;
-        return Ok(Secret(key));
+        let key = Secret::from_base64(&text).with_context(|| format!("{}", path.display()))?;
+        return Ok(key);
     }
     let key = Secret::generate_private();
     let mut f = fs::OpenOptions::new()
@@ -51,8 +51,7 @@ pub fn load_or_create_key(path: &Path) -> anyhow::Result<Secret> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
-    writeln!(f, "{}", wgconf::encode_key(&key.0))
-        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(f, "{}", key.to_base64()).with_context(|| format!("writing {}", path.display()))?;
     f.sync_all()
         .with_context(|| format!("syncing {}", path.display()))?;
     Ok(key)

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use watchgrid_api::hub::{Firewall, FirewallStatus, HubFuture};
 use watchgrid_core::IpPrefix;
-use watchgrid_firewall::{Member, Node, Policy, PortRange, Protocol, Rule, Target};
-use watchgrid_store::{Store, FIREWALL_KEY, SETTINGS_KEY};
+use watchgrid_firewall::{Member, Node, Policy};
+use watchgrid_store::{Store, SETTINGS_KEY};
 
 pub struct NftFirewall {
     pub store: Arc<Store>,
@@ -80,23 +80,8 @@ impl NftFirewall {
         if let Some(n) = self.store.network().map_err(store_err)? {
             node.vpn_v6 = IpPrefix::new(IpAddr::V6(n.ula_prefix), 64).ok();
         }
-        let stored = self
-            .store
-            .firewall
-            .get(FIREWALL_KEY)
-            .map_err(store_err)?
-            .unwrap_or_default();
-        let rules = stored
-            .rules
-            .iter()
-            .filter_map(|r| {
-                let rule = convert_rule(r);
-                if rule.is_none() {
-                    tracing::warn!(from = %r.from_group, "skipping a stored rule that no longer parses");
-                }
-                rule
-            })
-            .collect();
+        // Rules are parsed when read: one that does not parse fails the apply, naming it.
+        let stored = self.store.firewall_policy().map_err(store_err)?;
         let now = watchgrid_api::state::unix_now();
         let members = self
             .store
@@ -104,7 +89,7 @@ impl NftFirewall {
             .list()
             .map_err(store_err)?
             .into_iter()
-            .filter(|d| d.enabled && d.expires_at.is_none_or(|e| now < e))
+            .filter(|d| d.is_active(now))
             .filter(|d| !d.groups.is_empty())
             .map(|d| Member {
                 addresses: std::iter::once(IpAddr::V4(d.address_v4))
@@ -117,41 +102,11 @@ impl NftFirewall {
             node,
             Policy {
                 egress: stored.egress,
-                rules,
+                rules: stored.rules,
             },
             members,
         ))
     }
-}
-
-/// A stored rule (validated by the API when it was stored) as the renderer's type.
-fn convert_rule(r: &watchgrid_store::ForwardRule) -> Option<Rule> {
-    let to = match (&r.to_group, &r.to_cidr) {
-        (Some(g), None) => Target::Group(g.clone()),
-        (None, Some(c)) => Target::Cidr(c.parse().ok()?),
-        _ => return None,
-    };
-    let protocol = match r.protocol.as_str() {
-        "tcp" => Protocol::Tcp,
-        "udp" => Protocol::Udp,
-        "icmp" => Protocol::Icmp,
-        "any" => Protocol::Any,
-        _ => return None,
-    };
-    let ports = r
-        .ports
-        .iter()
-        .map(|p| {
-            watchgrid_api::routes::firewall::port_range(p)
-                .map(|(first, last)| PortRange { first, last })
-        })
-        .collect::<Option<Vec<_>>>()?;
-    Some(Rule {
-        from_group: r.from_group.clone(),
-        to,
-        protocol,
-        ports,
-    })
 }
 
 /// The handle the API holds.

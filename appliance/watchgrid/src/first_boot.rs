@@ -8,14 +8,14 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use watchgrid_api::ApiConfig;
-use watchgrid_store::Store;
+use watchgrid_store::{Sensitive, Store};
 
 /// Headless provisioning from the environment (SPEC §3).
 pub struct Provisioning {
     pub admin_username: String,
-    pub admin_password: Option<String>,
+    pub admin_password: Option<Sensitive<String>>,
     pub endpoint: Option<String>,
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Sensitive<String>>,
     pub frontend_host: Option<String>,
     pub acme_email: Option<String>,
 }
@@ -23,13 +23,13 @@ pub struct Provisioning {
 impl Provisioning {
     pub fn from_env() -> anyhow::Result<Provisioning> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let jwt_secret = var("JWT_SECRET");
-        if jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
+        let jwt_secret = var("JWT_SECRET").map(Sensitive::new);
+        if jwt_secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
             bail!("JWT_SECRET must be at least 32 characters (try: openssl rand -hex 32)");
         }
         Ok(Provisioning {
             admin_username: var("ADMIN_USERNAME").unwrap_or_else(|| "admin".into()),
-            admin_password: var("ADMIN_PASSWORD"),
+            admin_password: var("ADMIN_PASSWORD").map(Sensitive::new),
             endpoint: var("WG_SERVER_ENDPOINT"),
             jwt_secret,
             frontend_host: var("FRONTEND_HOST"),
@@ -57,9 +57,9 @@ pub async fn first_boot(
         watchgrid_api::routes::setup::provision(
             store,
             &p.admin_username,
-            password,
+            password.expose(),
             endpoint,
-            p.jwt_secret.as_deref(),
+            p.jwt_secret.as_ref().map(|s| s.expose().as_str()),
             (config.vpn_subnet, config.vpn_prefix),
             match &p.frontend_host {
                 Some(domain) => watchgrid_store::TlsChoice::Acme {

@@ -11,7 +11,7 @@ use watchgrid_core::{IpPrefix, PeerUpdate, PublicKey};
 
 pub struct DataplaneHub {
     pub commands: mpsc::Sender<Command>,
-    pub public_key: String,
+    pub public_key: PublicKey,
     /// Kept current by the dataplane after every change.
     pub peers: Arc<AtomicUsize>,
 }
@@ -37,8 +37,8 @@ impl DataplaneHub {
 }
 
 impl Hub for DataplaneHub {
-    fn public_key(&self) -> String {
-        self.public_key.clone()
+    fn public_key(&self) -> PublicKey {
+        self.public_key
     }
 
     fn set_peer(&self, key: PublicKey, allowed_ips: Vec<IpPrefix>) -> HubFuture {

@@ -9,7 +9,6 @@ use crate::first_boot::{first_boot, print_banner, Banner, Provisioning};
 use crate::hub_control::DataplaneHub;
 use crate::uapi::protocol::PeerChange;
 use crate::uapi::server::UapiSocket;
-use crate::wgconf;
 use anyhow::{bail, Context};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -191,6 +190,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     prepare_data_dir(&args.data_dir)?;
     let store = Arc::new(Store::open(&args.data_dir).context("opening the store")?);
+    // A stored forward rule that does not parse stops the start, naming the rule: a
+    // firewall silently missing a rule is worse than one that does not start.
+    store
+        .firewall_policy()
+        .context("reading the stored firewall policy")?;
     // After setup, the VPN subnet chosen there decides the hub's IPv4 address.
     if let Some(settings) = store.settings.get(watchgrid_store::SETTINGS_KEY)? {
         let hub = std::net::Ipv4Addr::from(u32::from(settings.vpn_subnet_v4) | 1);
@@ -223,7 +227,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         addresses.push((IpAddr::V6(hub_v6), 64));
     }
     let key = load_or_create_key(&args.data_dir.join(KEY_FILE))?;
-    let hub_public = wgconf::encode_key(&key.public_key().0);
+    let hub_public = key.public_key();
     let mut wg_config = read_peers(&args.data_dir.join(PEERS_FILE))?;
     wg_config.private_key = Some(Some(key.clone()));
     wg_config.listen_port = None;
@@ -292,7 +296,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let (tx, rx) = mpsc::channel::<Command>(64);
         let hub = Arc::new(DataplaneHub {
             commands: tx.clone(),
-            public_key: hub_public.clone(),
+            public_key: hub_public,
             peers: dataplane.peer_gauge(),
         });
 
@@ -438,10 +442,10 @@ fn save_endpoints(store: &Store, endpoints: &[(PublicKey, SocketAddr)]) {
             return;
         }
     };
-    let by_key: std::collections::HashMap<String, String> =
+    let by_key: std::collections::HashMap<PublicKey, String> =
         devices.into_iter().map(|d| (d.public_key, d.id)).collect();
     for (key, ep) in endpoints {
-        let Some(id) = by_key.get(&wgconf::encode_key(&key.0)) else {
+        let Some(id) = by_key.get(key) else {
             continue;
         };
         let saved = store.devices.update(id, |cur| {
@@ -461,12 +465,11 @@ fn device_peers(store: &Store) -> anyhow::Result<Vec<PeerChange>> {
     let now = watchgrid_api::state::unix_now();
     let mut out = Vec::new();
     for d in store.devices.list().context("reading devices")? {
-        if !d.enabled || d.expires_at.is_some_and(|e| now >= e) {
+        if !d.is_active(now) {
             continue;
         }
-        let key = wgconf::decode_key(&d.public_key).with_context(|| format!("device {}", d.id))?;
         out.push(PeerChange {
-            public_key: PublicKey(key),
+            public_key: d.public_key,
             remove: false,
             update_only: false,
             update: PeerUpdate {

@@ -5,22 +5,7 @@
 
 use crate::uapi::protocol::{PeerChange, SetRequest};
 use anyhow::{anyhow, bail, Context};
-use base64::Engine as _;
 use watchgrid_core::{IpPrefix, PeerUpdate, PublicKey, Secret};
-
-/// Decodes a base64 WireGuard key.
-pub fn decode_key(s: &str) -> anyhow::Result<[u8; 32]> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(s.trim())
-        .map_err(|_| anyhow!("not a base64 WireGuard key"))?;
-    bytes
-        .try_into()
-        .map_err(|_| anyhow!("a WireGuard key is 32 bytes"))
-}
-
-pub fn encode_key(k: &[u8; 32]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(k)
-}
 
 /// Parses a whole configuration; the request replaces all peers.
 pub fn parse(text: &str) -> anyhow::Result<SetRequest> {
@@ -58,7 +43,7 @@ pub fn parse(text: &str) -> anyhow::Result<SetRequest> {
         let at = || format!("line {lineno}: {key}");
         match (section, key.to_ascii_lowercase().as_str()) {
             ("interface", "privatekey") => {
-                req.private_key = Some(Some(Secret(decode_key(value).with_context(at)?)))
+                req.private_key = Some(Some(Secret::from_base64(value).with_context(at)?))
             }
             ("interface", "listenport") => {
                 req.listen_port = Some(value.parse().map_err(|_| anyhow!("{}: not a port", at()))?)
@@ -92,8 +77,8 @@ pub fn parse(text: &str) -> anyhow::Result<SetRequest> {
 
 fn parse_peer_key(peer: &mut PeerChange, key: &str, value: &str) -> anyhow::Result<()> {
     match key {
-        "publickey" => peer.public_key = PublicKey(decode_key(value)?),
-        "presharedkey" => peer.update.preshared_key = Some(Some(Secret(decode_key(value)?))),
+        "publickey" => peer.public_key = value.parse()?,
+        "presharedkey" => peer.update.preshared_key = Some(Some(Secret::from_base64(value)?)),
         "allowedips" => {
             for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 let prefix: IpPrefix = item.parse()?;
@@ -139,7 +124,7 @@ mod tests {
         assert_eq!(req.listen_port, Some(51820));
         assert_eq!(req.peers.len(), 1);
         let p = &req.peers[0];
-        assert_eq!(encode_key(&p.public_key.0), PEER);
+        assert_eq!(p.public_key.to_string(), PEER);
         assert_eq!(p.update.allowed_ips.len(), 2);
         assert_eq!(p.update.persistent_keepalive, Some(25));
     }

@@ -89,7 +89,7 @@ fn reset_password_replaces_the_hash_and_refuses_weak_input() {
     let verify = |p: &str| {
         rt.block_on(watchgrid_api::auth::verify_password(
             p.into(),
-            Some(a.password_hash.clone()),
+            Some(a.password_hash.expose().clone()),
         ))
         .expect("verify")
     };

@@ -211,4 +211,32 @@ pub mod json {
             Some(rest[..end].trim().to_string())
         }
     }
+
+    /// The strings of `key`'s array value in a flat JSON object (items without commas
+    /// or escaped quotes, such as CIDRs); `None` unless the value is an array.
+    pub fn string_list(json: &str, key: &str) -> Option<Vec<String>> {
+        let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+        let rest = json[at..].trim_start().strip_prefix('[')?;
+        let items = &rest[..rest.find(']')?];
+        items
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| Some(s.strip_prefix('"')?.strip_suffix('"')?.to_string()))
+            .collect()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn string_lists_are_read_only_from_arrays() {
+            let j = r#"{"allowed_ips":["10.0.0.0/16", "fd00::/64"],"n":1}"#;
+            assert_eq!(
+                super::string_list(j, "allowed_ips"),
+                Some(vec!["10.0.0.0/16".to_string(), "fd00::/64".to_string()])
+            );
+            assert_eq!(super::string_list(r#"{"a":"x, y"}"#, "a"), None);
+            assert_eq!(super::string_list(r#"{"a":[]}"#, "a"), Some(Vec::new()));
+        }
+    }
 }

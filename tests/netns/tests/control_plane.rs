@@ -6,7 +6,7 @@
 use anyhow::{ensure, Context, Result};
 use std::path::Path;
 use std::time::Duration;
-use watchgrid_netns_tests::appliance::json::{field, obj};
+use watchgrid_netns_tests::appliance::json::{field, obj, string_list};
 use watchgrid_netns_tests::appliance::Client;
 use watchgrid_netns_tests::{
     api_token, scenario, start_serve, unique_name, veth, Impl, KeyPair, Netns, PeerConfig, Proc,
@@ -127,10 +127,12 @@ fn enroll() -> Result<()> {
         field(&reg, "address").context("address")?,
         field(&reg, "hub_public_key").context("hub key")?,
         field(&reg, "endpoint").context("endpoint")?,
-        field(&reg, "allowed_ips").context("allowed")?,
+        string_list(&reg, "allowed_ips").context("allowed_ips as a JSON array")?,
         field(&reg, "device_id").context("device id")?,
     );
-    eprintln!("registered {device_id}: address {address}, endpoint {endpoint}, allowed {allowed}");
+    eprintln!(
+        "registered {device_id}: address {address}, endpoint {endpoint}, allowed {allowed:?}"
+    );
     // The one-use token is spent.
     let again = client.call(
         "POST",
@@ -147,10 +149,10 @@ fn enroll() -> Result<()> {
     let wg_dev = unique_name("wgd");
     let mut peer = WgDevice::spawn_bare(&dev, Impl::WireguardGo, &wg_dev)?;
     peer.set_private_key(&keys)?;
-    let routes: Vec<&str> = allowed.split(',').map(str::trim).collect();
+    let routes: Vec<&str> = allowed.iter().map(String::as_str).collect();
     ensure!(
         routes.len() == 2,
-        "expected IPv4 and IPv6 routes, got {allowed}"
+        "expected IPv4 and IPv6 routes, got {allowed:?}"
     );
     peer.add_peer(
         &PeerConfig::new(&hub_key)

@@ -5,7 +5,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use std::time::Duration;
-use watchgrid_netns_tests::appliance::json::{field, obj, Json};
+use watchgrid_netns_tests::appliance::json::{field, obj, string_list, Json};
 use watchgrid_netns_tests::appliance::Client;
 use watchgrid_netns_tests::{
     api_token, scenario, start_serve, unique_name, veth, Impl, KeyPair, Netns, PeerConfig, Proc,
@@ -118,12 +118,12 @@ fn enroll_peer(
     let id = field(&reg, "device_id").context("device id")?;
     let address = field(&reg, "address").context("address")?;
     let address_v6 = field(&reg, "address_v6").context("address_v6")?;
-    let allowed = field(&reg, "allowed_ips").context("allowed_ips")?;
+    let allowed = string_list(&reg, "allowed_ips").context("allowed_ips as a JSON array")?;
     let hub_key = field(&reg, "hub_public_key").context("hub key")?;
     let wg_if = unique_name("wgp");
     let mut dev = WgDevice::spawn_bare(ns, Impl::WireguardGo, &wg_if)?;
     dev.set_private_key(&keys)?;
-    let mut routes: Vec<&str> = allowed.split(',').map(str::trim).collect();
+    let mut routes: Vec<&str> = allowed.iter().map(String::as_str).collect();
     routes.extend_from_slice(extra_routes);
     dev.add_peer(
         &PeerConfig::new(&hub_key)

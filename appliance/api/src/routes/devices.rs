@@ -46,7 +46,7 @@ async fn set_enabled(state: &AppState, id: &str, enabled: bool) -> Result<Device
     let device = updated
         .map_err(|()| ApiError::NotFound)?
         .ok_or(ApiError::NotFound)?;
-    let key = parse_public_key(&device.public_key)?;
+    let key = device.public_key;
     let applied = if enabled {
         state
             .hub
@@ -106,10 +106,9 @@ pub(crate) async fn remove(
     Path(id): Path<String>,
 ) -> Result<Json<Status>, ApiError> {
     let d = state.store.delete_device(&id)?.ok_or(ApiError::NotFound)?;
-    let key = parse_public_key(&d.public_key)?;
     state
         .hub
-        .remove_peer(key)
+        .remove_peer(d.public_key)
         .await
         .map_err(|e| ApiError::internal(format!("updating the hub: {e}")))?;
     if !d.groups.is_empty() {
@@ -148,15 +147,14 @@ pub(crate) async fn create(
     admin: Admin,
     crate::json::StrictJson(req): crate::json::StrictJson<CreateDevice>,
 ) -> Result<Json<DeviceCreated>, ApiError> {
-    use base64::Engine as _;
     super::enrollment::validate_hostname(&req.name)?;
     let groups = super::firewall::normalize_groups(&req.groups)?;
     let (public_key, private_key) = match &req.public_key {
         Some(k) => (parse_public_key(k)?, None),
         None => {
             let secret = watchgrid_core::Secret::generate_private();
-            let b64 = base64::engine::general_purpose::STANDARD.encode(secret.0);
-            (secret.public_key(), Some(b64))
+            let shown = watchgrid_store::Sensitive::new(secret.to_base64());
+            (secret.public_key(), Some(shown))
         }
     };
     let now = crate::state::unix_now();
@@ -196,10 +194,13 @@ pub(crate) async fn create(
     };
     let config = format!(
         "[Interface]\nPrivateKey = {}\nAddress = {address}\n\n[Peer]\nPublicKey = {}\nEndpoint = {}\nAllowedIPs = {}\nPersistentKeepalive = {}\n",
-        private_key.as_deref().unwrap_or("<this device's private key>"),
+        private_key
+            .as_ref()
+            .map_or("<this device's private key>", |k| k.expose().as_str()),
         state.hub.public_key(),
         settings.endpoint,
-        net.allowed_ips,
+        // wg-quick's own list syntax; JSON answers carry the list as an array.
+        net.allowed_ips.join(", "),
         state.config.device_keepalive,
     );
     let qr_svg = crate::totp::qr_svg(&config)?;
@@ -217,7 +218,7 @@ pub async fn expire_devices(state: &AppState) -> Result<usize, ApiError> {
     let now = crate::state::unix_now();
     let mut n = 0;
     for d in state.store.devices.list()? {
-        if d.enabled && d.expires_at.is_some_and(|e| now >= e) {
+        if d.enabled && d.is_expired(now) {
             set_enabled(state, &d.id, false).await?;
             audit(state, "system", "device.expire", &d.id)?;
             n += 1;

@@ -13,10 +13,9 @@ use crate::state::{unix_now, AppState};
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use base64::Engine as _;
 use serde::Deserialize;
 use watchgrid_core::PublicKey;
-use watchgrid_store::{EnrollmentToken, Redemption, SETTINGS_KEY};
+use watchgrid_store::{EnrollmentToken, Redemption, Sensitive, SETTINGS_KEY};
 
 /// Ten years: longer-lived tokens should simply not expire.
 const MAX_TOKEN_LIFETIME: u64 = 315_360_000;
@@ -136,14 +135,10 @@ pub(crate) struct RegisterRequest {
     hostname: String,
 }
 
+/// A public key from a request, with a 422 that says what is wrong with it.
 pub(crate) fn parse_public_key(s: &str) -> Result<PublicKey, ApiError> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(s.trim())
-        .map_err(|_| ApiError::Invalid("public_key: not base64".into()))?;
-    let key: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| ApiError::Invalid("public_key: must be 32 bytes".into()))?;
-    Ok(PublicKey(key))
+    s.parse()
+        .map_err(|e| ApiError::Invalid(format!("public_key: {e}")))
 }
 
 pub(crate) fn validate_hostname(h: &str) -> Result<(), ApiError> {
@@ -191,7 +186,7 @@ pub(crate) async fn register(
             return Err(ApiError::Unauthorized);
         }
     };
-    let agent_key = new_token();
+    let agent_key = Sensitive::new(new_token());
     // The peer is live before we answer (SPEC §5).
     let device = super::add_device(
         &state,
@@ -201,7 +196,7 @@ pub(crate) async fn register(
             name: req.hostname.clone(),
             public_key: key,
             expires_at: None,
-            agent_key_hash: token_hash(&agent_key),
+            agent_key_hash: token_hash(agent_key.expose()),
         },
     )
     .await?;

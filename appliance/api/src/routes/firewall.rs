@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use utoipa::ToSchema;
 use watchgrid_core::IpPrefix;
-use watchgrid_store::{FirewallPolicy, ForwardRule, FIREWALL_KEY};
+use watchgrid_firewall::{Rule, RuleSpec};
+use watchgrid_store::{FirewallPolicy, FIREWALL_KEY};
 
 const MAX_RULES: usize = 256;
 const MAX_PORTS: usize = 32;
@@ -32,7 +33,8 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A forward rule: devices in `from_group` may open connections to `to_group` (or
-/// `to_cidr`), for `protocol` and `ports`.
+/// `to_cidr`), for `protocol` and `ports`. The JSON form of [`RuleSpec`], described
+/// for the OpenAPI document.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleBody {
@@ -139,7 +141,7 @@ pub fn fence_for(state: &AppState, policy: &FirewallPolicy) -> Result<Vec<IpPref
 
 /// Recomputes the fence in force from the stored policy (after setup moves the VPN).
 pub fn refresh_fence(state: &AppState) -> Result<(), ApiError> {
-    let policy = state.store.firewall.get(FIREWALL_KEY)?.unwrap_or_default();
+    let policy = state.store.firewall_policy()?;
     let fence = fence_for(state, &policy)?;
     state.set_admin_fence(fence);
     Ok(())
@@ -171,68 +173,45 @@ pub(crate) fn validate_group(what: &str, name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn parse_port_range(s: &str) -> Result<(u16, u16), ApiError> {
-    let bad = || {
-        ApiError::Invalid(format!(
-            "ports: {s:?} is not a port (1-65535) or range (A-B)"
-        ))
-    };
-    let port = |p: &str| {
-        p.trim()
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(bad)
-    };
-    let (first, last) = match s.split_once('-') {
-        Some((a, b)) => (port(a)?, port(b)?),
-        None => {
-            let p = port(s)?;
-            (p, p)
-        }
-    };
-    if first > last {
-        return Err(bad());
-    }
-    Ok((first, last))
-}
-
-fn validate_rule(i: usize, r: &RuleBody) -> Result<ForwardRule, ApiError> {
-    let at = |msg: String| ApiError::Invalid(format!("rules[{i}]: {msg}"));
+/// Parses a rule as received, once: group names are checked here (they are the API's
+/// concern), everything else by the firewall's own parser.
+fn validate_rule(i: usize, r: &RuleBody) -> Result<Rule, ApiError> {
     validate_group(&format!("rules[{i}].from_group"), &r.from_group)?;
-    match (&r.to_group, &r.to_cidr) {
-        (Some(g), None) => validate_group(&format!("rules[{i}].to_group"), g)?,
-        (None, Some(c)) => {
-            c.trim()
-                .parse::<IpPrefix>()
-                .map_err(|e| at(format!("to_cidr {c:?}: {e}")))?;
-        }
-        _ => return Err(at("give exactly one of to_group and to_cidr".into())),
-    }
-    if !matches!(r.protocol.as_str(), "tcp" | "udp" | "icmp" | "any") {
-        return Err(at("protocol: tcp, udp, icmp or any".into()));
-    }
-    if !r.ports.is_empty() && !matches!(r.protocol.as_str(), "tcp" | "udp") {
-        return Err(at("ports need protocol tcp or udp".into()));
+    if let (Some(g), None) = (&r.to_group, &r.to_cidr) {
+        validate_group(&format!("rules[{i}].to_group"), g)?;
     }
     if r.ports.len() > MAX_PORTS {
-        return Err(at(format!("at most {MAX_PORTS} ports")));
+        return Err(ApiError::Invalid(format!(
+            "rules[{i}]: at most {MAX_PORTS} ports"
+        )));
     }
-    for p in &r.ports {
-        parse_port_range(p).map_err(|e| at(e.to_string()))?;
-    }
-    Ok(ForwardRule {
-        from_group: r.from_group.clone(),
-        to_group: r.to_group.clone(),
-        to_cidr: r.to_cidr.as_ref().map(|c| c.trim().to_string()),
-        protocol: r.protocol.clone(),
-        ports: r.ports.iter().map(|p| p.trim().to_string()).collect(),
-    })
+    Rule::try_from(RuleSpec::from(r.clone()))
+        .map_err(|e| ApiError::Invalid(format!("rules[{i}]: {}", e.reason)))
 }
 
-/// Parses a stored port string (validated when it was stored).
-pub fn port_range(s: &str) -> Option<(u16, u16)> {
-    parse_port_range(s).ok()
+impl From<RuleBody> for RuleSpec {
+    fn from(b: RuleBody) -> RuleSpec {
+        RuleSpec {
+            from_group: b.from_group,
+            to_group: b.to_group,
+            to_cidr: b.to_cidr,
+            protocol: b.protocol,
+            ports: b.ports,
+        }
+    }
+}
+
+impl From<&Rule> for RuleBody {
+    fn from(r: &Rule) -> RuleBody {
+        let s = RuleSpec::from(r);
+        RuleBody {
+            from_group: s.from_group,
+            to_group: s.to_group,
+            to_cidr: s.to_cidr,
+            protocol: s.protocol,
+            ports: s.ports,
+        }
+    }
 }
 
 fn view(state: &AppState, policy: &FirewallPolicy) -> FirewallView {
@@ -247,17 +226,7 @@ fn view(state: &AppState, policy: &FirewallPolicy) -> FirewallView {
         admin_cidrs_default: policy.admin_cidrs.is_none() && !fence_fixed(state),
         admin_cidrs_fixed: fence_fixed(state),
         egress: policy.egress,
-        rules: policy
-            .rules
-            .iter()
-            .map(|r| RuleBody {
-                from_group: r.from_group.clone(),
-                to_group: r.to_group.clone(),
-                to_cidr: r.to_cidr.clone(),
-                protocol: r.protocol.clone(),
-                ports: r.ports.clone(),
-            })
-            .collect(),
+        rules: policy.rules.iter().map(RuleBody::from).collect(),
         state: st.into(),
         error,
         applied_at,
@@ -272,7 +241,7 @@ pub(crate) async fn show(
     State(state): State<AppState>,
     _admin: Admin,
 ) -> Result<Json<FirewallView>, ApiError> {
-    let policy = state.store.firewall.get(FIREWALL_KEY)?.unwrap_or_default();
+    let policy = state.store.firewall_policy()?;
     Ok(Json(view(&state, &policy)))
 }
 

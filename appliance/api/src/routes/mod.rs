@@ -20,20 +20,17 @@ pub(crate) fn limit(state: &AppState, limiter: &'static str, ip: IpAddr) -> Resu
         .inspect_err(|_| state.metrics.rate_limited(limiter))
 }
 
-/// Refuses a public key that an existing device already has (compared in canonical
-/// base64, as stored).
+/// Refuses a public key that an existing device already has.
 pub(crate) fn ensure_new_key(
     state: &AppState,
     key: &watchgrid_core::PublicKey,
 ) -> Result<(), ApiError> {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(key.0);
     if state
         .store
         .devices
         .list()?
         .iter()
-        .any(|d| d.public_key == b64)
+        .any(|d| d.public_key == *key)
     {
         return Err(ApiError::Conflict(
             "a device with this public key exists".into(),
@@ -61,12 +58,11 @@ pub(crate) async fn add_device(
     settings: &watchgrid_store::Settings,
     new: NewDevice,
 ) -> Result<watchgrid_store::Device, ApiError> {
-    use base64::Engine as _;
     let device = state.store.create_device(
         watchgrid_store::Device {
             id: format!("dev-{}", state.store.next_id()?),
             name: new.name,
-            public_key: base64::engine::general_purpose::STANDARD.encode(new.public_key.0),
+            public_key: new.public_key,
             address_v4: std::net::Ipv4Addr::UNSPECIFIED,
             address_v6: None,
             enabled: true,
@@ -104,7 +100,8 @@ pub(crate) fn device_prefixes(d: &watchgrid_store::Device) -> Vec<watchgrid_core
 pub(crate) struct ClientNetwork {
     pub address_v4: String,
     pub address_v6: Option<String>,
-    pub allowed_ips: String,
+    /// One CIDR per item: the VPN's IPv4 subnet and, when there is one, its IPv6 /64.
+    pub allowed_ips: Vec<String>,
 }
 
 pub(crate) fn client_network(
@@ -113,10 +110,11 @@ pub(crate) fn client_network(
     d: &watchgrid_store::Device,
 ) -> Result<ClientNetwork, ApiError> {
     let v6 = state.store.network()?.map(|n| n.ula_prefix);
-    let mut allowed = format!("{}/{}", settings.vpn_subnet_v4, settings.vpn_prefix_v4);
-    if let Some(p) = v6 {
-        allowed.push_str(&format!(", {p}/64"));
-    }
+    let mut allowed = vec![format!(
+        "{}/{}",
+        settings.vpn_subnet_v4, settings.vpn_prefix_v4
+    )];
+    allowed.extend(v6.map(|p| format!("{p}/64")));
     Ok(ClientNetwork {
         address_v4: format!("{}/{}", d.address_v4, settings.vpn_prefix_v4),
         address_v6: d.address_v6.map(|a| format!("{a}/64")),

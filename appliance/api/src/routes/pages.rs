@@ -171,7 +171,7 @@ async fn dashboard(
          {firewall}\
          <form method=\"post\" action=\"/api/auth/logout\"><button type=\"submit\">Sign out</button></form>",
         esc(&admin.username),
-        esc(&state.hub.public_key()),
+        esc(&state.hub.public_key().to_string()),
         state.hub.peer_count()
     );
     Ok((StatusCode::OK, page("Dashboard", &body)).into_response())
@@ -186,27 +186,27 @@ fn firewall_section(state: &AppState) -> Result<String, ApiError> {
         FirewallStatus::Applied { .. } => "applied".to_string(),
         FirewallStatus::Failed { error, .. } => format!("NOT applied: {}", esc(&error)),
     };
-    let policy = state
-        .store
-        .firewall
-        .get(watchgrid_store::FIREWALL_KEY)?
-        .unwrap_or_default();
+    let policy = state.store.firewall_policy()?;
     let fence = state.admin_fence_list();
     let rules: String = policy
         .rules
         .iter()
         .map(|r| {
-            let to = r.to_group.as_deref().or(r.to_cidr.as_deref()).unwrap_or("");
+            let to = match &r.to {
+                watchgrid_firewall::Target::Group(g) => g.clone(),
+                watchgrid_firewall::Target::Cidr(c) => c.to_string(),
+            };
             let ports = if r.ports.is_empty() {
                 "all".to_string()
             } else {
-                r.ports.join(", ")
+                let each: Vec<String> = r.ports.iter().map(|p| p.to_string()).collect();
+                each.join(", ")
             };
             format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&r.from_group),
-                esc(to),
-                esc(&r.protocol),
+                esc(&to),
+                esc(&r.protocol.to_string()),
                 esc(&ports)
             )
         })

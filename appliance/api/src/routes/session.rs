@@ -18,7 +18,7 @@ use axum::response::{Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use watchgrid_store::{AdminUser, ApiToken, RevokedSession};
+use watchgrid_store::{AdminUser, ApiToken, RevokedSession, Sensitive};
 
 /// Signing in, which needs no session yet.
 pub fn sign_in_router() -> Router<AppState> {
@@ -85,7 +85,7 @@ async fn run_login(
     limit(state, LOGIN, ip)?;
     let stored = state.store.admins.get(&req.username)?;
     let totp_secret = stored.as_ref().and_then(|a| a.totp_secret.clone());
-    let ok = verify_password(req.password, stored.map(|a| a.password_hash)).await?;
+    let ok = verify_password(req.password, stored.map(|a| a.password_hash.into_inner())).await?;
     if !ok {
         state.metrics.login_failure("bad_credentials");
         tracing::warn!(client = %ip, "failed admin login");
@@ -95,7 +95,7 @@ async fn run_login(
         let Some(code) = req.totp.as_deref().filter(|c| !c.trim().is_empty()) else {
             return Err(ApiError::TwoFactorRequired);
         };
-        if !use_second_factor(state, &req.username, &secret, code)? {
+        if !use_second_factor(state, &req.username, secret.expose(), code)? {
             state.metrics.login_failure("bad_totp");
             tracing::warn!(client = %ip, "failed admin login (second factor)");
             return Err(ApiError::Unauthorized);
@@ -231,7 +231,7 @@ pub(crate) async fn totp_setup(
     headers: HeaderMap,
     admin: Admin,
 ) -> Result<Response, ApiError> {
-    let secret = totp::new_secret();
+    let secret = Sensitive::new(totp::new_secret());
     let pending = secret.clone();
     state
         .store
@@ -244,13 +244,13 @@ pub(crate) async fn totp_setup(
             None => Err(()),
         })?
         .map_err(|()| ApiError::Unauthorized)?;
-    let url = totp::otpauth_url(&secret, &admin.username);
+    let url = totp::otpauth_url(secret.expose(), &admin.username);
     audit(&state, &admin.username, "2fa.setup", "")?;
     let qr_svg = totp::qr_svg(&url)?;
     if is_form(&headers) {
         return Ok(page(
             "Two-factor authentication",
-            &crate::routes::pages::totp_setup_page(&secret, &qr_svg, None),
+            &crate::routes::pages::totp_setup_page(secret.expose(), &qr_svg, None),
         )
         .into_response());
     }
@@ -325,13 +325,14 @@ fn finish_enrolment(state: &AppState, username: &str, code: &str) -> Result<Vec<
     let pending = user.totp_pending.ok_or_else(|| {
         ApiError::Conflict("no 2FA enrolment in progress: POST /api/auth/2fa/setup first".into())
     })?;
-    let step = totp::matching_step(&pending, code, unix_now())?.ok_or(ApiError::Unauthorized)?;
+    let step =
+        totp::matching_step(pending.expose(), code, unix_now())?.ok_or(ApiError::Unauthorized)?;
     let (codes, hashes) = totp::recovery_codes();
     state
         .store
         .admins
         .update(username, |cur| match cur {
-            Some(a) if a.totp_pending.as_deref() == Some(pending.as_str()) => Ok(Some(AdminUser {
+            Some(a) if a.totp_pending.as_ref() == Some(&pending) => Ok(Some(AdminUser {
                 totp_secret: Some(pending.clone()),
                 totp_pending: None,
                 totp_last_step: step,
@@ -363,7 +364,7 @@ pub(crate) async fn totp_disable(
     let secret = user
         .totp_secret
         .ok_or_else(|| ApiError::Conflict("2FA is not enabled".into()))?;
-    if !use_second_factor(&state, &admin.username, &secret, &req.code)? {
+    if !use_second_factor(&state, &admin.username, secret.expose(), &req.code)? {
         return Err(ApiError::Unauthorized);
     }
     state

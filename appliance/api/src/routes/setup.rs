@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
-use watchgrid_store::{AdminUser, Settings, Store, TlsChoice, SETTINGS_KEY};
+use watchgrid_store::{AdminUser, Sensitive, Settings, Store, TlsChoice, SETTINGS_KEY};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/setup", post(setup))
@@ -192,7 +192,7 @@ pub async fn provision(
         username,
         &AdminUser {
             username: username.to_string(),
-            password_hash,
+            password_hash: Sensitive::new(password_hash),
             sessions_valid_after: 0,
             created_at: now,
             totp_secret: None,
@@ -207,7 +207,7 @@ pub async fn provision(
             endpoint: endpoint.to_string(),
             vpn_subnet_v4: subnet.0,
             vpn_prefix_v4: subnet.1,
-            jwt_secret: secret,
+            jwt_secret: Sensitive::new(secret),
             setup_completed_at: now,
             tls,
         },
@@ -322,7 +322,11 @@ async fn run_setup(
                 &req.admin_username,
                 &req.admin_password,
                 &req.endpoint,
-                state.config.jwt_secret.as_deref(),
+                state
+                    .config
+                    .jwt_secret
+                    .as_ref()
+                    .map(|s| s.expose().as_str()),
                 subnet,
                 tls.clone(),
             )

@@ -1,0 +1,79 @@
+//! `watchgrid serve` refuses to start on a stored policy it cannot enforce.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use watchgrid_store::{Migration, Store, FIREWALL_KEY, MIGRATIONS};
+
+const BIN: &str = env!("CARGO_BIN_EXE_watchgrid");
+
+/// A forward rule with a protocol no build accepts, as if written by hand or by a
+/// future build.
+fn plant_bad_rule(db: &sled::Db) -> Result<(), String> {
+    let policy = r#"{"admin_cidrs":null,"egress":false,"rules":[{"from_group":"ops","to_group":"db","to_cidr":null,"protocol":"sctp","ports":[]}]}"#;
+    let tree = db.open_tree("firewall").map_err(|e| e.to_string())?;
+    tree.insert(FIREWALL_KEY, policy.as_bytes())
+        .map_err(|e| e.to_string())?;
+    tree.flush().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn last_migration_then_plant(db: &sled::Db) -> Result<(), String> {
+    if let Some(last) = MIGRATIONS.last() {
+        (last.run)(db)?;
+    }
+    plant_bad_rule(db)
+}
+
+#[test]
+fn a_stored_rule_that_does_not_parse_stops_the_start_and_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let data = dir.path().join("data");
+    // This build's migrations, the last one also planting the record, so the data
+    // stays at the schema version serve expects.
+    let mut steps: Vec<Migration> = MIGRATIONS
+        .iter()
+        .map(|m| Migration {
+            version: m.version,
+            name: m.name,
+            run: m.run,
+        })
+        .collect();
+    if let Some(last) = steps.last_mut() {
+        last.run = last_migration_then_plant;
+    }
+    drop(Store::open_with(&data, &steps).expect("plant"));
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--firewall",
+            "off",
+            "--wg-interface",
+            "wgtest-bad0",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--runtime-dir")
+        .arg(dir.path().join("run"))
+        .env_clear()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn watchgrid");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("watchgrid serve kept running on a policy it cannot enforce");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("from group \"ops\" to group \"db\"") && err.contains("protocol"),
+        "{err}"
+    );
+}
