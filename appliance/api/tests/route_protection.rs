@@ -61,8 +61,8 @@ const FOREIGN_ORIGIN: &str = "https://evil.example";
 struct NoHub;
 
 impl Hub for NoHub {
-    fn public_key(&self) -> String {
-        "HUBKEYHUBKEYHUBKEYHUBKEYHUBKEYHUBKEYHUBKEY=".into()
+    fn public_key(&self) -> PublicKey {
+        PublicKey([0x1d; 32])
     }
     fn set_peer(&self, _key: PublicKey, _allowed: Vec<IpPrefix>) -> HubFuture {
         Box::pin(async { Ok(()) })

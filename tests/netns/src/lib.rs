@@ -84,7 +84,7 @@ fn missing_tools() -> Vec<String> {
         .filter(|(program, _)| !on_path(program))
         .map(|(program, package)| format!("{program} (Debian package {package})"))
         .collect();
-    let selenium = Command::new("python3")
+    let selenium = Command::new(python3())
         .args(["-c", "import selenium"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
