@@ -3,7 +3,7 @@
 //! The hub reads its peers from such a file until the control plane owns them. Keys are
 //! base64 as in `wg genkey`; endpoints must be IP literals (the daemon does no DNS).
 
-use crate::uapi::protocol::{PeerChange, SetRequest};
+use crate::dataplane::uapi::protocol::{PeerChange, SetRequest};
 use anyhow::{anyhow, bail, Context};
 use base64::Engine as _;
 use watchgrid_core::{IpPrefix, PeerUpdate, PublicKey, Secret};

@@ -1,7 +1,7 @@
 //! `watchgrid wg IFNAME`: a standalone userspace WireGuard interface.
 
+use crate::dataplane::uapi::server::UapiSocket;
 use crate::dataplane::Dataplane;
-use crate::uapi::server::UapiSocket;
 use anyhow::{bail, Context};
 use std::io::{BufRead, Write};
 use std::process::Stdio;

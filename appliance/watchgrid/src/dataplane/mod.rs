@@ -6,10 +6,10 @@
 //! engine, collecting its output in one buffer, then writes the whole batch out. This
 //! is the shape TUN offload (GSO/GRO) and UDP `sendmmsg`/GSO slot into later.
 
-use crate::uapi::protocol::{
-    render_get, DeviceStatus, SetRequest, UapiError, EADDRINUSE, EINVAL, EIO,
-};
-use crate::udp::Sockets;
+pub mod uapi;
+pub mod udp;
+pub mod wgconf;
+
 use anyhow::Context;
 use std::future::Future;
 use std::io;
@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tun_rs::AsyncDevice;
+use uapi::protocol::{render_get, DeviceStatus, SetRequest, UapiError, EADDRINUSE, EINVAL, EIO};
+use udp::Sockets;
 use watchgrid_core::{Engine, Output, PublicKey, Secret};
 
 /// Packets taken from one source before the batch is written out.

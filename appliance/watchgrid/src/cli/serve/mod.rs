@@ -3,14 +3,18 @@
 //! control plane, which reaches the hub through the dataplane's command channel.
 //! The hub is rebuilt from the store (enrolled devices) and `peers.conf` at start.
 
-use crate::data_dir::{load_or_create_key, prepare_data_dir, read_peers};
+mod data_dir;
+mod first_boot;
+mod host_addrs;
+
+use crate::control::hub::DataplaneHub;
+use crate::dataplane::uapi::protocol::PeerChange;
+use crate::dataplane::uapi::server::UapiSocket;
+use crate::dataplane::wgconf;
 use crate::dataplane::{Command, Dataplane};
-use crate::first_boot::{first_boot, print_banner, Banner, Provisioning};
-use crate::hub_control::DataplaneHub;
-use crate::uapi::protocol::PeerChange;
-use crate::uapi::server::UapiSocket;
-use crate::wgconf;
 use anyhow::{bail, Context};
+use data_dir::{load_or_create_key, prepare_data_dir, read_peers};
+use first_boot::{first_boot, print_banner, Banner, Provisioning};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -115,7 +119,7 @@ fn parse_cidrs(what: &str, items: &[String]) -> anyhow::Result<Vec<IpPrefix>> {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     crate::init_logging();
-    crate::device::validate_ifname(&args.wg_interface)?;
+    crate::cli::wg::validate_ifname(&args.wg_interface)?;
     let firewall_on = match args.firewall.as_str() {
         "on" => true,
         "off" => false,
@@ -179,7 +183,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         ];
         // The address the operator browses to (an appliance's DHCP address) first, so
         // the banner's first URL is one that works from another machine.
-        for (i, a) in crate::host_addrs::host_addresses().into_iter().enumerate() {
+        for (i, a) in host_addrs::host_addresses().into_iter().enumerate() {
             tls_names.insert(i, a.to_string());
         }
         if let Some(h) = &provisioning.frontend_host {
@@ -247,14 +251,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         });
     let static_tls = match (&args.tls_cert, &args.tls_key, &acme_target) {
         (Some(cert), Some(key), _) => {
-            Some(crate::tls::uploaded(cert, key).context("--tls-cert/--tls-key")?)
+            Some(crate::control::tls::uploaded(cert, key).context("--tls-cert/--tls-key")?)
         }
         (_, _, Some(_)) => None,
         _ if chosen == watchgrid_store::TlsChoice::Uploaded => {
-            let (cert, key) = crate::tls_switch::uploaded_paths(&args.data_dir);
-            Some(crate::tls::uploaded(&cert, &key).context("the certificate uploaded at setup")?)
+            let (cert, key) = crate::control::tls_switch::uploaded_paths(&args.data_dir);
+            Some(
+                crate::control::tls::uploaded(&cert, &key)
+                    .context("the certificate uploaded at setup")?,
+            )
         }
-        _ => Some(crate::tls::internal_ca(&args.data_dir, &tls_names).context("setting up TLS")?),
+        _ => Some(
+            crate::control::tls::internal_ca(&args.data_dir, &tls_names)
+                .context("setting up TLS")?,
+        ),
     };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -267,14 +277,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             Some(t) => t,
             None => {
                 let (domain, email) = acme_target.clone().unwrap_or_default();
-                let settings = crate::acme::AcmeSettings {
+                let settings = crate::control::acme::AcmeSettings {
                     domain,
                     email,
                     directory: args.acme_directory.clone(),
                     ca_root: args.acme_ca_root.clone(),
                 };
-                crate::tls::TlsMaterial {
-                    config: crate::acme::start(&settings, &args.data_dir).context("starting ACME")?,
+                crate::control::tls::TlsMaterial {
+                    config: crate::control::acme::start(&settings, &args.data_dir).context("starting ACME")?,
                     certs: None,
                     ca_pem: None,
                     leaf_fingerprint: None,
@@ -282,7 +292,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 }
             }
         };
-        let tun = crate::device::open_tun(&args.wg_interface, args.wg_mtu, Some(&addresses))?;
+        let tun = crate::cli::wg::open_tun(&args.wg_interface, args.wg_mtu, Some(&addresses))?;
         let mut dataplane = Dataplane::new(tun, args.wg_port)?;
         let peers = wg_config.peers.len();
         dataplane
@@ -314,9 +324,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         // The firewall goes up before any listener opens. A failure leaves the daemon
         // running (devices keep their tunnels) and reports degraded on /healthz.
         let firewall = if firewall_on {
-            let fw = crate::firewall_control::NftFirewall::new(store.clone(), node, args.nft.clone());
+            let fw = crate::control::firewall::NftFirewall::new(store.clone(), node, args.nft.clone());
             let _ = fw.clone().apply_now().await;
-            if state.firewall.set(Arc::new(crate::firewall_control::FirewallHandle(fw.clone()))).is_err() {
+            if state.firewall.set(Arc::new(crate::control::firewall::FirewallHandle(fw.clone()))).is_err() {
                 tracing::warn!("firewall already set");
             }
             Some(fw)
@@ -324,8 +334,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             tracing::warn!("--firewall off: the daemon manages no firewall rules");
             None
         };
-        let live_tls = crate::tls_switch::live(tls.config.clone());
-        let switch = crate::tls_switch::ListenerTls {
+        let live_tls = crate::control::tls_switch::live(tls.config.clone());
+        let switch = crate::control::tls_switch::ListenerTls {
             live: live_tls.clone(),
             data_dir: args.data_dir.clone(),
             acme_directory: args.acme_directory.clone(),
@@ -339,17 +349,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let https = TcpListener::bind(args.https_listen)
             .await
             .with_context(|| format!("binding HTTPS on {} (needs CAP_NET_BIND_SERVICE below 1024; see --https-listen)", args.https_listen))?;
-        tokio::spawn(crate::control::serve_https(https, live_tls, app));
+        tokio::spawn(crate::control::listeners::serve_https(https, live_tls, app));
         if let Some(addr) = http_listen {
             let l = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding HTTP on {addr} (see --http-listen, or pass off)"))?;
-            tokio::spawn(crate::control::serve_plain(l, crate::control::redirect_router(args.https_listen.port())));
+            tokio::spawn(crate::control::listeners::serve_plain(l, crate::control::listeners::redirect_router(args.https_listen.port())));
         }
         for addr in &metrics_listen {
             match TcpListener::bind(addr).await {
                 Ok(l) => {
-                    tokio::spawn(crate::control::serve_plain(l, crate::control::metrics_router(state.clone())));
+                    tokio::spawn(crate::control::listeners::serve_plain(l, crate::control::listeners::metrics_router(state.clone())));
                 }
                 Err(e) => tracing::warn!(address = %addr, error = %e, "metrics listener not available"),
             }
@@ -374,7 +384,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 every.tick().await;
                 loop {
                     every.tick().await;
-                    match crate::tls::renew_internal(&dir, &names, &certs, &current) {
+                    match crate::control::tls::renew_internal(&dir, &names, &certs, &current) {
                         Ok(Some(new_fp)) => {
                             tracing::info!(fingerprint = %new_fp, "renewed the TLS certificate");
                             current = new_fp;

@@ -1,7 +1,7 @@
 //! The HTTPS listener's certificate source, replaceable at run time: setup may switch
 //! from the internal CA to an uploaded certificate or to ACME without a restart.
 
-use crate::acme::{self, AcmeSettings};
+use crate::control::acme::{self, AcmeSettings};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -68,8 +68,9 @@ impl TlsSwitch for ListenerTls {
         let staged = write_private(&tmp_cert, cert_pem)
             .and_then(|_| write_private(&tmp_key, key_pem))
             .map_err(|e| format!("saving the upload: {e}"));
-        let loaded = staged
-            .and_then(|()| crate::tls::uploaded(&tmp_cert, &tmp_key).map_err(|e| format!("{e:#}")));
+        let loaded = staged.and_then(|()| {
+            crate::control::tls::uploaded(&tmp_cert, &tmp_key).map_err(|e| format!("{e:#}"))
+        });
         let material = match loaded {
             Ok(m) => m,
             Err(e) => {

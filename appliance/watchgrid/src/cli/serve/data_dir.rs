@@ -1,8 +1,8 @@
 //! The data dir: created private, refused when others can read it (SPEC §2), and the
 //! files the hub keeps there.
 
-use crate::uapi::protocol::SetRequest;
-use crate::wgconf;
+use crate::dataplane::uapi::protocol::SetRequest;
+use crate::dataplane::wgconf;
 use anyhow::{bail, Context};
 use std::fs;
 use std::io::Write;

@@ -1,8 +1,8 @@
 //! The control plane's handle on the dataplane: API changes become UAPI-style set
 //! requests on the dataplane's command channel, answered once applied.
 
+use crate::dataplane::uapi::protocol::{PeerChange, SetRequest};
 use crate::dataplane::Command;
-use crate::uapi::protocol::{PeerChange, SetRequest};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};

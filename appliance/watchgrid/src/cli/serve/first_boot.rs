@@ -1,7 +1,7 @@
 //! First start of `watchgrid serve`: headless provisioning from the environment, or the
 //! one-time setup token for the wizard, and the console banner (SPEC §4).
 
-use crate::tls::TlsMaterial;
+use crate::control::tls::TlsMaterial;
 use anyhow::{bail, Context};
 use std::fs;
 use std::io::Write;
