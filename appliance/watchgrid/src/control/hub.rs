@@ -1,12 +1,12 @@
-//! The control plane's handle on the dataplane: API changes become UAPI-style set
-//! requests on the dataplane's command channel, answered once applied.
+//! The control plane's handle on the dataplane: the API's peer and address changes
+//! become dataplane [`Command`]s, answered once applied.
 
-use crate::dataplane::uapi::protocol::{PeerChange, SetRequest};
-use crate::dataplane::Command;
+use crate::dataplane::{ask, Command, Stopped};
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
-use watchgrid_api::hub::{Hub, HubFuture};
+use tokio::sync::mpsc;
+use watchgrid_api::hub::{Hub, HubError, HubFuture};
 use watchgrid_core::{IpPrefix, PeerUpdate, PublicKey};
 
 pub struct DataplaneHub {
@@ -16,23 +16,9 @@ pub struct DataplaneHub {
     pub peers: Arc<AtomicUsize>,
 }
 
-impl DataplaneHub {
-    fn send(&self, change: PeerChange) -> HubFuture {
-        let commands = self.commands.clone();
-        Box::pin(async move {
-            let (tx, rx) = oneshot::channel();
-            let req = SetRequest {
-                peers: vec![change],
-                ..SetRequest::default()
-            };
-            commands
-                .send(Command::Set(Box::new(req), tx))
-                .await
-                .map_err(|_| "the dataplane has stopped".to_string())?;
-            rx.await
-                .map_err(|_| "the dataplane has stopped".to_string())?
-                .map_err(|e| e.message)
-        })
+impl From<Stopped> for HubError {
+    fn from(_: Stopped) -> HubError {
+        HubError::Stopped
     }
 }
 
@@ -42,24 +28,23 @@ impl Hub for DataplaneHub {
     }
 
     fn set_peer(&self, key: PublicKey, allowed_ips: Vec<IpPrefix>) -> HubFuture {
-        self.send(PeerChange {
-            public_key: key,
-            remove: false,
-            update_only: false,
-            update: PeerUpdate {
-                replace_allowed_ips: true,
-                allowed_ips,
-                ..PeerUpdate::default()
-            },
+        let commands = self.commands.clone();
+        let update = PeerUpdate {
+            replace_allowed_ips: true,
+            allowed_ips,
+            ..PeerUpdate::default()
+        };
+        Box::pin(async move {
+            let reply = |reply| Command::UpsertPeer { key, update, reply };
+            Ok(ask(&commands, reply).await??)
         })
     }
 
     fn remove_peer(&self, key: PublicKey) -> HubFuture {
-        self.send(PeerChange {
-            public_key: key,
-            remove: true,
-            update_only: false,
-            update: PeerUpdate::default(),
+        let commands = self.commands.clone();
+        Box::pin(async move {
+            ask(&commands, |reply| Command::RemovePeer { key, reply }).await?;
+            Ok(())
         })
     }
 
@@ -67,16 +52,21 @@ impl Hub for DataplaneHub {
         self.peers.load(Ordering::Relaxed)
     }
 
-    fn set_hub_address(&self, address: std::net::Ipv4Addr, prefix: u8) -> HubFuture {
+    fn set_hub_address(&self, address: Ipv4Addr, prefix: u8) -> HubFuture {
         let commands = self.commands.clone();
         Box::pin(async move {
-            let (tx, rx) = oneshot::channel();
-            commands
-                .send(Command::SetAddressV4(address, prefix, tx))
-                .await
-                .map_err(|_| "the dataplane has stopped".to_string())?;
-            rx.await
-                .map_err(|_| "the dataplane has stopped".to_string())?
+            let reply = |reply| Command::SetAddress {
+                address,
+                prefix,
+                reply,
+            };
+            ask(&commands, reply)
+                .await?
+                .map_err(|source| HubError::Address {
+                    address,
+                    prefix,
+                    source,
+                })
         })
     }
 }

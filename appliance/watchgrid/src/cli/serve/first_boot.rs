@@ -1,5 +1,5 @@
-//! First start of `watchgrid serve`: headless provisioning from the environment, or the
-//! one-time setup token for the wizard, and the console banner (SPEC §4).
+//! First start of `watchgrid serve`: headless provisioning from the environment (or its
+//! flags), or the one-time setup token for the wizard, and the console banner (SPEC §4).
 
 use crate::control::tls::TlsMaterial;
 use anyhow::{bail, Context};
@@ -10,30 +10,47 @@ use std::path::Path;
 use watchgrid_api::ApiConfig;
 use watchgrid_store::Store;
 
-/// Headless provisioning from the environment (SPEC §3).
+/// Headless provisioning from the environment (SPEC §3). An empty variable counts as
+/// unset, as a blank line in an env file means "not given".
+#[derive(clap::Args)]
 pub struct Provisioning {
+    /// The first admin's name (headless setup).
+    #[arg(long, env = "ADMIN_USERNAME", default_value = "admin")]
     pub admin_username: String,
+    /// The first admin's password; with it, setup completes at start (headless).
+    #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
+    /// HOST:PORT devices dial (headless setup).
+    #[arg(long = "wg-server-endpoint", env = "WG_SERVER_ENDPOINT")]
     pub endpoint: Option<String>,
+    /// Secret that signs admin sessions (at least 32 characters); random if unset.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// The appliance's public DNS name; serves an ACME certificate for it.
+    #[arg(long, env = "FRONTEND_HOST")]
     pub frontend_host: Option<String>,
+    /// Contact address for the ACME account.
+    #[arg(long, env = "WATCHGRID_ACME_EMAIL")]
     pub acme_email: Option<String>,
 }
 
 impl Provisioning {
-    pub fn from_env() -> anyhow::Result<Provisioning> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let jwt_secret = var("JWT_SECRET");
+    /// Treats empty values as unset and checks the JWT secret's length.
+    pub fn validated(&self) -> anyhow::Result<Provisioning> {
+        let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        let jwt_secret = given(&self.jwt_secret);
         if jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
             bail!("JWT_SECRET must be at least 32 characters (try: openssl rand -hex 32)");
         }
         Ok(Provisioning {
-            admin_username: var("ADMIN_USERNAME").unwrap_or_else(|| "admin".into()),
-            admin_password: var("ADMIN_PASSWORD"),
-            endpoint: var("WG_SERVER_ENDPOINT"),
+            admin_username: Some(self.admin_username.clone())
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "admin".into()),
+            admin_password: given(&self.admin_password),
+            endpoint: given(&self.endpoint),
             jwt_secret,
-            frontend_host: var("FRONTEND_HOST"),
-            acme_email: var("WATCHGRID_ACME_EMAIL"),
+            frontend_host: given(&self.frontend_host),
+            acme_email: given(&self.acme_email),
         })
     }
 }
