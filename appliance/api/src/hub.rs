@@ -2,18 +2,79 @@
 //! channel (implemented by the binary), never by sharing engine state.
 
 use std::future::Future;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::pin::Pin;
-use watchgrid_core::{IpPrefix, PublicKey};
+use watchgrid_core::{EngineError, IpPrefix, PublicKey};
 
-pub type HubFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+pub type HubFuture = Pin<Box<dyn Future<Output = Result<(), HubError>> + Send>>;
+pub type FirewallFuture = Pin<Box<dyn Future<Output = Result<(), FirewallError>> + Send>>;
+
+/// Why the hub did not apply a change.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The dataplane task is gone (the daemon is shutting down).
+    #[error("the dataplane has stopped")]
+    Stopped,
+    /// The engine refused the peer (its key is the hub's own, or the table is full).
+    #[error("{0}")]
+    Peer(#[from] EngineError),
+    /// The kernel refused the interface's new address.
+    #[error("setting {address}/{prefix}: {source}")]
+    Address {
+        address: Ipv4Addr,
+        prefix: u8,
+        source: std::io::Error,
+    },
+}
+
+/// Why the HTTPS certificate was not switched.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSwitchError {
+    /// The directory for the uploaded files could not be created.
+    #[error("creating {}: {source}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    /// Writing the uploaded files into the data dir failed.
+    #[error("saving the upload: {0}")]
+    Save(std::io::Error),
+    /// Moving the checked files into place failed.
+    #[error("installing the upload: {0}")]
+    Install(std::io::Error),
+    /// The uploaded chain and key do not make a usable certificate.
+    #[error("{0}")]
+    Unusable(String),
+    /// ACME could not be started for the domain.
+    #[error("{0}")]
+    Acme(String),
+}
+
+/// Why the firewall was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    /// The store could not be read to render the rules.
+    #[error("reading the store: {0}")]
+    Store(#[from] watchgrid_store::StoreError),
+    /// The VPN subnet in the store is not a valid prefix.
+    #[error("the stored VPN subnet: {0}")]
+    Subnet(#[from] watchgrid_core::PrefixError),
+    /// `nft` could not be run, or refused the ruleset.
+    #[error("running {program}: {reason}")]
+    Nft { program: String, reason: String },
+    /// The blocking apply task panicked or was cancelled.
+    #[error("the apply task failed: {0}")]
+    Task(String),
+}
 
 /// How the control plane changes the HTTPS certificate at setup (implemented by the
-/// binary, which owns the listener). Errors are messages for the operator.
+/// binary, which owns the listener).
 pub trait TlsSwitch: Send + Sync + 'static {
     /// Checks and installs an uploaded chain and key (PEM) and serves them at once.
-    fn use_uploaded(&self, cert_pem: &str, key_pem: &str) -> Result<(), String>;
+    fn use_uploaded(&self, cert_pem: &str, key_pem: &str) -> Result<(), TlsSwitchError>;
     /// Starts ACME for `domain` and serves its certificate once issued.
-    fn use_acme(&self, domain: &str, email: Option<&str>) -> Result<(), String>;
+    fn use_acme(&self, domain: &str, email: Option<&str>) -> Result<(), TlsSwitchError>;
 }
 
 pub trait Hub: Send + Sync + 'static {
@@ -26,14 +87,14 @@ pub trait Hub: Send + Sync + 'static {
     /// Number of peers the hub has now, for the metrics.
     fn peer_count(&self) -> usize;
     /// Moves the hub's IPv4 address (the VPN subnet chosen at setup).
-    fn set_hub_address(&self, address: std::net::Ipv4Addr, prefix: u8) -> HubFuture;
+    fn set_hub_address(&self, address: Ipv4Addr, prefix: u8) -> HubFuture;
 }
 
 /// The appliance's nftables rules (implemented by the binary). The API stores the
 /// policy and device groups; `reconcile` renders them from the store and applies them.
 pub trait Firewall: Send + Sync + 'static {
     /// Applies the ruleset for what the store holds now; resolves once `nft` is done.
-    fn reconcile(&self) -> HubFuture;
+    fn reconcile(&self) -> FirewallFuture;
     /// The outcome of the last apply, for `/healthz` and the firewall page.
     fn status(&self) -> FirewallStatus;
 }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
 use tower::ServiceExt;
-use watchgrid_api::hub::{Hub, HubFuture};
+use watchgrid_api::hub::{FirewallError, FirewallFuture, Hub, HubFuture, TlsSwitchError};
 use watchgrid_api::{router, ApiConfig, AppState};
 use watchgrid_core::{IpPrefix, PublicKey};
 use watchgrid_store::Store;
@@ -1014,20 +1014,20 @@ struct FakeTls {
 }
 
 impl watchgrid_api::hub::TlsSwitch for FakeTls {
-    fn use_uploaded(&self, cert_pem: &str, _key_pem: &str) -> Result<(), String> {
+    fn use_uploaded(&self, cert_pem: &str, _key_pem: &str) -> Result<(), TlsSwitchError> {
         if cert_pem.contains("BROKEN") {
-            return Err("not a certificate".into());
+            return Err(TlsSwitchError::Unusable("not a certificate".into()));
         }
         self.calls
             .lock()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| TlsSwitchError::Unusable(e.to_string()))?
             .push("uploaded".into());
         Ok(())
     }
-    fn use_acme(&self, domain: &str, _email: Option<&str>) -> Result<(), String> {
+    fn use_acme(&self, domain: &str, _email: Option<&str>) -> Result<(), TlsSwitchError> {
         self.calls
             .lock()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| TlsSwitchError::Acme(e.to_string()))?
             .push(format!("acme {domain}"));
         Ok(())
     }
@@ -1102,12 +1102,16 @@ struct FakeFirewall {
 }
 
 impl watchgrid_api::hub::Firewall for FakeFirewall {
-    fn reconcile(&self) -> HubFuture {
+    fn reconcile(&self) -> FirewallFuture {
         let fail = self.fail.lock().map(|f| f.clone()).unwrap_or(None);
         if let Ok(mut n) = self.applies.lock() {
             *n += 1;
         }
-        Box::pin(async move { fail.map_or(Ok(()), Err) })
+        let refused = |reason| FirewallError::Nft {
+            program: "nft".into(),
+            reason,
+        };
+        Box::pin(async move { fail.map_or(Ok(()), |reason| Err(refused(reason))) })
     }
     fn status(&self) -> watchgrid_api::hub::FirewallStatus {
         match self.fail.lock().map(|f| f.clone()).unwrap_or(None) {

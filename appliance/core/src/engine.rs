@@ -111,18 +111,56 @@ struct Peer {
     public_key: PublicKey,
     preshared_key: Option<Secret>,
     persistent_keepalive: u16,
-    endpoint: Option<SocketAddr>,
-    tunn: Tunn,
-    rx_bytes: u64,
-    tx_bytes: u64,
+    /// The noise session state; `None` while the device has no private key.
+    tunn: Option<Tunn>,
+    link: Link,
     last_handshake_at: Option<Instant>,
 }
 
-/// One WireGuard interface: its key, its peers and their sessions.
-pub struct Engine {
+/// Where a peer is and what crossed the wire with it; apart from [`Peer::tunn`] so
+/// both can be borrowed at once.
+#[derive(Default)]
+struct Link {
+    endpoint: Option<SocketAddr>,
+    rx_bytes: u64,
+    tx_bytes: u64,
+}
+
+/// The device's own key pair, and the handshake limiter keyed to it.
+struct Identity {
     private_key: Secret,
     public_key: PublicKey,
     load_limiter: Arc<RateLimiter>,
+}
+
+impl Identity {
+    fn new(private_key: Secret) -> Identity {
+        let public_key = private_key.public_key();
+        Identity {
+            load_limiter: new_load_limiter(&public_key),
+            private_key,
+            public_key,
+        }
+    }
+
+    fn tunn(&self, peer: &Peer, id: PeerIndex) -> Tunn {
+        new_tunn(
+            &self.private_key,
+            peer.public_key,
+            peer.preshared_key.as_ref(),
+            peer.persistent_keepalive,
+            id,
+            &self.load_limiter,
+        )
+    }
+}
+
+/// One WireGuard interface: its key, its peers and their sessions.
+///
+/// Without a private key the device is inert, as wireguard-go is: peers can be
+/// configured, but no packet is read, sent or answered and no timer runs.
+pub struct Engine {
+    identity: Option<Identity>,
     source_limiter: SourceLimiter,
     peers: HashMap<PeerIndex, Peer>,
     by_key: HashMap<PublicKey, PeerIndex>,
@@ -147,12 +185,16 @@ impl Engine {
         if private_key.is_zero() {
             return Err(EngineError::ZeroPrivateKey);
         }
-        let public_key = private_key.public_key();
-        Ok(Engine {
-            load_limiter: new_load_limiter(&public_key),
+        let mut engine = Engine::without_key();
+        engine.identity = Some(Identity::new(private_key));
+        Ok(engine)
+    }
+
+    /// A device with neither a key nor peers: inert until [`Engine::set_private_key`].
+    pub fn without_key() -> Engine {
+        Engine {
+            identity: None,
             source_limiter: SourceLimiter::default(),
-            private_key,
-            public_key,
             peers: HashMap::new(),
             by_key: HashMap::new(),
             routes: AllowedIps::default(),
@@ -162,15 +204,16 @@ impl Engine {
             drops: DropCounters::default(),
             scratch: vec![0u8; SCRATCH].into_boxed_slice(),
             removed_endpoints: HashMap::new(),
-        })
+        }
     }
 
-    pub fn public_key(&self) -> PublicKey {
-        self.public_key
+    /// The device's public key; `None` until it has a private key.
+    pub fn public_key(&self) -> Option<PublicKey> {
+        self.identity.as_ref().map(|i| i.public_key)
     }
 
-    pub fn private_key(&self) -> &Secret {
-        &self.private_key
+    pub fn private_key(&self) -> Option<&Secret> {
+        self.identity.as_ref().map(|i| &i.private_key)
     }
 
     pub fn drops(&self) -> DropCounters {
@@ -195,24 +238,36 @@ impl Engine {
         if key.is_zero() {
             return Err(EngineError::ZeroPrivateKey);
         }
-        if key == self.private_key {
+        if self.private_key() == Some(&key) {
             return Ok(());
         }
-        self.public_key = key.public_key();
-        self.private_key = key;
-        self.load_limiter = new_load_limiter(&self.public_key);
-        let own = self.public_key;
+        let identity = Identity::new(key);
+        let own = identity.public_key;
         self.remove_peer(&own).ok();
-        let public = x25519::PublicKey::from(self.public_key.0);
-        for peer in self.peers.values_mut() {
-            peer.tunn.set_static_private(
-                self.private_key.static_secret(),
-                public,
-                Some(self.load_limiter.clone()),
-            );
+        let public = x25519::PublicKey::from(identity.public_key.0);
+        for (id, peer) in self.peers.iter_mut() {
+            match peer.tunn.as_mut() {
+                Some(tunn) => tunn.set_static_private(
+                    identity.private_key.static_secret(),
+                    public,
+                    Some(identity.load_limiter.clone()),
+                ),
+                None => peer.tunn = Some(identity.tunn(peer, *id)),
+            }
         }
+        self.identity = Some(identity);
         self.schedule(now);
         Ok(())
+    }
+
+    /// Drops the private key: every session dies and the device turns inert. Peers and
+    /// their configuration stay, ready for the next key.
+    pub fn clear_private_key(&mut self) {
+        self.identity = None;
+        self.next_tick = None;
+        for peer in self.peers.values_mut() {
+            peer.tunn = None;
+        }
     }
 
     /// Adds the peer if it is new, then applies `update`. Changing the preshared key or
@@ -227,7 +282,7 @@ impl Engine {
         update: PeerUpdate,
         out: &mut impl Output,
     ) -> Result<(), EngineError> {
-        if key == self.public_key {
+        if self.public_key() == Some(key) {
             return Err(EngineError::OwnPublicKey);
         }
         let (id, returning) = match self.by_key.get(&key) {
@@ -250,17 +305,10 @@ impl Engine {
             peer.persistent_keepalive = ka;
         }
         if let Some(ep) = update.endpoint {
-            peer.endpoint = Some(ep);
+            peer.link.endpoint = Some(ep);
         }
-        if rebuild {
-            peer.tunn = new_tunn(
-                &self.private_key,
-                peer.public_key,
-                peer.preshared_key.as_ref(),
-                peer.persistent_keepalive,
-                id,
-                &self.load_limiter,
-            );
+        if let (true, Some(identity)) = (rebuild, &self.identity) {
+            peer.tunn = Some(identity.tunn(peer, id));
             if !psk_changed {
                 self.initiate_handshake(now, id, out);
             }
@@ -272,8 +320,8 @@ impl Engine {
             self.routes.insert(prefix, id);
         }
         if let (Some(ep), Some(peer)) = (returning, self.peers.get_mut(&id)) {
-            if peer.endpoint.is_none() {
-                peer.endpoint = Some(ep);
+            if peer.link.endpoint.is_none() {
+                peer.link.endpoint = Some(ep);
                 self.initiate_handshake(now, id, out);
             }
         }
@@ -291,16 +339,15 @@ impl Engine {
             id = (id + 1) % limit;
         }
         self.next_index = (id + 1) % limit;
-        let peer = Peer {
+        let mut peer = Peer {
             public_key: key,
             preshared_key: None,
             persistent_keepalive: 0,
-            endpoint: None,
-            tunn: new_tunn(&self.private_key, key, None, 0, id, &self.load_limiter),
-            rx_bytes: 0,
-            tx_bytes: 0,
+            tunn: None,
+            link: Link::default(),
             last_handshake_at: None,
         };
+        peer.tunn = self.identity.as_ref().map(|i| i.tunn(&peer, id));
         self.peers.insert(id, peer);
         self.by_key.insert(key, id);
         Ok(id)
@@ -309,7 +356,7 @@ impl Engine {
     /// Removes a peer, its allowed IPs and its sessions.
     pub fn remove_peer(&mut self, key: &PublicKey) -> Result<(), EngineError> {
         let id = self.by_key.remove(key).ok_or(EngineError::UnknownPeer)?;
-        if let Some(ep) = self.peers.remove(&id).and_then(|p| p.endpoint) {
+        if let Some(ep) = self.peers.remove(&id).and_then(|p| p.link.endpoint) {
             if self.removed_endpoints.len() >= REMEMBERED_ENDPOINTS {
                 self.removed_endpoints.clear();
             }
@@ -339,22 +386,22 @@ impl Engine {
                 Some(PeerStatus {
                     public_key: peer.public_key,
                     preshared_key: peer.preshared_key.clone(),
-                    endpoint: peer.endpoint,
+                    endpoint: peer.link.endpoint,
                     persistent_keepalive: peer.persistent_keepalive,
                     allowed_ips,
                     last_handshake_age: peer
                         .last_handshake_at
                         .map(|t| now.saturating_duration_since(t)),
-                    rx_bytes: peer.rx_bytes,
-                    tx_bytes: peer.tx_bytes,
+                    rx_bytes: peer.link.rx_bytes,
+                    tx_bytes: peer.link.tx_bytes,
                 })
             })
             .collect()
     }
 
-    /// When `handle_timeout` should next run; `None` while there are no peers.
+    /// When `handle_timeout` should next run; `None` while there are no peers or no key.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.peers.is_empty() {
+        if self.peers.is_empty() || self.identity.is_none() {
             None
         } else {
             self.next_tick
@@ -362,16 +409,19 @@ impl Engine {
     }
 
     fn schedule(&mut self, now: Instant) {
-        if self.next_tick.is_none() {
+        if self.next_tick.is_none() && self.identity.is_some() {
             self.next_tick = Some(now + TICK);
         }
     }
 
     /// Runs every peer's timers: handshake retries, rekey, keepalives, session expiry.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut impl Output) {
-        self.next_tick = Some(now + TICK);
+        let Some(identity) = &self.identity else {
+            return;
+        };
         // boringtun zeroes its load counter only when asked; it checks the 1 s period itself.
-        self.load_limiter.reset_count();
+        identity.load_limiter.reset_count();
+        self.next_tick = Some(now + TICK);
         self.source_limiter.evict_idle(now);
         let Engine {
             peers,
@@ -380,8 +430,11 @@ impl Engine {
             ..
         } = self;
         for peer in peers.values_mut() {
-            match peer.tunn.update_timers(scratch) {
-                TunnResult::WriteToNetwork(datagram) => peer.send(datagram, drops, out),
+            let Some((link, tunn)) = peer.with_session() else {
+                continue;
+            };
+            match tunn.update_timers(scratch) {
+                TunnResult::WriteToNetwork(datagram) => link.send(datagram, drops, out),
                 TunnResult::Done | TunnResult::Err(_) => {}
                 TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => {}
             }
@@ -391,6 +444,9 @@ impl Engine {
 
     /// A packet read from the TUN device: route it by destination and encrypt it.
     pub fn handle_tunnel_packet(&mut self, now: Instant, packet: &[u8], out: &mut impl Output) {
+        if self.identity.is_none() {
+            return;
+        }
         self.schedule(now);
         if packet.len() > MAX_PACKET {
             self.drops.invalid += 1;
@@ -410,12 +466,12 @@ impl Engine {
             drops,
             ..
         } = self;
-        let Some(peer) = peers.get_mut(&id) else {
+        let Some((link, tunn)) = peers.get_mut(&id).and_then(Peer::with_session) else {
             drops.no_route += 1;
             return;
         };
-        match peer.tunn.encapsulate(packet, scratch) {
-            TunnResult::WriteToNetwork(datagram) => peer.send(datagram, drops, out),
+        match tunn.encapsulate(packet, scratch) {
+            TunnResult::WriteToNetwork(datagram) => link.send(datagram, drops, out),
             TunnResult::Err(_) => drops.invalid += 1,
             _ => {}
         }
@@ -429,7 +485,10 @@ impl Engine {
         datagram: &[u8],
         out: &mut impl Output,
     ) {
-        self.schedule(now);
+        let Some(identity) = &self.identity else {
+            return;
+        };
+        self.next_tick.get_or_insert(now + TICK);
         // Handshake messages cost a Diffie-Hellman each: cap them per source before any
         // cryptography (message types 1 and 2; the type is a little-endian u32).
         if matches!(datagram.first(), Some(1 | 2)) && !self.source_limiter.allow(now, from.ip()) {
@@ -437,26 +496,27 @@ impl Engine {
             return;
         }
         let mut cookie = [0u8; 64];
-        let packet = match self
-            .load_limiter
-            .verify_packet(Some(from.ip()), datagram, &mut cookie)
-        {
-            Ok(packet) => packet,
-            Err(TunnResult::WriteToNetwork(reply)) => {
-                self.drops.cookie_replies += 1;
-                out.send_datagram(from, reply);
-                return;
-            }
-            Err(_) => {
-                self.drops.invalid += 1;
-                return;
-            }
-        };
+        let packet =
+            match identity
+                .load_limiter
+                .verify_packet(Some(from.ip()), datagram, &mut cookie)
+            {
+                Ok(packet) => packet,
+                Err(TunnResult::WriteToNetwork(reply)) => {
+                    self.drops.cookie_replies += 1;
+                    out.send_datagram(from, reply);
+                    return;
+                }
+                Err(_) => {
+                    self.drops.invalid += 1;
+                    return;
+                }
+            };
         let (id, authenticates_endpoint) = match &packet {
             Packet::HandshakeInit(init) => {
-                let public = x25519::PublicKey::from(self.public_key.0);
+                let public = x25519::PublicKey::from(identity.public_key.0);
                 let Ok(half) =
-                    parse_handshake_anon(&self.private_key.static_secret(), &public, init)
+                    parse_handshake_anon(&identity.private_key.static_secret(), &public, init)
                 else {
                     self.drops.invalid += 1;
                     return;
@@ -485,8 +545,12 @@ impl Engine {
             drops.unknown_peer += 1;
             return;
         };
+        let Some((link, tunn)) = peer.with_session() else {
+            drops.unknown_peer += 1;
+            return;
+        };
         let mut flush_queue = false;
-        match peer.tunn.decapsulate(Some(from.ip()), datagram, scratch) {
+        match tunn.decapsulate(Some(from.ip()), datagram, scratch) {
             TunnResult::Done => {}
             TunnResult::Err(_) => {
                 drops.invalid += 1;
@@ -494,8 +558,8 @@ impl Engine {
             }
             TunnResult::WriteToNetwork(reply) => {
                 // Roaming (whitepaper §2.1): the endpoint follows the latest authenticated packet.
-                peer.endpoint = Some(from);
-                peer.send(reply, drops, out);
+                link.endpoint = Some(from);
+                link.send(reply, drops, out);
                 flush_queue = true;
             }
             TunnResult::WriteToTunnelV4(inner, src) => {
@@ -514,15 +578,14 @@ impl Engine {
             }
         }
         if authenticates_endpoint {
-            peer.endpoint = Some(from);
-            peer.rx_bytes += datagram.len() as u64;
+            link.endpoint = Some(from);
+            link.rx_bytes += datagram.len() as u64;
         }
         if flush_queue {
             // Packets queued while the handshake was pending go out now; boringtun hands
             // them back one per call with an empty datagram until it says Done.
-            while let TunnResult::WriteToNetwork(queued) = peer.tunn.decapsulate(None, &[], scratch)
-            {
-                peer.send(queued, drops, out);
+            while let TunnResult::WriteToNetwork(queued) = tunn.decapsulate(None, &[], scratch) {
+                link.send(queued, drops, out);
             }
         }
         peer.note_handshake(now);
@@ -535,7 +598,7 @@ impl Engine {
         let ids: Vec<PeerIndex> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.endpoint.is_some())
+            .filter(|(_, p)| p.link.endpoint.is_some())
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
@@ -552,21 +615,36 @@ impl Engine {
             drops,
             ..
         } = self;
-        let Some(peer) = peers.get_mut(&id) else {
+        let Some((link, tunn)) = peers.get_mut(&id).and_then(Peer::with_session) else {
             return;
         };
-        if peer.endpoint.is_none() {
+        if link.endpoint.is_none() {
             return;
         }
-        if let TunnResult::WriteToNetwork(init) =
-            peer.tunn.format_handshake_initiation(scratch, false)
-        {
-            peer.send(init, drops, out);
+        if let TunnResult::WriteToNetwork(init) = tunn.format_handshake_initiation(scratch, false) {
+            link.send(init, drops, out);
         }
     }
 }
 
 impl Peer {
+    /// The peer with its session, split so both can be used at once; `None` while the
+    /// device has no key.
+    fn with_session(&mut self) -> Option<(&mut Link, &mut Tunn)> {
+        let tunn = self.tunn.as_mut()?;
+        Some((&mut self.link, tunn))
+    }
+
+    /// Records when the current session was established, so the latest handshake is
+    /// still known after the session expires (as `wg show` expects).
+    fn note_handshake(&mut self, now: Instant) {
+        if let Some(age) = self.tunn.as_ref().and_then(Tunn::time_since_last_handshake) {
+            self.last_handshake_at = now.checked_sub(age).or(Some(now));
+        }
+    }
+}
+
+impl Link {
     fn send(&mut self, datagram: &[u8], drops: &mut DropCounters, out: &mut impl Output) {
         match self.endpoint {
             Some(ep) => {
@@ -574,14 +652,6 @@ impl Peer {
                 out.send_datagram(ep, datagram);
             }
             None => drops.no_endpoint += 1,
-        }
-    }
-
-    /// Records when the current session was established, so the latest handshake is
-    /// still known after the session expires (as `wg show` expects).
-    fn note_handshake(&mut self, now: Instant) {
-        if let Some(age) = self.tunn.time_since_last_handshake() {
-            self.last_handshake_at = now.checked_sub(age).or(Some(now));
         }
     }
 }

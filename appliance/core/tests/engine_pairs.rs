@@ -562,3 +562,51 @@ fn capture_initiation(net: &Net, from: usize) -> Vec<u8> {
         .map(|s| s.bytes.clone())
         .expect("node sent an initiation")
 }
+
+#[test]
+fn an_engine_without_a_key_is_inert_until_it_gets_one() {
+    let (mut net, a, b) = pair();
+    let key = net.nodes[a].key.clone();
+    // A starts without a key but with its peer configured, as `wg set` may do.
+    net.nodes[a].engine = watchgrid_core::Engine::without_key();
+    net.peer(a, b, &["10.0.0.2/32"], true);
+    assert_eq!(net.nodes[a].engine.public_key(), None);
+    assert_eq!(net.nodes[a].engine.poll_timeout(), None);
+    assert!(!ping(
+        &mut net,
+        a,
+        b,
+        v4(10, 0, 0, 1),
+        v4(10, 0, 0, 2),
+        b"x"
+    ));
+    assert_eq!(net.count(INIT), 0, "a keyless device sends nothing");
+    assert!(!ping(
+        &mut net,
+        b,
+        a,
+        v4(10, 0, 0, 2),
+        v4(10, 0, 0, 1),
+        b"y"
+    ));
+    assert!(net.count(INIT) > 0);
+    assert_eq!(net.count(RESPONSE), 0, "a keyless device answers nothing");
+    assert_eq!(net.nodes[a].engine.poll_timeout(), None);
+
+    net.set_private_key(a, key);
+    assert!(ping(&mut net, a, b, v4(10, 0, 0, 1), v4(10, 0, 0, 2), b"z"));
+    assert!(net.nodes[a].engine.poll_timeout().is_some());
+
+    // Clearing the key turns it inert again; the peer stays configured.
+    net.nodes[a].engine.clear_private_key();
+    assert_eq!(net.nodes[a].engine.poll_timeout(), None);
+    assert_eq!(net.nodes[a].engine.peer_count(), 1);
+    assert!(!ping(
+        &mut net,
+        a,
+        b,
+        v4(10, 0, 0, 1),
+        v4(10, 0, 0, 2),
+        b"w"
+    ));
+}

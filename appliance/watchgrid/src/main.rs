@@ -1,23 +1,11 @@
 //! `watchgrid`: the Watchgrid appliance in one binary.
 
-mod acme;
-mod admin;
+mod cli;
 mod control;
-mod data_dir;
 mod dataplane;
-mod device;
-mod firewall_control;
-mod first_boot;
-mod host_addrs;
-mod hub_control;
-mod serve;
-mod tls;
-mod tls_switch;
-mod uapi;
-mod udp;
-mod wgconf;
 
 use clap::{Parser, Subcommand};
+use cli::{admin, serve, wg};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -35,7 +23,7 @@ struct Cli {
 enum Command {
     /// Run a userspace WireGuard interface, configured with wg(8) over
     /// /var/run/wireguard/IFNAME.sock (a drop-in for `wireguard-go IFNAME`).
-    Wg(device::WgArgs),
+    Wg(wg::WgArgs),
     /// Run the appliance daemon: WireGuard hub and HTTPS control plane.
     Serve(Box<serve::ServeArgs>),
     /// Local maintenance on a data dir (the daemon must be stopped).
@@ -45,7 +33,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Wg(args) => device::run(args),
+        Command::Wg(args) => wg::run(args),
         Command::Serve(args) => serve::run(*args),
         Command::Admin(args) => admin::run(args),
     };

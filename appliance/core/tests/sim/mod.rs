@@ -40,7 +40,7 @@ pub struct Node {
 
 impl Node {
     pub fn public_key(&self) -> PublicKey {
-        self.engine.public_key()
+        self.engine.public_key().expect("every node has a key")
     }
 }
 

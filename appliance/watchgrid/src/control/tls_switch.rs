@@ -1,13 +1,13 @@
 //! The HTTPS listener's certificate source, replaceable at run time: setup may switch
 //! from the internal CA to an uploaded certificate or to ACME without a restart.
 
-use crate::acme::{self, AcmeSettings};
+use crate::control::acme::{self, AcmeSettings};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use watchgrid_api::hub::TlsSwitch;
+use watchgrid_api::hub::{TlsSwitch, TlsSwitchError};
 
 /// The server config new connections use.
 pub type LiveTls = Arc<RwLock<Arc<rustls::ServerConfig>>>;
@@ -56,10 +56,10 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 }
 
 impl TlsSwitch for ListenerTls {
-    fn use_uploaded(&self, cert_pem: &str, key_pem: &str) -> Result<(), String> {
+    fn use_uploaded(&self, cert_pem: &str, key_pem: &str) -> Result<(), TlsSwitchError> {
         let (cert, key) = uploaded_paths(&self.data_dir);
         let dir = cert.parent().map(Path::to_path_buf).unwrap_or_default();
-        fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        fs::create_dir_all(&dir).map_err(|source| TlsSwitchError::CreateDir { dir, source })?;
         // Checked from temporary files; the real ones are only replaced once it loads.
         let (tmp_cert, tmp_key) = (
             cert.with_extension("crt.new"),
@@ -67,9 +67,11 @@ impl TlsSwitch for ListenerTls {
         );
         let staged = write_private(&tmp_cert, cert_pem)
             .and_then(|_| write_private(&tmp_key, key_pem))
-            .map_err(|e| format!("saving the upload: {e}"));
-        let loaded = staged
-            .and_then(|()| crate::tls::uploaded(&tmp_cert, &tmp_key).map_err(|e| format!("{e:#}")));
+            .map_err(TlsSwitchError::Save);
+        let loaded = staged.and_then(|()| {
+            crate::control::tls::uploaded(&tmp_cert, &tmp_key)
+                .map_err(|e| TlsSwitchError::Unusable(format!("{e:#}")))
+        });
         let material = match loaded {
             Ok(m) => m,
             Err(e) => {
@@ -80,20 +82,21 @@ impl TlsSwitch for ListenerTls {
         };
         fs::rename(&tmp_cert, &cert)
             .and_then(|_| fs::rename(&tmp_key, &key))
-            .map_err(|e| format!("installing the upload: {e}"))?;
+            .map_err(TlsSwitchError::Install)?;
         replace(&self.live, material.config);
         tracing::info!(fingerprint = ?material.leaf_fingerprint, "serving the uploaded certificate");
         Ok(())
     }
 
-    fn use_acme(&self, domain: &str, email: Option<&str>) -> Result<(), String> {
+    fn use_acme(&self, domain: &str, email: Option<&str>) -> Result<(), TlsSwitchError> {
         let settings = AcmeSettings {
             domain: domain.to_string(),
             email: email.map(str::to_string),
             directory: self.acme_directory.clone(),
             ca_root: self.acme_ca_root.clone(),
         };
-        let config = acme::start(&settings, &self.data_dir).map_err(|e| format!("{e:#}"))?;
+        let config = acme::start(&settings, &self.data_dir)
+            .map_err(|e| TlsSwitchError::Acme(format!("{e:#}")))?;
         replace(&self.live, config);
         tracing::info!(domain, "switched to an ACME certificate");
         Ok(())

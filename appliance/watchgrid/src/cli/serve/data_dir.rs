@@ -1,8 +1,8 @@
 //! The data dir: created private, refused when others can read it (SPEC §2), and the
 //! files the hub keeps there.
 
-use crate::uapi::protocol::SetRequest;
-use crate::wgconf;
+use crate::dataplane::wgconf;
+use crate::dataplane::DeviceConfig;
 use anyhow::{bail, Context};
 use std::fs;
 use std::io::Write;
@@ -57,11 +57,11 @@ pub fn load_or_create_key(path: &Path) -> anyhow::Result<Secret> {
     Ok(key)
 }
 
-pub fn read_peers(path: &Path) -> anyhow::Result<SetRequest> {
+pub fn read_peers(path: &Path) -> anyhow::Result<DeviceConfig> {
     if !path.exists() {
-        return Ok(SetRequest {
+        return Ok(DeviceConfig {
             replace_peers: true,
-            ..SetRequest::default()
+            ..DeviceConfig::default()
         });
     }
     let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

@@ -1,16 +1,17 @@
 //! The UAPI socket at `/var/run/wireguard/IFNAME.sock`, as `wg(8)` expects it.
 //!
 //! Each connection carries `get=1` / `set=1` requests terminated by a blank line. Requests
-//! become [`Command`]s for the dataplane task, which owns all engine state.
+//! become [`Command`]s for the dataplane task, which owns all engine state; its answers
+//! are rendered back into the protocol here.
 
-use super::protocol::{parse_set, UapiError, EINVAL, EPROTO};
-use crate::dataplane::Command;
+use super::protocol::{parse_set, render_get, UapiError, EINVAL};
+use crate::dataplane::{ask, Command, Stopped};
 use anyhow::{bail, Context};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 pub const SOCKET_DIR: &str = "/var/run/wireguard";
 
@@ -98,40 +99,40 @@ async fn handle_connection(
             }
         }
         let reply = match op.as_str() {
-            "get=1" if body.is_empty() => {
-                let (tx, rx) = oneshot::channel();
-                commands.send(Command::Get(tx)).await?;
-                rx.await?
-            }
-            "set=1" => {
-                let result = match parse_set(body.iter().map(String::as_str)) {
-                    Ok(req) => {
-                        let (tx, rx) = oneshot::channel();
-                        commands.send(Command::Set(Box::new(req), tx)).await?;
-                        rx.await?
-                    }
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(()) => "errno=0\n\n".to_string(),
-                    Err(e) => {
-                        tracing::warn!(error = %e.message, "UAPI set rejected");
-                        format!("errno={}\n\n", e.errno)
-                    }
+            "get=1" if body.is_empty() => render_get(&ask(&commands, Command::Status).await?),
+            "set=1" => match set(&commands, &body).await? {
+                Ok(()) => "errno=0\n\n".to_string(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "UAPI set rejected");
+                    format!("errno={}\n\n", e.errno())
                 }
-            }
+            },
             "get=1" => format!("errno={EINVAL}\n\n"),
             _ => {
-                let e = UapiError {
-                    errno: EPROTO,
-                    message: format!("unknown operation {op:?}"),
-                };
-                tracing::warn!(error = %e.message, "UAPI request rejected");
-                format!("errno={}\n\n", e.errno)
+                let e = UapiError::UnknownOperation(op);
+                tracing::warn!(error = %e, "UAPI request rejected");
+                format!("errno={}\n\n", e.errno())
             }
         };
         write.write_all(reply.as_bytes()).await?;
     }
+}
+
+/// A `set=1` body as one [`Command::Configure`]: parsed completely first, so a
+/// malformed request reaches nothing.
+async fn set(
+    commands: &mpsc::Sender<Command>,
+    body: &[String],
+) -> Result<Result<(), UapiError>, Stopped> {
+    let config = match parse_set(body.iter().map(String::as_str)) {
+        Ok(config) => config,
+        Err(e) => return Ok(Err(e)),
+    };
+    let applied = ask(commands, |reply| {
+        Command::Configure(Box::new(config), reply)
+    })
+    .await?;
+    Ok(applied.map_err(UapiError::from))
 }
 
 /// One line without its newline; `None` at end of stream.

@@ -159,26 +159,7 @@ fn pem_to_der(pem: &str) -> anyhow::Result<CertificateDer<'static>> {
 pub fn internal_ca(dir: &Path, names: &[String]) -> anyhow::Result<TlsMaterial> {
     let tls = dir.join("tls");
     fs::create_dir_all(&tls).with_context(|| format!("creating {}", tls.display()))?;
-    let (ca_key_path, ca_cert_path) = (tls.join("ca.key"), tls.join("ca.crt"));
-    let ca_key = if ca_key_path.exists() {
-        let pem = fs::read_to_string(&ca_key_path)
-            .with_context(|| format!("reading {}", ca_key_path.display()))?;
-        KeyPair::from_pem(&pem).with_context(|| format!("parsing {}", ca_key_path.display()))?
-    } else {
-        let key = KeyPair::generate().context("generating the CA key")?;
-        let mut params = ca_params();
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now - Duration::days(1);
-        params.not_after = now + Duration::days(3650);
-        let cert = params.self_signed(&key).context("self-signing the CA")?;
-        write_private(&ca_cert_path, &cert.pem())?;
-        write_private(&ca_key_path, &key.serialize_pem())?;
-        tracing::info!("generated the internal CA");
-        key
-    };
-    let ca_pem = fs::read_to_string(&ca_cert_path)
-        .with_context(|| format!("reading {}", ca_cert_path.display()))?;
-
+    let (ca_key, ca_pem) = load_or_create_ca(&tls)?;
     let (leaf_key_path, leaf_cert_path, info_path) = (
         tls.join("leaf.key"),
         tls.join("leaf.crt"),
@@ -193,29 +174,7 @@ pub fn internal_ca(dir: &Path, names: &[String]) -> anyhow::Result<TlsMaterial> 
     }) && leaf_key_path.exists()
         && leaf_cert_path.exists();
     if !fresh {
-        let key = KeyPair::generate().context("generating the leaf key")?;
-        let mut params = CertificateParams::new(names.to_vec()).context("certificate names")?;
-        params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(
-            DnType::CommonName,
-            names.first().cloned().unwrap_or_default(),
-        );
-        params.not_before = now - Duration::hours(1);
-        params.not_after = now + Duration::days(LEAF_DAYS);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.use_authority_key_identifier_extension = true;
-        let issuer = Issuer::new(ca_params(), &ca_key);
-        let cert = params
-            .signed_by(&key, &issuer)
-            .context("signing the leaf")?;
-        write_private(&leaf_cert_path, &cert.pem())?;
-        write_private(&leaf_key_path, &key.serialize_pem())?;
-        let info = LeafInfo {
-            names: names.to_vec(),
-            not_after: params.not_after.unix_timestamp(),
-        };
-        write_private(&info_path, &serde_json::to_string(&info)?)?;
-        tracing::info!(names = ?names, "issued a TLS certificate from the internal CA");
+        issue_leaf(&tls, names, &ca_key)?;
     }
     let leaf_pem = fs::read_to_string(&leaf_cert_path)
         .with_context(|| format!("reading {}", leaf_cert_path.display()))?;
@@ -238,6 +197,64 @@ pub fn internal_ca(dir: &Path, names: &[String]) -> anyhow::Result<TlsMaterial> 
         leaf_fingerprint: Some(leaf_fingerprint),
         ca_fingerprint: Some(ca_fingerprint),
     })
+}
+
+/// The CA's key and certificate (PEM) under `tls`, made on first use (ten years).
+fn load_or_create_ca(tls: &Path) -> anyhow::Result<(KeyPair, String)> {
+    let (ca_key_path, ca_cert_path) = (tls.join("ca.key"), tls.join("ca.crt"));
+    let ca_key = if ca_key_path.exists() {
+        let pem = fs::read_to_string(&ca_key_path)
+            .with_context(|| format!("reading {}", ca_key_path.display()))?;
+        KeyPair::from_pem(&pem).with_context(|| format!("parsing {}", ca_key_path.display()))?
+    } else {
+        let key = KeyPair::generate().context("generating the CA key")?;
+        let mut params = ca_params();
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::days(1);
+        params.not_after = now + Duration::days(3650);
+        let cert = params.self_signed(&key).context("self-signing the CA")?;
+        write_private(&ca_cert_path, &cert.pem())?;
+        write_private(&ca_key_path, &key.serialize_pem())?;
+        tracing::info!("generated the internal CA");
+        key
+    };
+    let ca_pem = fs::read_to_string(&ca_cert_path)
+        .with_context(|| format!("reading {}", ca_cert_path.display()))?;
+    Ok((ca_key, ca_pem))
+}
+
+/// Issues a leaf for `names` from the CA and writes it, its key and its facts under `tls`.
+fn issue_leaf(tls: &Path, names: &[String], ca_key: &KeyPair) -> anyhow::Result<()> {
+    let (leaf_key_path, leaf_cert_path, info_path) = (
+        tls.join("leaf.key"),
+        tls.join("leaf.crt"),
+        tls.join("leaf.json"),
+    );
+    let now = OffsetDateTime::now_utc();
+    let key = KeyPair::generate().context("generating the leaf key")?;
+    let mut params = CertificateParams::new(names.to_vec()).context("certificate names")?;
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(
+        DnType::CommonName,
+        names.first().cloned().unwrap_or_default(),
+    );
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(LEAF_DAYS);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    let issuer = Issuer::new(ca_params(), ca_key);
+    let cert = params
+        .signed_by(&key, &issuer)
+        .context("signing the leaf")?;
+    write_private(&leaf_cert_path, &cert.pem())?;
+    write_private(&leaf_key_path, &key.serialize_pem())?;
+    let info = LeafInfo {
+        names: names.to_vec(),
+        not_after: params.not_after.unix_timestamp(),
+    };
+    write_private(&info_path, &serde_json::to_string(&info)?)?;
+    tracing::info!(names = ?names, "issued a TLS certificate from the internal CA");
+    Ok(())
 }
 
 /// Reissues the internal CA's leaf if it is within RENEW_BEFORE_DAYS of expiry and swaps

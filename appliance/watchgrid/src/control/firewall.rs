@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use watchgrid_api::hub::{Firewall, FirewallStatus, HubFuture};
+use watchgrid_api::hub::{Firewall, FirewallError, FirewallFuture, FirewallStatus};
 use watchgrid_core::IpPrefix;
 use watchgrid_firewall::{Member, Node, Policy};
 use watchgrid_store::{Store, SETTINGS_KEY};
@@ -32,17 +32,17 @@ impl NftFirewall {
     }
 
     /// Applies the ruleset for the store's current state.
-    pub async fn apply_now(self: Arc<Self>) -> Result<(), String> {
+    pub async fn apply_now(self: Arc<Self>) -> Result<(), FirewallError> {
         let _one_at_a_time = self.serial.lock().await;
         let me = self.clone();
-        let result = tokio::task::spawn_blocking(move || -> Result<usize, String> {
+        let result = tokio::task::spawn_blocking(move || -> Result<usize, FirewallError> {
             let (node, policy, members) = me.inputs()?;
             let ruleset = watchgrid_firewall::render(&node, &policy, &members);
-            watchgrid_firewall::apply(&me.nft, &ruleset).map_err(|e| e.to_string())?;
+            watchgrid_firewall::apply(&me.nft, &ruleset).map_err(nft_refused)?;
             Ok(policy.rules.len())
         })
         .await
-        .map_err(|e| format!("the apply task failed: {e}"))
+        .map_err(|e| FirewallError::Task(e.to_string()))
         .and_then(|r| r);
         let at = watchgrid_api::state::unix_now();
         let status = match &result {
@@ -54,7 +54,7 @@ impl NftFirewall {
                 tracing::error!(error = %e, "firewall NOT applied; /healthz reports degraded");
                 FirewallStatus::Failed {
                     at,
-                    error: e.clone(),
+                    error: e.to_string(),
                 }
             }
         };
@@ -70,24 +70,21 @@ impl NftFirewall {
         }
     }
 
-    fn inputs(&self) -> Result<(Node, Policy, Vec<Member>), String> {
-        let store_err = |e: watchgrid_store::StoreError| format!("reading the store: {e}");
+    fn inputs(&self) -> Result<(Node, Policy, Vec<Member>), FirewallError> {
         let mut node = self.node.clone();
-        if let Some(s) = self.store.settings.get(SETTINGS_KEY).map_err(store_err)? {
-            node.vpn_v4 = IpPrefix::new(IpAddr::V4(s.vpn_subnet_v4), s.vpn_prefix_v4)
-                .map_err(|e| format!("the stored VPN subnet: {e}"))?;
+        if let Some(s) = self.store.settings.get(SETTINGS_KEY)? {
+            node.vpn_v4 = IpPrefix::new(IpAddr::V4(s.vpn_subnet_v4), s.vpn_prefix_v4)?;
         }
-        if let Some(n) = self.store.network().map_err(store_err)? {
+        if let Some(n) = self.store.network()? {
             node.vpn_v6 = IpPrefix::new(IpAddr::V6(n.ula_prefix), 64).ok();
         }
         // Rules are parsed when read: one that does not parse fails the apply, naming it.
-        let stored = self.store.firewall_policy().map_err(store_err)?;
+        let stored = self.store.firewall_policy()?;
         let now = watchgrid_api::state::unix_now();
         let members = self
             .store
             .devices
-            .list()
-            .map_err(store_err)?
+            .list()?
             .into_iter()
             .filter(|d| d.is_active(now))
             .filter(|d| !d.groups.is_empty())
@@ -109,11 +106,20 @@ impl NftFirewall {
     }
 }
 
+/// `nft` could not be run or refused the ruleset.
+fn nft_refused(e: watchgrid_firewall::ApplyError) -> FirewallError {
+    match e {
+        watchgrid_firewall::ApplyError::Nft { program, reason } => {
+            FirewallError::Nft { program, reason }
+        }
+    }
+}
+
 /// The handle the API holds.
 pub struct FirewallHandle(pub Arc<NftFirewall>);
 
 impl Firewall for FirewallHandle {
-    fn reconcile(&self) -> HubFuture {
+    fn reconcile(&self) -> FirewallFuture {
         Box::pin(self.0.clone().apply_now())
     }
     fn status(&self) -> FirewallStatus {

@@ -1,7 +1,8 @@
 //! `watchgrid wg IFNAME`: a standalone userspace WireGuard interface.
 
+use crate::dataplane::tun::{open_tun, validate_ifname};
+use crate::dataplane::uapi::server::UapiSocket;
 use crate::dataplane::Dataplane;
-use crate::uapi::server::UapiSocket;
 use anyhow::{bail, Context};
 use std::io::{BufRead, Write};
 use std::process::Stdio;
@@ -48,46 +49,6 @@ pub fn run(args: WgArgs) -> anyhow::Result<()> {
     })
 }
 
-pub fn validate_ifname(name: &str) -> anyhow::Result<()> {
-    if name.is_empty() || name.len() > 15 {
-        bail!("interface name {name:?} must be 1 to 15 characters");
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        || name == "."
-        || name == ".."
-    {
-        bail!("interface name {name:?} may contain only letters, digits, '-', '_' and '.'");
-    }
-    Ok(())
-}
-
-/// Creates the TUN device. With `addresses`, assigns them and brings the link up;
-/// without, leaves it down for the operator (wireguard-go does the same).
-pub fn open_tun(
-    ifname: &str,
-    mtu: u16,
-    addresses: Option<&[(std::net::IpAddr, u8)]>,
-) -> anyhow::Result<tun_rs::AsyncDevice> {
-    let mut builder = tun_rs::DeviceBuilder::new().name(ifname).mtu(mtu);
-    match addresses {
-        Some(addrs) => {
-            for (addr, len) in addrs {
-                builder = match addr {
-                    std::net::IpAddr::V4(v4) => builder.ipv4(*v4, *len, None),
-                    std::net::IpAddr::V6(v6) => builder.ipv6(*v6, *len),
-                };
-            }
-            builder = builder.enable(true);
-        }
-        None => builder = builder.enable(false),
-    }
-    builder.build_async().with_context(|| {
-        format!("creating TUN interface {ifname} (needs CAP_NET_ADMIN and /dev/net/tun)")
-    })
-}
-
 /// Re-runs this binary in the foreground as a detached child and returns once the
 /// child reports the interface ready (or fails), like `wireguard-go IFNAME`.
 fn detach(args: &WgArgs) -> anyhow::Result<()> {
@@ -120,20 +81,4 @@ fn detach(args: &WgArgs) -> anyhow::Result<()> {
     }
     let status = child.wait().context("waiting for the background process")?;
     bail!("the background process exited before the interface was ready ({status})")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn interface_names_are_checked() {
-        assert!(validate_ifname("wg0").is_ok());
-        assert!(validate_ifname("a-b_c.d").is_ok());
-        assert!(validate_ifname("").is_err());
-        assert!(validate_ifname("sixteen-chars-xx").is_err());
-        assert!(validate_ifname("../etc").is_err());
-        assert!(validate_ifname("..").is_err());
-        assert!(validate_ifname("wg 0").is_err());
-    }
 }

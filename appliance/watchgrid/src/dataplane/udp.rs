@@ -1,6 +1,5 @@
 //! The WireGuard UDP sockets: one IPv4 and one IPv6 socket on the same port.
 
-use anyhow::Context;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -8,6 +7,21 @@ use tokio::net::UdpSocket;
 
 /// Kernel buffer size we ask for; bursts at line rate overflow the small defaults.
 const SOCKET_BUFFER: usize = 4 << 20;
+
+/// A port that could not be bound; the io error's kind tells "in use" apart.
+#[derive(Debug, thiserror::Error)]
+#[error("binding UDP port {port} ({family}): {source}")]
+pub struct BindError {
+    pub port: u16,
+    pub family: &'static str,
+    pub source: io::Error,
+}
+
+impl BindError {
+    pub fn in_use(&self) -> bool {
+        self.source.kind() == io::ErrorKind::AddrInUse
+    }
+}
 
 pub struct Sockets {
     pub v4: UdpSocket,
@@ -19,13 +33,18 @@ pub struct Sockets {
 
 impl Sockets {
     /// Binds both families on `port` (0 picks a free port that both families get).
-    pub fn bind(port: u16, fwmark: u32) -> anyhow::Result<Sockets> {
+    pub fn bind(port: u16, fwmark: u32) -> Result<Sockets, BindError> {
+        let failed = |family, source| BindError {
+            port,
+            family,
+            source,
+        };
         let mut last_err = None;
         // With port 0 the v4 socket picks a port that may be taken for v6; retry a few times.
         for _ in 0..10 {
             let v4 = new_socket(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), fwmark)
-                .with_context(|| format!("binding UDP port {port} (IPv4)"))?;
-            let bound = v4.local_addr().context("reading bound address")?.port();
+                .map_err(|e| failed("IPv4", e))?;
+            let bound = v4.local_addr().map_err(|e| failed("IPv4", e))?.port();
             match new_socket(SocketAddr::from((Ipv6Addr::UNSPECIFIED, bound)), fwmark) {
                 Ok(v6) => {
                     return Ok(Sockets {
@@ -36,9 +55,7 @@ impl Sockets {
                     })
                 }
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse && port == 0 => last_err = Some(e),
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-                    return Err(e).with_context(|| format!("binding UDP port {port} (IPv6)"));
-                }
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(failed("IPv6", e)),
                 // No IPv6 on this host: run IPv4-only rather than not at all.
                 Err(e) => {
                     tracing::warn!(error = %e, "IPv6 UDP socket unavailable; IPv4 only");
@@ -51,10 +68,8 @@ impl Sockets {
                 }
             }
         }
-        Err(last_err
-            .map(anyhow::Error::from)
-            .unwrap_or_else(|| anyhow::anyhow!("no free UDP port")))
-        .context("finding a UDP port free for both IPv4 and IPv6")
+        let source = last_err.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse));
+        Err(failed("no port free for both IPv4 and IPv6", source))
     }
 
     pub fn for_dest(&self, to: &SocketAddr) -> Option<&UdpSocket> {

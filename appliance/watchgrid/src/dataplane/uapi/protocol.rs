@@ -1,12 +1,14 @@
 //! The cross-platform WireGuard configuration protocol (https://www.wireguard.com/xplatform/):
-//! parsing `set=1` bodies into a validated [`SetRequest`] and rendering `get=1` replies.
+//! parsing `set=1` bodies into a validated [`DeviceConfig`] for the dataplane, and
+//! rendering its [`DeviceStatus`] as a `get=1` reply.
 //!
 //! A set request is parsed and checked completely before anything is applied, so a
 //! malformed request answers `errno=` and changes nothing.
 
+use crate::dataplane::{ConfigError, DeviceConfig, DeviceStatus, PeerChange};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use watchgrid_core::{IpPrefix, PeerStatus, PeerUpdate, PublicKey, Secret};
+use watchgrid_core::{IpPrefix, PeerUpdate, PublicKey, Secret};
 
 /// errno values sent back to the `wg` tool (negative, as wireguard-go sends them).
 pub const EINVAL: i32 = -22;
@@ -15,61 +17,38 @@ pub const EADDRINUSE: i32 = -98;
 pub const EPROTO: i32 = -71;
 
 /// A request that could not be parsed or applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UapiError {
-    pub errno: i32,
-    pub message: String,
+#[derive(Debug, thiserror::Error)]
+pub enum UapiError {
+    /// The request text is malformed; nothing was applied.
+    #[error("{0}")]
+    Invalid(String),
+    /// Neither `get=1` nor `set=1`.
+    #[error("unknown operation {0:?}")]
+    UnknownOperation(String),
+    /// A well-formed request the dataplane could not apply; nothing was applied.
+    #[error(transparent)]
+    Refused(#[from] ConfigError),
 }
 
 impl UapiError {
     pub fn invalid(message: impl Into<String>) -> Self {
-        UapiError {
-            errno: EINVAL,
-            message: message.into(),
+        UapiError::Invalid(message.into())
+    }
+
+    /// The errno `wg` shows for this error, as wireguard-go chooses it.
+    pub fn errno(&self) -> i32 {
+        match self {
+            UapiError::Invalid(_) | UapiError::Refused(ConfigError::Engine(_)) => EINVAL,
+            UapiError::UnknownOperation(_) => EPROTO,
+            UapiError::Refused(ConfigError::Bind(e)) if e.in_use() => EADDRINUSE,
+            UapiError::Refused(ConfigError::Bind(_) | ConfigError::Fwmark(_)) => EIO,
         }
     }
 }
 
-impl std::fmt::Display for UapiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (errno {})", self.message, self.errno)
-    }
-}
-
-/// One peer section of a set request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerChange {
-    pub public_key: PublicKey,
-    pub remove: bool,
-    pub update_only: bool,
-    pub update: PeerUpdate,
-}
-
-/// A whole, validated set request.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SetRequest {
-    /// `Some(None)` clears the private key (an all-zero key in the protocol).
-    pub private_key: Option<Option<Secret>>,
-    pub listen_port: Option<u16>,
-    /// `Some(0)` clears the mark.
-    pub fwmark: Option<u32>,
-    pub replace_peers: bool,
-    pub peers: Vec<PeerChange>,
-}
-
-/// Device state rendered by `get=1`.
-pub struct DeviceStatus {
-    pub private_key: Option<Secret>,
-    pub listen_port: u16,
-    pub fwmark: u32,
-    pub peers: Vec<PeerStatus>,
-    /// Wall-clock time now, to turn handshake ages into UNIX timestamps.
-    pub unix_now: std::time::Duration,
-}
-
 /// Parses the lines of a `set=1` request (without the `set=1` line and the blank line).
-pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<SetRequest, UapiError> {
-    let mut req = SetRequest::default();
+pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<DeviceConfig, UapiError> {
+    let mut req = DeviceConfig::default();
     let mut peer: Option<PeerChange> = None;
     for line in lines {
         let (key, value) = line
@@ -104,7 +83,7 @@ pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<SetRequ
     Ok(req)
 }
 
-fn parse_device_key(req: &mut SetRequest, key: &str, value: &str) -> Result<(), UapiError> {
+fn parse_device_key(req: &mut DeviceConfig, key: &str, value: &str) -> Result<(), UapiError> {
     match key {
         "private_key" => {
             let k = Secret(parse_key(value)?);
@@ -223,6 +202,7 @@ pub fn render_get(dev: &DeviceStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use watchgrid_core::PeerStatus;
 
     const K1: &str = "e84b5a6d2717c1003a13b431570353dbaca9146cf150c5f8575680feba52027a";
     const K2: &str = "b85996fecc9c7f1fc6d2572a76eda11d59bcd20be8e543b15ce4bd85a8e75a33";
@@ -291,7 +271,7 @@ mod tests {
         ];
         for line in bad {
             let err = parse_set([*line]).expect_err(line);
-            assert_eq!(err.errno, EINVAL, "{line}");
+            assert_eq!(err.errno(), EINVAL, "{line}");
         }
         let peer_bad: &[&str] = &[
             "allowed_ip=10.0.0.0/33",
@@ -305,7 +285,7 @@ mod tests {
         for line in peer_bad {
             let pk = format!("public_key={K2}");
             let err = parse_set([pk.as_str(), *line]).expect_err(line);
-            assert_eq!(err.errno, EINVAL, "{line}");
+            assert_eq!(err.errno(), EINVAL, "{line}");
         }
         let twice = format!("public_key={K2}");
         assert!(parse_set([twice.as_str(), twice.as_str()]).is_err());
@@ -339,5 +319,26 @@ mod tests {
             "02".repeat(32)
         );
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn errno_follows_the_error_not_its_wording() {
+        use crate::dataplane::udp::BindError;
+        use std::io::{Error, ErrorKind};
+        let bind = |kind: ErrorKind| {
+            UapiError::from(ConfigError::Bind(BindError {
+                port: 51820,
+                family: "IPv4",
+                // Wording that mentions "in use" must not decide the errno.
+                source: Error::new(kind, "address in use, or so it says"),
+            }))
+        };
+        assert_eq!(bind(ErrorKind::AddrInUse).errno(), EADDRINUSE);
+        assert_eq!(bind(ErrorKind::PermissionDenied).errno(), EIO);
+        let fwmark = UapiError::from(ConfigError::Fwmark(Error::from(ErrorKind::AddrInUse)));
+        assert_eq!(fwmark.errno(), EIO);
+        let own = ConfigError::Engine(watchgrid_core::EngineError::OwnPublicKey);
+        assert_eq!(UapiError::from(own).errno(), EINVAL);
+        assert_eq!(UapiError::UnknownOperation("x=1".into()).errno(), EPROTO);
     }
 }

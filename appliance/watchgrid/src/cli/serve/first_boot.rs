@@ -1,7 +1,7 @@
-//! First start of `watchgrid serve`: headless provisioning from the environment, or the
-//! one-time setup token for the wizard, and the console banner (SPEC §4).
+//! First start of `watchgrid serve`: headless provisioning from the environment (or its
+//! flags), or the one-time setup token for the wizard, and the console banner (SPEC §4).
 
-use crate::tls::TlsMaterial;
+use crate::control::tls::TlsMaterial;
 use anyhow::{bail, Context};
 use std::fs;
 use std::io::Write;
@@ -10,32 +10,56 @@ use std::path::Path;
 use watchgrid_api::ApiConfig;
 use watchgrid_store::{Sensitive, Store};
 
-/// Headless provisioning from the environment (SPEC §3).
+/// Headless provisioning from the environment (SPEC §3). An empty variable counts as
+/// unset, as a blank line in an env file means "not given".
+#[derive(clap::Args)]
 pub struct Provisioning {
+    /// The first admin's name (headless setup).
+    #[arg(long, env = "ADMIN_USERNAME", default_value = "admin")]
     pub admin_username: String,
+    /// The first admin's password; with it, setup completes at start (headless).
+    #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true, value_parser = sensitive)]
     pub admin_password: Option<Sensitive<String>>,
+    /// HOST:PORT devices dial (headless setup).
+    #[arg(long = "wg-server-endpoint", env = "WG_SERVER_ENDPOINT")]
     pub endpoint: Option<String>,
+    /// Secret that signs admin sessions (at least 32 characters); random if unset.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, value_parser = sensitive)]
     pub jwt_secret: Option<Sensitive<String>>,
+    /// The appliance's public DNS name; serves an ACME certificate for it.
+    #[arg(long, env = "FRONTEND_HOST")]
     pub frontend_host: Option<String>,
+    /// Contact address for the ACME account.
+    #[arg(long, env = "WATCHGRID_ACME_EMAIL")]
     pub acme_email: Option<String>,
 }
 
 impl Provisioning {
-    pub fn from_env() -> anyhow::Result<Provisioning> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let jwt_secret = var("JWT_SECRET").map(Sensitive::new);
+    /// Treats empty values as unset and checks the JWT secret's length.
+    pub fn validated(&self) -> anyhow::Result<Provisioning> {
+        let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        let secret = |v: &Option<Sensitive<String>>| v.clone().filter(|v| !v.expose().is_empty());
+        let jwt_secret = secret(&self.jwt_secret);
         if jwt_secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
             bail!("JWT_SECRET must be at least 32 characters (try: openssl rand -hex 32)");
         }
         Ok(Provisioning {
-            admin_username: var("ADMIN_USERNAME").unwrap_or_else(|| "admin".into()),
-            admin_password: var("ADMIN_PASSWORD").map(Sensitive::new),
-            endpoint: var("WG_SERVER_ENDPOINT"),
+            admin_username: Some(self.admin_username.clone())
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "admin".into()),
+            admin_password: secret(&self.admin_password),
+            endpoint: given(&self.endpoint),
             jwt_secret,
-            frontend_host: var("FRONTEND_HOST"),
-            acme_email: var("WATCHGRID_ACME_EMAIL"),
+            frontend_host: given(&self.frontend_host),
+            acme_email: given(&self.acme_email),
         })
     }
+}
+
+/// Parses a secret flag or variable straight into its wrapper, so it never sits in a
+/// plain `String` that a `Debug` could print.
+fn sensitive(value: &str) -> Result<Sensitive<String>, std::convert::Infallible> {
+    Ok(Sensitive::new(value.to_owned()))
 }
 
 /// Completes setup from the environment, or creates the setup token for the wizard.

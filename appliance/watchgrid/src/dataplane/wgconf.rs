@@ -1,17 +1,17 @@
-//! wg(8) configuration files (`wg setconf` format) turned into a UAPI [`SetRequest`].
+//! wg(8) configuration files (`wg setconf` format) turned into a [`DeviceConfig`] for the dataplane.
 //!
 //! The hub reads its peers from such a file until the control plane owns them. Keys are
 //! base64 as in `wg genkey`; endpoints must be IP literals (the daemon does no DNS).
 
-use crate::uapi::protocol::{PeerChange, SetRequest};
+use crate::dataplane::{DeviceConfig, PeerChange};
 use anyhow::{anyhow, bail, Context};
 use watchgrid_core::{IpPrefix, PeerUpdate, PublicKey, Secret};
 
 /// Parses a whole configuration; the request replaces all peers.
-pub fn parse(text: &str) -> anyhow::Result<SetRequest> {
-    let mut req = SetRequest {
+pub fn parse(text: &str) -> anyhow::Result<DeviceConfig> {
+    let mut req = DeviceConfig {
         replace_peers: true,
-        ..SetRequest::default()
+        ..DeviceConfig::default()
     };
     let mut section = "";
     for (n, raw) in text.lines().enumerate() {

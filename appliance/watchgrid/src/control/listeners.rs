@@ -30,7 +30,11 @@ where
     }
 }
 
-pub async fn serve_https(listener: TcpListener, tls: crate::tls_switch::LiveTls, app: Router) {
+pub async fn serve_https(
+    listener: TcpListener,
+    tls: crate::control::tls_switch::LiveTls,
+    app: Router,
+) {
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -40,7 +44,7 @@ pub async fn serve_https(listener: TcpListener, tls: crate::tls_switch::LiveTls,
             }
         };
         // The certificate source may change at run time (setup): read it per connection.
-        let acceptor = tokio_rustls::TlsAcceptor::from(crate::tls_switch::current(&tls));
+        let acceptor = tokio_rustls::TlsAcceptor::from(crate::control::tls_switch::current(&tls));
         let app = app.clone();
         tokio::spawn(async move {
             // A client that never finishes its handshake must not hold a task forever.

@@ -1,0 +1,78 @@
+//! Every periodic job of the daemon, in one place:
+//! - every 30 s, devices past their expiry date leave the hub;
+//! - every 5 minutes, idle rate-limit buckets are swept (SPEC §6);
+//! - twice a day, the internal CA's leaf is checked and renewed before it expires.
+
+use crate::control::tls;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use watchgrid_api::AppState;
+
+const EXPIRY: Duration = Duration::from_secs(30);
+const RATE_LIMIT_SWEEP: Duration = Duration::from_secs(300);
+const CERT_RENEWAL: Duration = Duration::from_secs(12 * 3600);
+
+/// What renewing the internal CA's leaf certificate needs.
+pub struct Renewal {
+    pub data_dir: PathBuf,
+    pub names: Vec<String>,
+    pub certs: Arc<tls::CertSwap>,
+    /// The leaf being served now.
+    pub fingerprint: String,
+}
+
+/// Starts every periodic job; they run as long as the runtime does.
+pub fn spawn(state: &AppState, renewal: Option<Renewal>) {
+    let expirer = state.clone();
+    every(EXPIRY, move || {
+        let state = expirer.clone();
+        async move {
+            if let Err(e) = watchgrid_api::routes::devices::expire_devices(&state).await {
+                tracing::error!(error = %e, "expiring devices");
+            }
+        }
+    });
+    let sweeper = state.clone();
+    every(RATE_LIMIT_SWEEP, move || {
+        sweeper.limits.evict_idle();
+        std::future::ready(())
+    });
+    if let Some(renewal) = renewal {
+        tokio::spawn(renew_certificate(renewal));
+    }
+}
+
+/// Runs `job` now and then at each period.
+fn every<F, Fut>(period: Duration, mut job: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        loop {
+            ticks.tick().await;
+            job().await;
+        }
+    });
+}
+
+/// Checks the leaf at each period (not at start: it was just loaded or made).
+async fn renew_certificate(r: Renewal) {
+    let mut current = r.fingerprint;
+    let mut ticks = tokio::time::interval(CERT_RENEWAL);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        match tls::renew_internal(&r.data_dir, &r.names, &r.certs, &current) {
+            Ok(Some(new_fp)) => {
+                tracing::info!(fingerprint = %new_fp, "renewed the TLS certificate");
+                current = new_fp;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "renewing the TLS certificate"),
+        }
+    }
+}
