@@ -18,7 +18,7 @@ pub use entities::{
     AdminUser, ApiToken, AuditEntry, Device, EnrollmentToken, FirewallPolicy, Network, Redemption,
     RevokedSession, Settings, TlsChoice,
 };
-pub use migrate::{Migration, MIGRATIONS};
+pub use migrate::{Migration, MigrationError, MIGRATIONS};
 pub use sensitive::Sensitive;
 pub use table::Table;
 
@@ -46,7 +46,8 @@ pub enum StoreError {
     Migration {
         version: u32,
         name: &'static str,
-        reason: String,
+        #[source]
+        reason: MigrationError,
         at: u32,
     },
     #[error("the data was written by a newer watchgrid (schema {found}, this build knows up to {supported}); upgrade watchgrid")]

@@ -6,7 +6,23 @@ use crate::{Result, StoreError};
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
-    pub run: fn(&sled::Db) -> std::result::Result<(), String>,
+    pub run: fn(&sled::Db) -> std::result::Result<(), MigrationError>,
+}
+
+/// Why a migration step could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("database: {0}")]
+    Db(#[from] sled::Error),
+    /// A stored record the step cannot convert.
+    #[error("{tree} record {key:?}: {reason}")]
+    Record {
+        tree: String,
+        key: String,
+        reason: String,
+    },
+    #[error("migrations must be consecutive; expected {expected}")]
+    OutOfOrder { expected: u32 },
 }
 
 /// The migrations of this build, in order.
@@ -26,7 +42,7 @@ pub const MIGRATIONS: &[Migration] = &[
 const META: &str = "meta";
 const VERSION_KEY: &str = "schema_version";
 
-fn initial_trees(db: &sled::Db) -> std::result::Result<(), String> {
+fn initial_trees(db: &sled::Db) -> std::result::Result<(), MigrationError> {
     for tree in [
         "devices",
         "enrollment_tokens",
@@ -38,13 +54,13 @@ fn initial_trees(db: &sled::Db) -> std::result::Result<(), String> {
         "address_claims",
         "network",
     ] {
-        db.open_tree(tree).map_err(|e| e.to_string())?;
+        db.open_tree(tree)?;
     }
     Ok(())
 }
 
-fn firewall_tree(db: &sled::Db) -> std::result::Result<(), String> {
-    db.open_tree("firewall").map_err(|e| e.to_string())?;
+fn firewall_tree(db: &sled::Db) -> std::result::Result<(), MigrationError> {
+    db.open_tree("firewall")?;
     Ok(())
 }
 
@@ -81,7 +97,7 @@ pub(crate) fn run(db: &sled::Db, migrations: &[Migration]) -> Result<()> {
             return Err(StoreError::Migration {
                 version: m.version,
                 name: m.name,
-                reason: format!("migrations must be consecutive; expected {}", at + 1),
+                reason: MigrationError::OutOfOrder { expected: at + 1 },
                 at,
             });
         }
@@ -102,7 +118,7 @@ pub(crate) fn run(db: &sled::Db, migrations: &[Migration]) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn ok(_: &sled::Db) -> std::result::Result<(), String> {
+    fn ok(_: &sled::Db) -> std::result::Result<(), MigrationError> {
         Ok(())
     }
 

@@ -5,8 +5,8 @@ use std::os::unix::fs::PermissionsExt;
 use watchgrid_core::PublicKey;
 use watchgrid_firewall::{Protocol, Target};
 use watchgrid_store::{
-    AdminUser, Device, FirewallPolicy, Migration, Sensitive, Settings, Store, StoreError,
-    TlsChoice, FIREWALL_KEY, MIGRATIONS, SETTINGS_KEY,
+    AdminUser, Device, FirewallPolicy, Migration, MigrationError, Sensitive, Settings, Store,
+    StoreError, TlsChoice, FIREWALL_KEY, MIGRATIONS, SETTINGS_KEY,
 };
 
 /// A device record as builds with string keys wrote it (`serde_json`, field order kept).
@@ -24,24 +24,24 @@ fn private_dir() -> tempfile::TempDir {
     dir
 }
 
-fn insert(db: &sled::Db, tree: &str, key: &str, json: &str) -> Result<(), String> {
-    let t = db.open_tree(tree).map_err(|e| e.to_string())?;
-    t.insert(key, json.as_bytes()).map_err(|e| e.to_string())?;
-    t.flush().map_err(|e| e.to_string())?;
+fn insert(db: &sled::Db, tree: &str, key: &str, json: &str) -> Result<(), MigrationError> {
+    let t = db.open_tree(tree)?;
+    t.insert(key, json.as_bytes())?;
+    t.flush()?;
     Ok(())
 }
 
-fn write_old_records(db: &sled::Db) -> Result<(), String> {
+fn write_old_records(db: &sled::Db) -> Result<(), MigrationError> {
     insert(db, "devices", "dev-1", OLD_DEVICE)?;
     insert(db, "firewall", FIREWALL_KEY, OLD_POLICY)
 }
 
-fn write_bad_policy(db: &sled::Db) -> Result<(), String> {
+fn write_bad_policy(db: &sled::Db) -> Result<(), MigrationError> {
     insert(db, "firewall", FIREWALL_KEY, BAD_POLICY)
 }
 
 /// Opens a store whose last migration writes raw records, as an older build left them.
-fn store_with(dir: &std::path::Path, writer: fn(&sled::Db) -> Result<(), String>) -> Store {
+fn store_with(dir: &std::path::Path, writer: fn(&sled::Db) -> Result<(), MigrationError>) -> Store {
     let mut steps: Vec<Migration> = MIGRATIONS
         .iter()
         .map(|m| Migration {

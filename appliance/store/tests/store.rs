@@ -1,7 +1,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use watchgrid_store::{
-    AuditEntry, Device, EnrollmentToken, Migration, Redemption, Store, StoreError, MIGRATIONS,
+    AuditEntry, Device, EnrollmentToken, Migration, MigrationError, Redemption, Store, StoreError,
+    MIGRATIONS,
 };
 
 fn private_dir() -> tempfile::TempDir {
@@ -82,11 +83,15 @@ fn group_readable_data_dir_is_refused() {
     assert!(err.to_string().contains("chmod go-rwx"));
 }
 
-fn ok(_: &sled::Db) -> Result<(), String> {
+fn ok(_: &sled::Db) -> Result<(), MigrationError> {
     Ok(())
 }
-fn broken(_: &sled::Db) -> Result<(), String> {
-    Err("disk says no".to_string())
+fn broken(_: &sled::Db) -> Result<(), MigrationError> {
+    Err(MigrationError::Record {
+        tree: "devices".into(),
+        key: "dev-1".into(),
+        reason: "no address".into(),
+    })
 }
 
 #[test]
@@ -109,7 +114,7 @@ fn failing_migration_stops_open_and_names_itself() {
         .expect("must fail");
     let msg = err.to_string();
     assert!(
-        msg.contains("migration 2 (two) failed: disk says no"),
+        msg.contains("migration 2 (two) failed: devices record \"dev-1\": no address"),
         "{msg}"
     );
     assert!(msg.contains("schema version 1"), "{msg}");
