@@ -3,6 +3,7 @@
 use crate::{Result, StoreError};
 
 /// One step from schema `version - 1` to `version`.
+#[derive(Clone, Copy)]
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,

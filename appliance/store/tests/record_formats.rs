@@ -42,14 +42,7 @@ fn write_bad_policy(db: &sled::Db) -> Result<(), MigrationError> {
 
 /// Opens a store whose last migration writes raw records, as an older build left them.
 fn store_with(dir: &std::path::Path, writer: fn(&sled::Db) -> Result<(), MigrationError>) -> Store {
-    let mut steps: Vec<Migration> = MIGRATIONS
-        .iter()
-        .map(|m| Migration {
-            version: m.version,
-            name: m.name,
-            run: m.run,
-        })
-        .collect();
+    let mut steps: Vec<Migration> = MIGRATIONS.to_vec();
     steps.push(Migration {
         version: MIGRATIONS.len() as u32 + 1,
         name: "records from an older build",

@@ -3,22 +3,21 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use watchgrid_store::{Migration, Store, FIREWALL_KEY, MIGRATIONS};
+use watchgrid_store::{Migration, MigrationError, Store, FIREWALL_KEY, MIGRATIONS};
 
 const BIN: &str = env!("CARGO_BIN_EXE_watchgrid");
 
 /// A forward rule with a protocol no build accepts, as if written by hand or by a
 /// future build.
-fn plant_bad_rule(db: &sled::Db) -> Result<(), String> {
+fn plant_bad_rule(db: &sled::Db) -> Result<(), MigrationError> {
     let policy = r#"{"admin_cidrs":null,"egress":false,"rules":[{"from_group":"ops","to_group":"db","to_cidr":null,"protocol":"sctp","ports":[]}]}"#;
-    let tree = db.open_tree("firewall").map_err(|e| e.to_string())?;
-    tree.insert(FIREWALL_KEY, policy.as_bytes())
-        .map_err(|e| e.to_string())?;
-    tree.flush().map_err(|e| e.to_string())?;
+    let tree = db.open_tree("firewall")?;
+    tree.insert(FIREWALL_KEY, policy.as_bytes())?;
+    tree.flush()?;
     Ok(())
 }
 
-fn last_migration_then_plant(db: &sled::Db) -> Result<(), String> {
+fn last_migration_then_plant(db: &sled::Db) -> Result<(), MigrationError> {
     if let Some(last) = MIGRATIONS.last() {
         (last.run)(db)?;
     }
@@ -32,14 +31,7 @@ fn a_stored_rule_that_does_not_parse_stops_the_start_and_is_named() {
     let data = dir.path().join("data");
     // This build's migrations, the last one also planting the record, so the data
     // stays at the schema version serve expects.
-    let mut steps: Vec<Migration> = MIGRATIONS
-        .iter()
-        .map(|m| Migration {
-            version: m.version,
-            name: m.name,
-            run: m.run,
-        })
-        .collect();
+    let mut steps: Vec<Migration> = MIGRATIONS.to_vec();
     if let Some(last) = steps.last_mut() {
         last.run = last_migration_then_plant;
     }
