@@ -477,7 +477,8 @@ impl Engine {
         }
     }
 
-    /// A datagram received on the WireGuard UDP port from `from`.
+    /// A datagram received on the WireGuard UDP port from `from`: admitted past the load
+    /// limits, matched to its peer, then decrypted by that peer's session.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
@@ -485,55 +486,93 @@ impl Engine {
         datagram: &[u8],
         out: &mut impl Output,
     ) {
-        let Some(identity) = &self.identity else {
-            return;
-        };
-        self.next_tick.get_or_insert(now + TICK);
-        // Handshake messages cost a Diffie-Hellman each: cap them per source before any
-        // cryptography (message types 1 and 2; the type is a little-endian u32).
-        if matches!(datagram.first(), Some(1 | 2)) && !self.source_limiter.allow(now, from.ip()) {
-            self.drops.rate_limited += 1;
+        if self.identity.is_none() {
             return;
         }
+        self.next_tick.get_or_insert(now + TICK);
+        let Some(packet) = self.admit(now, from, datagram, out) else {
+            return;
+        };
+        let Some((id, authenticates_endpoint)) = self.identify(&packet) else {
+            return;
+        };
+        self.decapsulate(now, id, from, datagram, authenticates_endpoint, out);
+    }
+
+    /// Load protection: handshake messages are capped per source before any
+    /// cryptography, then boringtun's device-wide limiter checks mac1 and answers with a
+    /// cookie under load. `None` when the datagram goes no further.
+    fn admit<'a>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &'a [u8],
+        out: &mut impl Output,
+    ) -> Option<Packet<'a>> {
+        let identity = self.identity.as_ref()?;
+        // Message types 1 and 2 cost a Diffie-Hellman each (the type is a little-endian u32).
+        if matches!(datagram.first(), Some(1 | 2)) && !self.source_limiter.allow(now, from.ip()) {
+            self.drops.rate_limited += 1;
+            return None;
+        }
         let mut cookie = [0u8; 64];
-        let packet =
-            match identity
-                .load_limiter
-                .verify_packet(Some(from.ip()), datagram, &mut cookie)
-            {
-                Ok(packet) => packet,
-                Err(TunnResult::WriteToNetwork(reply)) => {
-                    self.drops.cookie_replies += 1;
-                    out.send_datagram(from, reply);
-                    return;
-                }
-                Err(_) => {
-                    self.drops.invalid += 1;
-                    return;
-                }
-            };
-        let (id, authenticates_endpoint) = match &packet {
+        match identity
+            .load_limiter
+            .verify_packet(Some(from.ip()), datagram, &mut cookie)
+        {
+            Ok(packet) => Some(packet),
+            Err(TunnResult::WriteToNetwork(reply)) => {
+                self.drops.cookie_replies += 1;
+                out.send_datagram(from, reply);
+                None
+            }
+            Err(_) => {
+                self.drops.invalid += 1;
+                None
+            }
+        }
+    }
+
+    /// The peer a message is for, and whether it proves where that peer is now.
+    /// Initiations name their sender by its static key (which costs the responder's
+    /// half of the handshake to read); every other message by our session index.
+    fn identify(&mut self, packet: &Packet) -> Option<(PeerIndex, bool)> {
+        let identity = self.identity.as_ref()?;
+        match packet {
             Packet::HandshakeInit(init) => {
                 let public = x25519::PublicKey::from(identity.public_key.0);
                 let Ok(half) =
                     parse_handshake_anon(&identity.private_key.static_secret(), &public, init)
                 else {
                     self.drops.invalid += 1;
-                    return;
+                    return None;
                 };
                 match self.by_key.get(&PublicKey(half.peer_static_public)) {
-                    Some(id) => (*id, true),
+                    Some(id) => Some((*id, true)),
                     None => {
                         self.drops.unknown_peer += 1;
-                        return;
+                        None
                     }
                 }
             }
-            Packet::HandshakeResponse(p) => (p.receiver_idx >> 8, true),
-            Packet::PacketData(p) => (p.receiver_idx >> 8, true),
+            Packet::HandshakeResponse(p) => Some((p.receiver_idx >> 8, true)),
+            Packet::PacketData(p) => Some((p.receiver_idx >> 8, true)),
             // A cookie reply proves nothing about where the peer is now.
-            Packet::PacketCookieReply(p) => (p.receiver_idx >> 8, false),
-        };
+            Packet::PacketCookieReply(p) => Some((p.receiver_idx >> 8, false)),
+        }
+    }
+
+    /// Runs the datagram through peer `id`'s session: handshake replies go back out,
+    /// decrypted packets go to the tunnel if their inner source is the peer's.
+    fn decapsulate(
+        &mut self,
+        now: Instant,
+        id: PeerIndex,
+        from: SocketAddr,
+        datagram: &[u8],
+        authenticates_endpoint: bool,
+        out: &mut impl Output,
+    ) {
         let Engine {
             peers,
             scratch,
@@ -550,8 +589,8 @@ impl Engine {
             return;
         };
         let mut flush_queue = false;
-        match tunn.decapsulate(Some(from.ip()), datagram, scratch) {
-            TunnResult::Done => {}
+        let inner_source = match tunn.decapsulate(Some(from.ip()), datagram, scratch) {
+            TunnResult::Done => None,
             TunnResult::Err(_) => {
                 drops.invalid += 1;
                 return;
@@ -561,21 +600,18 @@ impl Engine {
                 link.endpoint = Some(from);
                 link.send(reply, drops, out);
                 flush_queue = true;
+                None
             }
-            TunnResult::WriteToTunnelV4(inner, src) => {
-                if routes.lookup(IpAddr::V4(src)) != Some(id) {
-                    drops.source_not_allowed += 1;
-                    return;
-                }
-                out.write_packet(inner);
+            TunnResult::WriteToTunnelV4(inner, src) => Some((inner, IpAddr::V4(src))),
+            TunnResult::WriteToTunnelV6(inner, src) => Some((inner, IpAddr::V6(src))),
+        };
+        if let Some((inner, src)) = inner_source {
+            // Cryptokey routing (whitepaper §2): the inner source must be one of the peer's.
+            if routes.lookup(src) != Some(id) {
+                drops.source_not_allowed += 1;
+                return;
             }
-            TunnResult::WriteToTunnelV6(inner, src) => {
-                if routes.lookup(IpAddr::V6(src)) != Some(id) {
-                    drops.source_not_allowed += 1;
-                    return;
-                }
-                out.write_packet(inner);
-            }
+            out.write_packet(inner);
         }
         if authenticates_endpoint {
             link.endpoint = Some(from);
