@@ -19,6 +19,8 @@ pub struct Metrics {
     pub wireguard_peers: Gauge,
     pub db_size_bytes: Gauge,
     pub db_up: Gauge,
+    /// How long each store commit's file-system sync took.
+    pub db_sync_duration: Histogram,
     /// 1 when the last firewall apply succeeded, 0 when it failed or the firewall is off.
     pub firewall_applied: Gauge,
 }
@@ -34,6 +36,7 @@ impl Default for Metrics {
         let wireguard_peers = Gauge::default();
         let db_size_bytes = Gauge::default();
         let db_up = Gauge::default();
+        let db_sync_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         let firewall_applied = Gauge::default();
         registry.register(
             "watchgrid_http_requests",
@@ -76,6 +79,11 @@ impl Default for Metrics {
             db_up.clone(),
         );
         registry.register(
+            "watchgrid_db_sync_seconds",
+            "Time the store spends making each acknowledged write durable (syncfs)",
+            db_sync_duration.clone(),
+        );
+        registry.register(
             "watchgrid_firewall_applied",
             "1 when the node's nftables rules are in force (last apply succeeded)",
             firewall_applied.clone(),
@@ -90,6 +98,7 @@ impl Default for Metrics {
             wireguard_peers,
             db_size_bytes,
             db_up,
+            db_sync_duration,
             firewall_applied,
         }
     }

@@ -84,11 +84,14 @@ impl AppState {
         setup_token: Option<String>,
         ca_cert_pem: Option<String>,
     ) -> AppState {
+        let metrics = Metrics::default();
+        let sync_duration = metrics.db_sync_duration.clone();
+        store.observe_syncs(Box::new(move |d| sync_duration.observe(d.as_secs_f64())));
         AppState(Arc::new(Inner {
             store,
             hub,
             limits: Limits::default(),
-            metrics: Metrics::default(),
+            metrics,
             setup_token: Mutex::new(setup_token),
             ca_cert_pem,
             tls: std::sync::OnceLock::new(),

@@ -228,15 +228,15 @@ impl Store {
                 device.address_v6 = self.network()?.map(|n| {
                     std::net::Ipv6Addr::from(u128::from(n.ula_prefix) | u128::from(offset))
                 });
+                // put_new commits the claim along with the device (one log, one sync).
                 if !self.devices.put_new(&device.id, &device)? {
                     claims.remove(addr.octets())?;
-                    claims.flush()?;
+                    self.commit()?;
                     return Err(crate::StoreError::Conflict(format!(
                         "device id {} already exists",
                         device.id
                     )));
                 }
-                claims.flush()?;
                 return Ok(device);
             }
         }
@@ -251,12 +251,12 @@ impl Store {
         if let Some(d) = &removed {
             let claims = self.db.open_tree("address_claims")?;
             claims.remove(d.address_v4.octets())?;
-            claims.flush()?;
+            self.commit()?;
         }
         Ok(removed)
     }
 
-    /// Appends to the audit log (flushed).
+    /// Appends to the audit log (committed).
     pub fn audit(&self, entry: &AuditEntry) -> Result<()> {
         // Zero-padded ids keep the log in insertion order under sled's byte ordering.
         let key = format!("{:020}", self.next_id()?);

@@ -4,11 +4,13 @@
 //! Rules this crate keeps:
 //! - one process owns a data dir: [`Store::open`] takes an exclusive lock on `DIR/lock`;
 //! - the data dir must not be group- or world-accessible (SPEC §2), or opening fails;
-//! - every write method returns only after sled has flushed it to disk, so a caller that
-//!   reports success to a client never acknowledges data a crash could lose (SPEC §7);
+//! - every write method returns only after sled has flushed it and the file system has
+//!   made it durable ([`durable`]), so a caller that reports success to a client never
+//!   acknowledges data a crash or a power cut could lose (SPEC §7);
 //! - the schema version lives in the store; migrations run in order at open, and a
 //!   failing migration stops the open with an error that names it.
 
+pub mod durable;
 mod entities;
 mod migrate;
 mod sensitive;
@@ -22,9 +24,11 @@ pub use migrate::{Migration, MigrationError, MIGRATIONS};
 pub use sensitive::Sensitive;
 pub use table::Table;
 
+use durable::DiskSync;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Everything that can go wrong with the store, each with what the operator should do.
 #[derive(Debug, thiserror::Error)]
@@ -64,9 +68,39 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// Commits writes: sled's flush, then the file system's sync. Shared by every table.
+#[derive(Clone)]
+pub(crate) struct Durability {
+    sync: Arc<DiskSync>,
+    dir: Arc<Path>,
+}
+
+impl Durability {
+    pub(crate) fn open(dir: &Path) -> Result<Durability> {
+        let sync = DiskSync::open(dir).map_err(|source| StoreError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        Ok(Durability {
+            sync: Arc::new(sync),
+            dir: dir.into(),
+        })
+    }
+
+    /// sled's log is shared by all trees, so one flush covers every write made so far.
+    pub(crate) fn commit(&self, tree: &sled::Tree) -> Result<()> {
+        tree.flush()?;
+        self.sync.sync().map_err(|source| StoreError::Io {
+            path: self.dir.display().to_string(),
+            source,
+        })
+    }
+}
+
 /// The open store.
 pub struct Store {
     db: sled::Db,
+    durability: Durability,
     /// Held for the life of the store; the OS releases the lock when it closes.
     _lock: File,
     pub devices: Table<Device>,
@@ -123,18 +157,21 @@ impl Store {
         // Every write flushes itself, so sled's periodic flusher thread is not needed;
         // without it the database closes (and unlocks) as soon as the store is dropped.
         let db = open_sled(&dir.join("db"))?;
-        migrate::run(&db, migrations)?;
+        let durability = Durability::open(dir)?;
+        migrate::run(&db, &durability, migrations)?;
+        let d = &durability;
         Ok(Store {
-            devices: Table::open(&db, "devices")?,
-            enrollment_tokens: Table::open(&db, "enrollment_tokens")?,
-            audit: Table::open(&db, "audit")?,
-            settings: Table::open(&db, "settings")?,
-            admins: Table::open(&db, "admins")?,
-            api_tokens: Table::open(&db, "api_tokens")?,
-            revoked_sessions: Table::open(&db, "revoked_sessions")?,
-            network: Table::open(&db, "network")?,
-            firewall: Table::open(&db, "firewall")?,
+            devices: Table::open(&db, d, "devices")?,
+            enrollment_tokens: Table::open(&db, d, "enrollment_tokens")?,
+            audit: Table::open(&db, d, "audit")?,
+            settings: Table::open(&db, d, "settings")?,
+            admins: Table::open(&db, d, "admins")?,
+            api_tokens: Table::open(&db, d, "api_tokens")?,
+            revoked_sessions: Table::open(&db, d, "revoked_sessions")?,
+            network: Table::open(&db, d, "network")?,
+            firewall: Table::open(&db, d, "firewall")?,
             db,
+            durability,
             _lock: lock,
         })
     }
@@ -152,6 +189,16 @@ impl Store {
     /// no longer parses is a [`StoreError::Corrupt`] naming the rule.
     pub fn firewall_policy(&self) -> Result<FirewallPolicy> {
         Ok(self.firewall.get(FIREWALL_KEY)?.unwrap_or_default())
+    }
+
+    /// Reports the duration of every sync that commits a write (what durability costs).
+    pub fn observe_syncs(&self, observer: durable::SyncObserver) {
+        self.durability.sync.observe(observer);
+    }
+
+    /// Commits every write made so far (for multi-tree changes).
+    pub(crate) fn commit(&self) -> Result<()> {
+        self.durability.commit(&self.db)
     }
 
     /// A fresh, strictly increasing id (survives restarts).

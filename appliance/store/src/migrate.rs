@@ -82,7 +82,11 @@ pub(crate) fn version(db: &sled::Db) -> Result<u32> {
 
 /// Applies every migration newer than the stored version, recording each step and
 /// flushing it before the next, so a crash mid-way resumes at the right step.
-pub(crate) fn run(db: &sled::Db, migrations: &[Migration]) -> Result<()> {
+pub(crate) fn run(
+    db: &sled::Db,
+    durability: &crate::Durability,
+    migrations: &[Migration],
+) -> Result<()> {
     let supported = migrations.last().map(|m| m.version).unwrap_or(0);
     let mut at = version(db)?;
     if at > supported {
@@ -109,7 +113,7 @@ pub(crate) fn run(db: &sled::Db, migrations: &[Migration]) -> Result<()> {
             at,
         })?;
         meta.insert(VERSION_KEY, &m.version.to_be_bytes())?;
-        db.flush()?;
+        durability.commit(db)?;
         at = m.version;
     }
     Ok(())
@@ -126,6 +130,8 @@ mod tests {
     #[test]
     fn data_from_a_newer_build_is_refused() {
         let db = sled::Config::new().temporary(true).open().expect("db");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = crate::Durability::open(dir.path()).expect("durability");
         let newer = [
             Migration {
                 version: 1,
@@ -138,9 +144,9 @@ mod tests {
                 run: ok,
             },
         ];
-        run(&db, &newer).expect("migrate");
+        run(&db, &d, &newer).expect("migrate");
         assert_eq!(version(&db).expect("v"), 2);
-        match run(&db, &newer[..1]) {
+        match run(&db, &d, &newer[..1]) {
             Err(StoreError::NewerSchema {
                 found: 2,
                 supported: 1,
@@ -148,6 +154,6 @@ mod tests {
             other => panic!("expected NewerSchema, got {other:?}"),
         }
         // Running the same list again is a no-op.
-        run(&db, &newer).expect("idempotent");
+        run(&db, &d, &newer).expect("idempotent");
     }
 }

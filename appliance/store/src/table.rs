@@ -1,6 +1,6 @@
 //! A sled tree holding one entity type as JSON, keyed by a string id.
 
-use crate::{Result, StoreError};
+use crate::{Durability, Result, StoreError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::marker::PhantomData;
@@ -8,16 +8,27 @@ use std::marker::PhantomData;
 pub struct Table<T> {
     tree: sled::Tree,
     name: &'static str,
+    durability: Durability,
     _entity: PhantomData<fn() -> T>,
 }
 
 impl<T: Serialize + DeserializeOwned> Table<T> {
-    pub(crate) fn open(db: &sled::Db, name: &'static str) -> Result<Table<T>> {
+    pub(crate) fn open(
+        db: &sled::Db,
+        durability: &Durability,
+        name: &'static str,
+    ) -> Result<Table<T>> {
         Ok(Table {
             tree: db.open_tree(name)?,
             name,
+            durability: durability.clone(),
             _entity: PhantomData,
         })
+    }
+
+    /// Makes this tree's writes (and every earlier write to the store) durable.
+    fn commit(&self) -> Result<()> {
+        self.durability.commit(&self.tree)
     }
 
     fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<T> {
@@ -39,28 +50,28 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
         }
     }
 
-    /// Writes and flushes: when this returns, the record survives a crash.
+    /// Writes and commits: when this returns, the record survives a crash or power cut.
     pub fn put(&self, key: &str, value: &T) -> Result<()> {
         self.tree.insert(key, Self::encode(value)?)?;
-        self.tree.flush()?;
+        self.commit()?;
         Ok(())
     }
 
-    /// Writes only if `key` is absent; false if it was taken. Flushed on success.
+    /// Writes only if `key` is absent; false if it was taken. Committed on success.
     pub fn put_new(&self, key: &str, value: &T) -> Result<bool> {
         let swapped = self
             .tree
             .compare_and_swap(key, None::<&[u8]>, Some(Self::encode(value)?))?;
         if swapped.is_ok() {
-            self.tree.flush()?;
+            self.commit()?;
         }
         Ok(swapped.is_ok())
     }
 
-    /// Removes and flushes; returns the removed record.
+    /// Removes and commits; returns the removed record.
     pub fn remove(&self, key: &str) -> Result<Option<T>> {
         let old = self.tree.remove(key)?;
-        self.tree.flush()?;
+        self.commit()?;
         match old {
             Some(bytes) => Ok(Some(self.decode(key.as_bytes(), &bytes)?)),
             None => Ok(None),
@@ -80,7 +91,7 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
 
     /// Atomically replaces the record at `key` with `f(current)`: `f` may run more than
     /// once under contention and must be pure. `Ok(None)` from `f` deletes the record;
-    /// an `Err` from `f` leaves it unchanged and is returned. Flushed before returning.
+    /// an `Err` from `f` leaves it unchanged and is returned. Committed before returning.
     pub fn update<E>(
         &self,
         key: &str,
@@ -101,7 +112,7 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
                 None => None,
             };
             if self.tree.compare_and_swap(key, current, encoded)?.is_ok() {
-                self.tree.flush()?;
+                self.commit()?;
                 return Ok(Ok(next));
             }
         }

@@ -62,6 +62,9 @@ const TOOLS: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     ("chromium", "chromium"),
     ("chromedriver", "chromium-driver"),
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("mkfs.ext4", "e2fsprogs"),
+    ("truncate", "coreutils"),
 ];
 
 /// Path of the schemathesis CLI (a PyPI venv that `scripts/setup` creates).
@@ -289,6 +292,41 @@ pub fn retry_until<T>(
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
+}
+
+/// A small xorshift generator: random moments that vary per run, repeatable from the
+/// seed a test prints.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// The seed in environment variable `var`, or one from the clock (odd, never 0).
+pub fn seed_from_env(var: &str) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+                | 1
+        })
+}
+
+/// The number in environment variable `var`, or `default` when it is unset or not a number.
+pub fn env_or<T: std::str::FromStr>(var: &str, default: T) -> T {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Seconds since the Unix epoch.

@@ -5,8 +5,11 @@
 
 use anyhow::{ensure, Context, Result};
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use watchgrid_netns_tests::{api_token, scenario, start_serve, unique_name, Impl, Netns, Proc};
+use std::time::Duration;
+use watchgrid_netns_tests::{
+    api_token, env_or, scenario, seed_from_env, start_serve, unique_name, Impl, Netns, Proc,
+    XorShift,
+};
 
 /// Streams `POST /api/enrollment-tokens` with names PREFIX-N; appends each name that was
 /// acknowledged (HTTP 200) to ACKFILE, flushed, before sending the next.
@@ -66,19 +69,6 @@ fn start(ns: &Netns, bin: &str, data: &str, run: &str) -> Result<Proc> {
     )
 }
 
-/// A small xorshift generator: the kill moments vary per run, and the seed is printed
-/// so a failing run can be repeated.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn acknowledged_writes_survive_sigkill_ours() -> Result<()> {
     scenario(durability)
@@ -86,22 +76,10 @@ fn acknowledged_writes_survive_sigkill_ours() -> Result<()> {
 
 fn durability() -> Result<()> {
     let bin = Impl::required_watchgrid_binary()?;
-    let cycles: u32 = std::env::var("WATCHGRID_DURABILITY_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12);
-    let seed = std::env::var("WATCHGRID_DURABILITY_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-                | 1
-        });
+    let cycles: u32 = env_or("WATCHGRID_DURABILITY_CYCLES", 12);
+    let seed = seed_from_env("WATCHGRID_DURABILITY_SEED");
     eprintln!("durability: {cycles} cycles, seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = XorShift(seed);
     let ns = Netns::new("dur")?;
     let data = ns.private_dir("data")?.to_string_lossy().into_owned();
     let run = ns.dir().join("run").to_string_lossy().into_owned();
@@ -118,7 +96,7 @@ fn durability() -> Result<()> {
             &[BASE, &token, &format!("c{cycle}"), &acks],
         )?;
         // Kill somewhere between 50 ms and 800 ms into the stream of writes.
-        let delay = Duration::from_millis(50 + rng.next() % 750);
+        let delay = Duration::from_millis(50 + rng.next_u64() % 750);
         std::thread::sleep(delay);
         daemon.signal("KILL")?;
         let _ = daemon.wait_timeout(Duration::from_secs(10))?;

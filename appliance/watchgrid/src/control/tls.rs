@@ -13,11 +13,10 @@ use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
+use watchgrid_store::durable;
 
 const CA_NAME: &str = "Watchgrid internal CA";
 /// Leaf lifetime, and how long before expiry it is replaced.
@@ -115,19 +114,11 @@ struct LeafInfo {
     not_after: i64,
 }
 
+/// Durable and atomic (temporary file, fsync, rename, directory fsync): a power cut
+/// leaves the old key or the new one, never an empty file.
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(contents.as_bytes())
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+    durable::write_file(path, contents.as_bytes(), 0o600)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn ca_params() -> CertificateParams {

@@ -3,11 +3,10 @@
 
 use crate::control::acme::{self, AcmeSettings};
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use watchgrid_api::hub::{TlsSwitch, TlsSwitchError};
+use watchgrid_store::durable;
 
 /// The server config new connections use.
 pub type LiveTls = Arc<RwLock<Arc<rustls::ServerConfig>>>;
@@ -45,21 +44,17 @@ pub struct ListenerTls {
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()
+    durable::write_file(path, contents.as_bytes(), 0o600)
 }
 
 impl TlsSwitch for ListenerTls {
     fn use_uploaded(&self, cert_pem: &str, key_pem: &str) -> Result<(), TlsSwitchError> {
         let (cert, key) = uploaded_paths(&self.data_dir);
         let dir = cert.parent().map(Path::to_path_buf).unwrap_or_default();
-        fs::create_dir_all(&dir).map_err(|source| TlsSwitchError::CreateDir { dir, source })?;
+        fs::create_dir_all(&dir).map_err(|source| TlsSwitchError::CreateDir {
+            dir: dir.clone(),
+            source,
+        })?;
         // Checked from temporary files; the real ones are only replaced once it loads.
         let (tmp_cert, tmp_key) = (
             cert.with_extension("crt.new"),
@@ -82,6 +77,7 @@ impl TlsSwitch for ListenerTls {
         };
         fs::rename(&tmp_cert, &cert)
             .and_then(|_| fs::rename(&tmp_key, &key))
+            .and_then(|_| durable::sync_dir(&dir))
             .map_err(TlsSwitchError::Install)?;
         replace(&self.live, material.config);
         tracing::info!(fingerprint = ?material.leaf_fingerprint, "serving the uploaded certificate");

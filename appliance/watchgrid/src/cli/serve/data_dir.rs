@@ -5,10 +5,10 @@ use crate::dataplane::wgconf;
 use crate::dataplane::DeviceConfig;
 use anyhow::{bail, Context};
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use watchgrid_core::Secret;
+use watchgrid_store::durable;
 
 /// Creates the data dir 0700, or refuses one that others can read (SPEC §2).
 pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
@@ -45,15 +45,9 @@ pub fn load_or_create_key(path: &Path) -> anyhow::Result<Secret> {
         return Ok(key);
     }
     let key = Secret::generate_private();
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    writeln!(f, "{}", key.to_base64()).with_context(|| format!("writing {}", path.display()))?;
-    f.sync_all()
-        .with_context(|| format!("syncing {}", path.display()))?;
+    // Durable before the hub uses it: peers are configured with the public half.
+    durable::write_file(path, format!("{}\n", key.to_base64()).as_bytes(), 0o600)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(key)
 }
 
