@@ -261,11 +261,13 @@ fn power_cuts() -> Result<()> {
         // Losses accumulate: a write lost in one cycle stays missing in the next checks.
         if lost.len() > lost_total {
             lossy_cycles += 1;
+            let new: Vec<&String> = lost.iter().filter(|l| !reported.contains(*l)).collect();
             eprintln!(
                 "powercut: cycle {cycle} (seed {seed}) lost: {:?}",
-                &lost[..lost.len().min(10)]
+                &new[..new.len().min(10)]
             );
         }
+        reported.extend(lost.iter().cloned());
         lost_total = lost.len();
         acked_total = acked.len();
     }
