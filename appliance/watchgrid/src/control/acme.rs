@@ -2,11 +2,11 @@
 //! answered on the HTTPS listener itself, via `rustls-acme`. Certificates and the
 //! account key are cached in the data dir, so restarts reuse them.
 
+use crate::control::acme_cache::DurableDirCache;
 use anyhow::{anyhow, Context};
 use futures_util::StreamExt;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use rustls_acme::caches::DirCache;
 use rustls_acme::AcmeConfig;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -64,7 +64,7 @@ pub fn start(
     let client = client_config(settings.ca_root.as_deref())?;
     let mut config = AcmeConfig::new_with_client_config([settings.domain.as_str()], client)
         .directory(&settings.directory)
-        .cache(DirCache::new(data_dir.join("acme")));
+        .cache(DurableDirCache::new(data_dir.join("acme")));
     if let Some(email) = &settings.email {
         config = config.contact_push(format!("mailto:{email}"));
     }

@@ -3,6 +3,7 @@
 //! handle through which the API reaches the dataplane.
 
 pub mod acme;
+pub mod acme_cache;
 pub mod firewall;
 pub mod hub;
 pub mod listeners;
