@@ -268,3 +268,59 @@ fn full_subnet_is_a_clear_error() {
     let err = s.create_device(device("b"), base, 30).expect_err("full");
     assert!(err.to_string().contains("no free address"), "{err}");
 }
+
+/// Every kind of write syncs the file system before it returns (the power-cut harness in
+/// tests/netns proves that this is what makes it durable; this catches a write path that
+/// skips it).
+#[test]
+fn every_write_path_syncs_before_returning() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let dir = private_dir();
+    let store = Store::open(dir.path()).expect("open");
+    let syncs = Arc::new(AtomicU32::new(0));
+    let seen = syncs.clone();
+    store.observe_syncs(Box::new(move |_| {
+        seen.fetch_add(1, Ordering::SeqCst);
+    }));
+    let mut last = 0;
+    let mut synced = |what: &str| {
+        let now = syncs.load(Ordering::SeqCst);
+        assert!(now > last, "{what} returned without a sync");
+        last = now;
+    };
+    store
+        .enrollment_tokens
+        .put("a", &token("a", 1, None))
+        .expect("put");
+    synced("put");
+    assert!(store.devices.put_new("d1", &device("d1")).expect("put_new"));
+    synced("put_new");
+    store
+        .devices
+        .update::<()>("d1", |d| {
+            Ok(d.map(|d| Device {
+                enabled: false,
+                ..d
+            }))
+        })
+        .expect("update")
+        .expect("updated");
+    synced("update");
+    store.devices.remove("d1").expect("remove");
+    synced("remove");
+    let created = store
+        .create_device(device("d2"), std::net::Ipv4Addr::new(10, 100, 0, 0), 16)
+        .expect("create_device");
+    synced("create_device");
+    store.delete_device(&created.id).expect("delete_device");
+    synced("delete_device");
+    store
+        .audit(&AuditEntry {
+            at: 1,
+            actor: "admin".into(),
+            action: "test".into(),
+            target: "x".into(),
+        })
+        .expect("audit");
+    synced("audit");
+}
