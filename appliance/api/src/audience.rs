@@ -18,7 +18,7 @@
 //! checks happen: the Origin check, the fence, the setup gate, then authentication.
 
 use crate::middleware::{admin_fence, check_origin, setup_gate};
-use crate::routes::{self, devices, enrollment, firewall, pages, session};
+use crate::routes::{self, agents, devices, enrollment, firewall, pages, session};
 use crate::state::AppState;
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
@@ -34,7 +34,10 @@ pub(crate) fn public() -> Router<AppState> {
 /// Heartbeat, commands, command results, the WireGuard config and log shipping belong
 /// here.
 pub(crate) fn agent(state: &AppState) -> Router<AppState> {
-    after_setup(enrollment::agent_router(), state)
+    let routes = Router::new()
+        .merge(enrollment::agent_router())
+        .merge(agents::router());
+    after_setup(routes, state)
 }
 
 /// The setup wizard: only the admin fence, and it answers before setup too (its

@@ -1,7 +1,7 @@
 //! Response bodies of the JSON API, typed so the OpenAPI document describes exactly
 //! what handlers send.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use watchgrid_core::PublicKey;
 use watchgrid_store::Sensitive;
@@ -124,6 +124,8 @@ pub struct DeviceView {
     pub expires_at: Option<u64>,
     /// Groups the firewall's forward rules refer to.
     pub groups: Vec<String>,
+    /// For agents that have sent a heartbeat since the hub started.
+    pub agent: Option<AgentStatus>,
 }
 
 impl From<&watchgrid_store::Device> for DeviceView {
@@ -138,6 +140,7 @@ impl From<&watchgrid_store::Device> for DeviceView {
             created_at: d.created_at,
             expires_at: d.expires_at,
             groups: d.groups.clone(),
+            agent: None,
         }
     }
 }
@@ -171,4 +174,70 @@ pub struct AuditList {
 #[derive(Serialize, ToSchema)]
 pub struct DeviceList {
     pub devices: Vec<DeviceView>,
+}
+
+/// What an agent reports every interval. Everything but the version is optional: an
+/// agent reports what its platform can tell.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    #[schema(max_length = 64)]
+    pub agent_version: String,
+    #[schema(max_length = 253)]
+    pub hostname: Option<String>,
+    #[schema(max_length = 256)]
+    pub os: Option<String>,
+    #[schema(max_length = 256)]
+    pub kernel: Option<String>,
+    pub uptime_s: Option<u64>,
+    /// 1, 5 and 15 minute load averages.
+    #[schema(max_items = 3)]
+    pub load: Option<Vec<f64>>,
+    pub memory_total_bytes: Option<u64>,
+    pub memory_available_bytes: Option<u64>,
+    pub disk_total_bytes: Option<u64>,
+    pub disk_available_bytes: Option<u64>,
+    /// The agent's own tunnel counters.
+    pub tunnel_rx_bytes: Option<u64>,
+    pub tunnel_tx_bytes: Option<u64>,
+    /// Seconds since the agent's last WireGuard handshake with the hub.
+    pub last_handshake_s: Option<u64>,
+}
+
+/// The hub's answer to a heartbeat.
+#[derive(Serialize, ToSchema)]
+pub struct HeartbeatAnswer {
+    /// Seconds until the next heartbeat.
+    pub interval_s: u64,
+    /// The ETag of `GET /api/wg/config`: fetch it again when this changes.
+    pub config_etag: String,
+    pub commands_pending: u32,
+}
+
+/// An agent's WireGuard configuration (its private key never leaves it).
+#[derive(Serialize, ToSchema)]
+pub struct AgentConfig {
+    pub device_id: String,
+    /// Interface address with the VPN prefix, e.g. `10.100.0.2/16`.
+    pub address: String,
+    pub address_v6: Option<String>,
+    #[schema(value_type = String)]
+    pub hub_public_key: PublicKey,
+    pub endpoint: String,
+    /// One CIDR per item.
+    pub allowed_ips: Vec<String>,
+    pub persistent_keepalive: u16,
+}
+
+/// An agent's state as the hub last heard it.
+#[derive(Serialize, ToSchema)]
+pub struct AgentStatus {
+    /// Heard from within the last three heartbeat intervals.
+    pub online: bool,
+    pub last_seen: u64,
+    pub agent_version: String,
+    pub hostname: Option<String>,
+    pub os: Option<String>,
+    pub kernel: Option<String>,
+    pub uptime_s: Option<u64>,
 }

@@ -5,6 +5,7 @@
 //! over TLS, tests call it in-process. Handlers reach the WireGuard hub only through
 //! the [`hub::Hub`] trait (the dataplane's command channel).
 
+pub mod agent_auth;
 mod audience;
 pub mod auth;
 pub mod dto;
@@ -15,6 +16,7 @@ pub mod limits;
 pub mod metrics;
 mod middleware;
 pub mod openapi;
+pub mod presence;
 pub mod routes;
 pub mod secrets;
 pub mod state;
@@ -60,6 +62,10 @@ pub fn render_metrics(state: &AppState) -> String {
             state.metrics.db_up.set(0);
         }
     }
+    let online = state
+        .presence
+        .online_count(state::unix_now(), state.config.heartbeat_interval_s);
+    state.metrics.agents_online.set(online as i64);
     let applied = matches!(
         state.firewall_status(),
         crate::hub::FirewallStatus::Applied { .. }

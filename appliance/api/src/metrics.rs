@@ -14,6 +14,8 @@ pub struct Metrics {
     pub http_requests: Family<Labels, Counter>,
     pub http_duration: Histogram,
     pub agent_heartbeats: Counter,
+    /// Agents heard from within three heartbeat intervals.
+    pub agents_online: Gauge,
     pub login_failures: Family<Labels, Counter>,
     pub rate_limit_rejections: Family<Labels, Counter>,
     pub wireguard_peers: Gauge,
@@ -31,6 +33,7 @@ impl Default for Metrics {
         let http_requests = Family::<Labels, Counter>::default();
         let http_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         let agent_heartbeats = Counter::default();
+        let agents_online = Gauge::default();
         let login_failures = Family::<Labels, Counter>::default();
         let rate_limit_rejections = Family::<Labels, Counter>::default();
         let wireguard_peers = Gauge::default();
@@ -52,6 +55,11 @@ impl Default for Metrics {
             "watchgrid_agent_heartbeats",
             "Agent heartbeats received",
             agent_heartbeats.clone(),
+        );
+        registry.register(
+            "watchgrid_agents_online",
+            "Agents heard from within three heartbeat intervals",
+            agents_online.clone(),
         );
         registry.register(
             "watchgrid_login_failures",
@@ -93,6 +101,7 @@ impl Default for Metrics {
             http_requests,
             http_duration,
             agent_heartbeats,
+            agents_online,
             login_failures,
             rate_limit_rejections,
             wireguard_peers,

@@ -3,7 +3,7 @@
 
 use crate::dto::*;
 use crate::routes::firewall::{FirewallView, GroupsBody, PolicyBody, RuleBody};
-use crate::routes::{devices, enrollment, firewall, public, session, setup};
+use crate::routes::{agents, devices, enrollment, firewall, public, session, setup};
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -18,6 +18,7 @@ use utoipa::{Modify, OpenApi};
         session::login, session::logout, session::me, session::create_token,
         session::totp_setup, session::totp_enable, session::totp_disable,
         enrollment::create, enrollment::list, enrollment::register,
+        agents::heartbeat, agents::wg_config,
         devices::list, devices::create, devices::disable, devices::enable, devices::remove,
         devices::audit_log,
         firewall::show, firewall::update, firewall::set_groups,
@@ -27,6 +28,7 @@ use utoipa::{Modify, OpenApi};
         EnrollmentTokenCreated, EnrollmentTokenView, EnrollmentTokenList, Registration,
         DeviceView, DeviceList, DeviceCreated, AuditView, AuditList,
         FirewallView, PolicyBody, RuleBody, GroupsBody,
+        Heartbeat, HeartbeatAnswer, AgentConfig, AgentStatus,
     )),
     modifiers(&Security)
 )]
@@ -39,6 +41,11 @@ impl Modify for Security {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        // Agents: `Authorization: Bearer <agent_key>` from their registration.
+        components.add_security_scheme(
+            "agent_key",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
         components.add_security_scheme(

@@ -29,6 +29,8 @@ pub struct ApiConfig {
     pub session_ttl_secs: u64,
     /// Persistent keepalive handed to registering devices (they may sit behind NAT).
     pub device_keepalive: u16,
+    /// Seconds between an agent's heartbeats; three missed ones make it offline.
+    pub heartbeat_interval_s: u64,
 }
 
 impl Default for ApiConfig {
@@ -43,6 +45,7 @@ impl Default for ApiConfig {
             hub_address: Ipv4Addr::new(10, 100, 0, 1),
             session_ttl_secs: 12 * 3600,
             device_keepalive: 25,
+            heartbeat_interval_s: 30,
         }
     }
 }
@@ -53,6 +56,8 @@ pub struct Inner {
     pub config: ApiConfig,
     pub limits: Limits,
     pub metrics: Metrics,
+    /// Agents' last heartbeats.
+    pub presence: crate::presence::Presence,
     /// The one-time setup token; `None` once setup has completed.
     pub setup_token: Mutex<Option<String>>,
     /// PEM of the internal CA root, served at /downloads/ca.crt.
@@ -92,6 +97,7 @@ impl AppState {
             hub,
             limits: Limits::default(),
             metrics,
+            presence: Default::default(),
             setup_token: Mutex::new(setup_token),
             ca_cert_pem,
             tls: std::sync::OnceLock::new(),

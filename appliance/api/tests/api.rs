@@ -1518,3 +1518,169 @@ async fn groups_the_firewall_cannot_apply_are_rolled_back() {
         serde_json::json!(["servers"])
     );
 }
+
+/// Registers a device with a fresh enrollment token; returns its id and agent key.
+async fn register_agent(a: &App, admin: &str, hostname: &str, key: u8) -> (String, String) {
+    let r = a
+        .call(bearer(
+            post("/api/enrollment-tokens", &serde_json::json!({})),
+            admin,
+        ))
+        .await;
+    let token = r.json["token"].as_str().expect("token").to_string();
+    let body = serde_json::json!({"token": token, "public_key": wg_key(key), "hostname": hostname});
+    let r = a.call(post("/api/register", &body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    (
+        r.json["device_id"].as_str().expect("id").to_string(),
+        r.json["agent_key"].as_str().expect("agent key").to_string(),
+    )
+}
+
+fn beat(version: &str) -> serde_json::Value {
+    serde_json::json!({"agent_version": version, "hostname": "db1", "os": "Debian 12",
+        "kernel": "6.1.0", "uptime_s": 42, "load": [0.1, 0.2, 0.3]})
+}
+
+#[tokio::test]
+async fn heartbeats_need_the_agents_own_key_and_mark_it_online() {
+    let a = app();
+    let admin = a.admin_token().await;
+    let (id, key) = register_agent(&a, &admin, "db1", 31).await;
+    for wrong in [None, Some(admin.as_str()), Some("not-a-key")] {
+        let req = post("/api/heartbeat", &beat("1.0"));
+        let req = match wrong {
+            Some(k) => bearer(req, k),
+            None => req,
+        };
+        let r = a.call(req).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{wrong:?}: {}", r.text);
+        assert_eq!(r.json["error"], "unauthorized", "generic");
+    }
+    let r = a
+        .call(bearer(post("/api/heartbeat", &beat("1.0")), &key))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["interval_s"], 30);
+    assert_eq!(r.json["commands_pending"], 0);
+    assert!(r.json["config_etag"].as_str().is_some_and(|t| t.len() > 8));
+
+    let list = a.call(bearer(get("/api/devices"), &admin)).await;
+    let dev = &list.json["devices"][0];
+    assert_eq!(dev["id"], id.as_str());
+    assert_eq!(dev["agent"]["online"], true);
+    assert_eq!(dev["agent"]["agent_version"], "1.0");
+    assert_eq!(dev["agent"]["kernel"], "6.1.0");
+    let metrics = watchgrid_api::render_metrics(&a.state);
+    assert!(
+        metrics.contains("watchgrid_agent_heartbeats_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("watchgrid_agents_online 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn disabled_and_deleted_agents_get_401_and_enabled_ones_come_back() {
+    let a = app();
+    let admin = a.admin_token().await;
+    let (id, key) = register_agent(&a, &admin, "web1", 32).await;
+    let heartbeat = || bearer(post("/api/heartbeat", &beat("1.0")), &key);
+    let admin_post = |path: String| bearer(post(&path, &serde_json::json!({})), &admin);
+    assert_eq!(a.call(heartbeat()).await.status, StatusCode::OK);
+    a.call(admin_post(format!("/api/devices/{id}/disable")))
+        .await;
+    assert_eq!(a.call(heartbeat()).await.status, StatusCode::UNAUTHORIZED);
+    let config = bearer(get("/api/wg/config"), &key);
+    assert_eq!(a.call(config).await.status, StatusCode::UNAUTHORIZED);
+    a.call(admin_post(format!("/api/devices/{id}/enable")))
+        .await;
+    assert_eq!(a.call(heartbeat()).await.status, StatusCode::OK);
+    let del = Request::delete(format!("/api/devices/{id}"))
+        .header(header::HOST, "vpn.example.com")
+        .body(Body::empty())
+        .expect("req");
+    assert_eq!(a.call(bearer(del, &admin)).await.status, StatusCode::OK);
+    assert_eq!(a.call(heartbeat()).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn bad_heartbeats_are_refused_and_record_nothing() {
+    let a = app();
+    let admin = a.admin_token().await;
+    let (_, key) = register_agent(&a, &admin, "app1", 33).await;
+    let mut unknown = beat("1.0");
+    unknown["device_id"] = serde_json::json!("dev-999");
+    let mut control = beat("1.0");
+    control["hostname"] = serde_json::json!("db1\n<script>");
+    let mut loads = beat("1.0");
+    loads["load"] = serde_json::json!([1, 2, 3, 4]);
+    for body in [unknown, control, loads, serde_json::json!({})] {
+        let r = a.call(bearer(post("/api/heartbeat", &body), &key)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            r.text
+        );
+    }
+    let mut huge = beat("1.0");
+    huge["os"] = serde_json::json!("x".repeat(70_000));
+    let r = a.call(bearer(post("/api/heartbeat", &huge), &key)).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let list = a.call(bearer(get("/api/devices"), &admin)).await;
+    assert!(list.json["devices"][0]["agent"].is_null(), "{}", list.text);
+}
+
+#[tokio::test]
+async fn wg_config_is_the_agents_own_with_an_etag_and_304() {
+    let a = app();
+    let admin = a.admin_token().await;
+    let (id, key) = register_agent(&a, &admin, "db1", 34).await;
+    let (_, other_key) = register_agent(&a, &admin, "db2", 35).await;
+    let r = a.call(bearer(get("/api/wg/config"), &key)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["device_id"], id.as_str());
+    assert_eq!(r.json["address"], "10.100.0.2/16");
+    assert_eq!(r.json["hub_public_key"], wg_key(0x1d));
+    assert_eq!(r.json["endpoint"], "vpn.example.com:51820");
+    let etag = r.headers[header::ETAG].to_str().expect("etag").to_string();
+    let hb = a
+        .call(bearer(post("/api/heartbeat", &beat("1.0")), &key))
+        .await;
+    assert_eq!(
+        hb.json["config_etag"],
+        etag.as_str(),
+        "heartbeat names the same config"
+    );
+
+    let cached = with(
+        bearer(get("/api/wg/config"), &key),
+        header::IF_NONE_MATCH,
+        &etag,
+    );
+    let r = a.call(cached).await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    assert!(r.text.is_empty());
+    let other = a.call(bearer(get("/api/wg/config"), &other_key)).await;
+    assert_eq!(other.json["address"], "10.100.0.3/16");
+    assert_ne!(other.headers[header::ETAG], etag.as_str());
+
+    let file = a
+        .call(bearer(get("/api/wg/config?format=wg-quick"), &key))
+        .await;
+    assert_eq!(file.status, StatusCode::OK);
+    assert!(
+        file.text.contains("Address = 10.100.0.2/16"),
+        "{}",
+        file.text
+    );
+    assert!(file.text.contains("Endpoint = vpn.example.com:51820"));
+    assert!(
+        !file.text.contains("PrivateKey ="),
+        "the private key is the agent's alone"
+    );
+    let bad = a
+        .call(bearer(get("/api/wg/config?format=yaml"), &key))
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+}

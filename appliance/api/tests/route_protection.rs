@@ -202,7 +202,10 @@ struct Operation {
     path: String,
     /// The document's path, with its `{parameters}`.
     template: String,
+    /// An admin credential (bearer API token or session cookie) is required.
     secured: bool,
+    /// The agent key is required: the agent audience.
+    agent: bool,
 }
 
 /// Every operation in the document the router serves.
@@ -220,15 +223,21 @@ async fn documented_operations(app: &App) -> Vec<Operation> {
     for (template, item) in paths {
         for method in methods {
             let Some(op) = item.get(method) else { continue };
-            let secured = op
+            let schemes: Vec<&str> = op
                 .get("security")
                 .and_then(|s| s.as_array())
-                .is_some_and(|s| !s.is_empty());
+                .into_iter()
+                .flatten()
+                .filter_map(|req| req.as_object())
+                .flat_map(|req| req.keys().map(String::as_str))
+                .collect();
+            let agent = schemes.contains(&"agent_key");
             ops.push(Operation {
                 method: method.to_string(),
                 path: concrete(template),
                 template: template.clone(),
-                secured,
+                secured: !schemes.is_empty() && !agent,
+                agent,
             });
         }
     }
@@ -254,7 +263,12 @@ fn concrete(template: &str) -> String {
         .join("/")
 }
 
+/// Who may call an operation that needs no admin credential: agents for the agent key,
+/// else the audience [`OPEN_OPERATIONS`] gives it.
 fn open_audience(op: &Operation) -> Option<Audience> {
+    if op.agent {
+        return Some(Agent);
+    }
     OPEN_OPERATIONS
         .iter()
         .find(|(m, p, _)| *m == op.method && *p == op.template)
@@ -278,6 +292,9 @@ async fn every_documented_operation_is_classified() {
     let ops = documented_operations(&app).await;
     let mut findings = Vec::new();
     for op in &ops {
+        if op.agent {
+            continue;
+        }
         match (op.secured, open_audience(op)) {
             (true, None) | (false, Some(_)) => {}
             (true, Some(_)) => findings.push(format!(
@@ -289,6 +306,17 @@ async fn every_documented_operation_is_classified() {
                  (\"cookie\" = []))` if admins call it, or list it in OPEN_OPERATIONS",
                 op.method, op.template
             )),
+        }
+    }
+    for op in ops.iter().filter(|op| op.agent) {
+        if OPEN_OPERATIONS
+            .iter()
+            .any(|(m, p, _)| *m == op.method && *p == op.template)
+        {
+            findings.push(format!(
+                "{} {} needs the agent key but is listed in OPEN_OPERATIONS",
+                op.method, op.template
+            ));
         }
     }
     for (method, template, _) in OPEN_OPERATIONS {
@@ -439,4 +467,42 @@ async fn unknown_paths_tell_nothing_to_those_the_admin_surface_refuses() {
         let cross = app.call(INSIDE, request("get", path, &foreign)).await;
         assert_eq!(cross.status, StatusCode::FORBIDDEN, "{path}");
     }
+}
+
+/// Operations behind the agent key answer every network (agents are anywhere) but only
+/// an agent key: no key, an admin's API token or a made-up key all get the same 401.
+#[tokio::test]
+async fn agent_operations_refuse_everything_but_an_agent_key() {
+    let app = App::new();
+    let token = app.set_up().await;
+    let admin = format!("Bearer {token}");
+    let agent_ops: Vec<_> = documented_operations(&app)
+        .await
+        .into_iter()
+        .filter(|op| op.agent)
+        .collect();
+    assert!(agent_ops.len() >= 2, "{agent_ops:?}");
+    let mut findings = Vec::new();
+    for op in &agent_ops {
+        let (m, p) = (op.method.as_str(), op.path.as_str());
+        for (from, auth) in [
+            (INSIDE, None),
+            (OUTSIDE, None),
+            (OUTSIDE, Some(admin.as_str())),
+            (OUTSIDE, Some("Bearer made-up-agent-key")),
+        ] {
+            let headers: Vec<_> = auth
+                .map(|a| (header::AUTHORIZATION, a))
+                .into_iter()
+                .collect();
+            let r = app.call(from, request(m, p, &headers)).await;
+            if r.status != StatusCode::UNAUTHORIZED || r.text != r#"{"error":"unauthorized"}"# {
+                findings.push(format!(
+                    "{m} {p} from {from} with {auth:?} answered {}: {}",
+                    r.status, r.text
+                ));
+            }
+        }
+    }
+    assert_none(findings);
 }

@@ -224,6 +224,11 @@ impl Store {
                 .compare_and_swap(addr.octets(), None::<&[u8]>, Some(device.id.as_bytes()))?
                 .is_ok();
             if claimed {
+                if !device.agent_key_hash.is_empty() {
+                    self.db
+                        .open_tree(crate::AGENT_KEYS_TREE)?
+                        .insert(device.agent_key_hash.as_bytes(), device.id.as_bytes())?;
+                }
                 device.address_v4 = addr;
                 device.address_v6 = self.network()?.map(|n| {
                     std::net::Ipv6Addr::from(u128::from(n.ula_prefix) | u128::from(offset))
@@ -231,6 +236,9 @@ impl Store {
                 // put_new commits the claim along with the device (one log, one sync).
                 if !self.devices.put_new(&device.id, &device)? {
                     claims.remove(addr.octets())?;
+                    self.db
+                        .open_tree(crate::AGENT_KEYS_TREE)?
+                        .remove(device.agent_key_hash.as_bytes())?;
                     self.commit()?;
                     return Err(crate::StoreError::Conflict(format!(
                         "device id {} already exists",
@@ -251,9 +259,26 @@ impl Store {
         if let Some(d) = &removed {
             let claims = self.db.open_tree("address_claims")?;
             claims.remove(d.address_v4.octets())?;
+            if !d.agent_key_hash.is_empty() {
+                self.db
+                    .open_tree(crate::AGENT_KEYS_TREE)?
+                    .remove(d.agent_key_hash.as_bytes())?;
+            }
             self.commit()?;
         }
         Ok(removed)
+    }
+
+    /// The device whose agent key has this hash (hex SHA-256), if any.
+    pub fn device_by_agent_key(&self, key_hash: &str) -> Result<Option<Device>> {
+        let index = self.db.open_tree(crate::AGENT_KEYS_TREE)?;
+        let Some(id) = index.get(key_hash.as_bytes())? else {
+            return Ok(None);
+        };
+        let device = self.devices.get(&String::from_utf8_lossy(&id))?;
+        // The index and the device are written together; check anyway, so a stale entry
+        // can never authenticate as whichever device reuses the id.
+        Ok(device.filter(|d| d.agent_key_hash == key_hash))
     }
 
     /// Appends to the audit log (committed).

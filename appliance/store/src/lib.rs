@@ -117,6 +117,9 @@ pub struct Store {
     pub firewall: Table<FirewallPolicy>,
 }
 
+/// Agent key hash -> device id (see [`Store::device_by_agent_key`]).
+pub(crate) const AGENT_KEYS_TREE: &str = "agent_keys";
+
 /// The key of the single firewall policy record.
 pub const FIREWALL_KEY: &str = "policy";
 

@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "firewall policy tree",
         run: firewall_tree,
     },
+    Migration {
+        version: 3,
+        name: "agent key index",
+        run: agent_key_index,
+    },
 ];
 
 const META: &str = "meta";
@@ -62,6 +67,25 @@ fn initial_trees(db: &sled::Db) -> std::result::Result<(), MigrationError> {
 
 fn firewall_tree(db: &sled::Db) -> std::result::Result<(), MigrationError> {
     db.open_tree("firewall")?;
+    Ok(())
+}
+
+/// Agents authenticate with a key whose hash each device keeps; the index finds the
+/// device from the hash without reading every device.
+fn agent_key_index(db: &sled::Db) -> std::result::Result<(), MigrationError> {
+    let index = db.open_tree(crate::AGENT_KEYS_TREE)?;
+    for kv in db.open_tree("devices")?.iter() {
+        let (key, value) = kv?;
+        let device: crate::Device =
+            serde_json::from_slice(&value).map_err(|e| MigrationError::Record {
+                tree: "devices".into(),
+                key: String::from_utf8_lossy(&key).into_owned(),
+                reason: e.to_string(),
+            })?;
+        if !device.agent_key_hash.is_empty() {
+            index.insert(device.agent_key_hash.as_bytes(), device.id.as_bytes())?;
+        }
+    }
     Ok(())
 }
 

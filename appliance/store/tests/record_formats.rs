@@ -161,3 +161,40 @@ fn a_device_is_active_while_enabled_and_before_its_expiry() {
     assert!(!d.is_active(0));
     assert!(!d.is_expired(0));
 }
+
+/// An agent's device as a build before the agent key index wrote it.
+const OLD_AGENT: &str = r#"{"id":"dev-7","name":"server","public_key":"hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=","address_v4":"10.100.0.7","address_v6":null,"enabled":true,"created_at":5,"expires_at":null,"agent_key_hash":"aa11","last_endpoint":null,"groups":[]}"#;
+
+fn write_old_agent(db: &sled::Db) -> Result<(), MigrationError> {
+    insert(db, "devices", "dev-7", OLD_AGENT)
+}
+
+#[test]
+fn agents_enrolled_before_the_key_index_are_found_by_their_key() {
+    let dir = private_dir();
+    let index = MIGRATIONS
+        .iter()
+        .find(|m| m.name == "agent key index")
+        .expect("the index migration");
+    let older: Vec<Migration> = MIGRATIONS
+        .iter()
+        .filter(|m| m.version < index.version)
+        .copied()
+        .collect();
+    let mut steps = older.clone();
+    steps.push(Migration {
+        version: index.version,
+        name: "records from an older build",
+        run: write_old_agent,
+    });
+    steps.push(Migration {
+        version: index.version + 1,
+        ..*index
+    });
+    let store = Store::open_with(dir.path(), &steps).expect("open");
+    let found = store.device_by_agent_key("aa11").expect("lookup");
+    assert_eq!(found.map(|d| d.id), Some("dev-7".to_string()));
+    assert!(store.device_by_agent_key("bb22").expect("lookup").is_none());
+    store.delete_device("dev-7").expect("delete");
+    assert!(store.device_by_agent_key("aa11").expect("lookup").is_none());
+}

@@ -28,12 +28,16 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     _admin: Admin,
 ) -> Result<Json<DeviceList>, ApiError> {
+    let now = crate::state::unix_now();
     let devices = state
         .store
         .devices
         .list()?
         .iter()
-        .map(DeviceView::from)
+        .map(|d| DeviceView {
+            agent: super::agents::status(&state, &d.id, now),
+            ..DeviceView::from(d)
+        })
         .collect();
     Ok(Json(DeviceList { devices }))
 }
@@ -106,6 +110,7 @@ pub(crate) async fn remove(
     Path(id): Path<String>,
 ) -> Result<Json<Status>, ApiError> {
     let d = state.store.delete_device(&id)?.ok_or(ApiError::NotFound)?;
+    state.presence.forget(&d.id);
     state
         .hub
         .remove_peer(d.public_key)

@@ -1,5 +1,6 @@
 //! The HTTP surface, one module per area; each exposes `router()`.
 
+pub mod agents;
 pub mod devices;
 pub mod enrollment;
 pub mod firewall;

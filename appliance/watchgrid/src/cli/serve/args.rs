@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// The nft program that applies the rules.
     #[arg(long, env = "WATCHGRID_NFT", default_value = "nft")]
     pub nft: String,
+    /// Seconds between agents' heartbeats; an agent that misses three is offline.
+    #[arg(long, env = "WATCHGRID_HEARTBEAT_INTERVAL", default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat_interval: u64,
     /// MTU of the WireGuard interface.
     #[arg(long, env = "WATCHGRID_WG_MTU", default_value_t = 1420)]
     pub wg_mtu: u16,

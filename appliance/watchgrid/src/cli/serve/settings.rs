@@ -56,6 +56,7 @@ pub fn resolve(args: &ServeArgs, p: &Provisioning, store: &Store) -> anyhow::Res
         vpn_subnet: subnet,
         vpn_prefix: prefix,
         hub_address: hub,
+        heartbeat_interval_s: args.heartbeat_interval,
         ..ApiConfig::default()
     };
     let metrics_listen = if args.metrics_listen.is_empty() {
