@@ -1,6 +1,6 @@
 //! The internal CA (like Caddy's `tls internal`): a root generated on first start and
 //! kept in the data dir, and a leaf certificate for the appliance's names, reissued when
-//! it nears expiry or the names change. Clients trust the root (`/downloads/ca.crt`).
+//! it nears expiry or misses a name it must cover. Clients trust the root (`/downloads/ca.crt`).
 
 use anyhow::{anyhow, Context};
 use rcgen::{
@@ -160,8 +160,11 @@ pub fn internal_ca(dir: &Path, names: &[String]) -> anyhow::Result<TlsMaterial> 
     let current: Option<LeafInfo> = fs::read(&info_path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
+    // A name the host no longer has (an IPv6 address that autoconfiguration has not
+    // brought back yet at this start) does not need a new leaf; a name it lacks does.
     let fresh = current.as_ref().is_some_and(|i| {
-        i.names == names && i.not_after - now.unix_timestamp() > RENEW_BEFORE_DAYS * 86400
+        names.iter().all(|n| i.names.contains(n))
+            && i.not_after - now.unix_timestamp() > RENEW_BEFORE_DAYS * 86400
     }) && leaf_key_path.exists()
         && leaf_cert_path.exists();
     if !fresh {
@@ -275,13 +278,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ca_persists_and_leaf_is_reused_until_names_change() {
+    fn ca_persists_and_leaf_is_reused_until_a_name_is_missing() {
         let dir = tempfile_dir();
         let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         let a = internal_ca(&dir, &names).expect("first");
         let b = internal_ca(&dir, &names).expect("second");
         assert_eq!(a.ca_fingerprint, b.ca_fingerprint);
         assert_eq!(a.leaf_fingerprint, b.leaf_fingerprint);
+        let fewer = internal_ca(&dir, &names[..1]).expect("a name gone");
+        assert_eq!(
+            a.leaf_fingerprint, fewer.leaf_fingerprint,
+            "the leaf still covers every name"
+        );
         let c = internal_ca(&dir, &["vpn.example.com".to_string()]).expect("renamed");
         assert_eq!(a.ca_fingerprint, c.ca_fingerprint, "same CA");
         assert_ne!(
