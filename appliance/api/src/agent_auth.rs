@@ -1,6 +1,7 @@
 //! Agent authentication (SPEC §6): `Authorization: Bearer <agent_key>` alone names the
 //! device, never anything in a body, so one agent cannot speak for another. An unknown
-//! key and a disabled, deleted or expired device get the same generic 401.
+//! key and a disabled, deleted or expired device get the same generic 401. Each device
+//! has its own rate limit (`limits::AGENT_PER_MINUTE`).
 
 use crate::error::ApiError;
 use crate::secrets::token_hash;
@@ -31,6 +32,10 @@ impl FromRequestParts<AppState> for AgentDevice {
             .device_by_agent_key(&token_hash(key))?
             .filter(|d| d.is_active(unix_now()))
             .ok_or(ApiError::Unauthorized)?;
+        state
+            .limits
+            .check_agent(&device.id)
+            .inspect_err(|_| state.metrics.rate_limited(crate::limits::AGENT))?;
         Ok(AgentDevice(device))
     }
 }

@@ -18,7 +18,7 @@
 //! checks happen: the Origin check, the fence, the setup gate, then authentication.
 
 use crate::middleware::{admin_fence, check_origin, setup_gate};
-use crate::routes::{self, agents, devices, enrollment, firewall, pages, session};
+use crate::routes::{self, agents, commands, devices, enrollment, firewall, pages, session};
 use crate::state::AppState;
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
@@ -36,7 +36,8 @@ pub(crate) fn public() -> Router<AppState> {
 pub(crate) fn agent(state: &AppState) -> Router<AppState> {
     let routes = Router::new()
         .merge(enrollment::agent_router())
-        .merge(agents::router());
+        .merge(agents::router())
+        .merge(commands::agent_router());
     after_setup(routes, state)
 }
 
@@ -60,6 +61,7 @@ pub(crate) fn admin(state: &AppState) -> Router<AppState> {
         .merge(session::router())
         .merge(enrollment::admin_router())
         .merge(devices::router())
+        .merge(commands::admin_router())
         .merge(firewall::router())
         // `route_layer`: authentication guards these routes only, never the fallback
         // (an unknown path inside the fence is 404, not 401).

@@ -241,3 +241,133 @@ pub struct AgentStatus {
     pub kernel: Option<String>,
     pub uptime_s: Option<u64>,
 }
+
+/// A command as the operator sees it.
+#[derive(Serialize, ToSchema)]
+pub struct CommandView {
+    pub id: String,
+    pub device_id: String,
+    pub argv: Vec<String>,
+    pub timeout_s: u32,
+    pub queued_by: String,
+    pub queued_at: u64,
+    pub expires_at: u64,
+    /// queued, delivered, succeeded, failed, timed_out, interrupted, rejected,
+    /// cancelled or expired.
+    pub state: String,
+    pub delivered_at: Option<u64>,
+    pub deliveries: u32,
+    pub result: Option<CommandResultView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CommandResultView {
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub started_at: u64,
+    pub duration_ms: u64,
+    pub reported_at: u64,
+}
+
+impl From<watchgrid_store::AgentCommand> for CommandView {
+    fn from(c: watchgrid_store::AgentCommand) -> Self {
+        CommandView {
+            id: c.id,
+            device_id: c.device_id,
+            argv: c.argv,
+            timeout_s: c.timeout_s,
+            queued_by: c.queued_by,
+            queued_at: c.queued_at,
+            expires_at: c.expires_at,
+            state: c.state.as_str().to_string(),
+            delivered_at: c.delivered_at,
+            deliveries: c.deliveries,
+            result: c.result.map(|r| CommandResultView {
+                exit_code: r.exit_code,
+                error: r.error,
+                stdout: r.stdout,
+                stderr: r.stderr,
+                stdout_truncated: r.stdout_truncated,
+                stderr_truncated: r.stderr_truncated,
+                started_at: r.started_at,
+                duration_ms: r.duration_ms,
+                reported_at: r.reported_at,
+            }),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CommandList {
+    pub commands: Vec<CommandView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CommandQueued {
+    pub id: String,
+    pub state: String,
+}
+
+/// A command handed to an agent.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandOrder {
+    pub id: String,
+    /// Executed without a shell.
+    pub argv: Vec<String>,
+    /// Kill the whole process group after this many seconds.
+    pub timeout_s: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandOrders {
+    pub commands: Vec<CommandOrder>,
+}
+
+/// Why a command has no exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandErrorKind {
+    /// Killed (with its process group) at the timeout.
+    Timeout,
+    /// The agent stopped while it ran; it is not run again.
+    Interrupted,
+    /// The agent was not enrolled with `--allow-commands`.
+    Refused,
+    /// It could not be started (no such program, permission).
+    Spawn,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandError {
+    pub kind: CommandErrorKind,
+    #[schema(max_length = 1024)]
+    pub message: String,
+}
+
+/// What an agent reports for a command: an exit code, or an error (a command killed at
+/// its timeout may have both absent exit code and `timeout`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandReport {
+    pub id: String,
+    pub exit_code: Option<i32>,
+    pub error: Option<CommandError>,
+    /// At most 64 KiB each; the agent cuts longer output and sets the flag.
+    #[schema(max_length = 65536)]
+    pub stdout: String,
+    #[schema(max_length = 65536)]
+    pub stderr: String,
+    #[serde(default)]
+    pub stdout_truncated: bool,
+    #[serde(default)]
+    pub stderr_truncated: bool,
+    pub started_at: u64,
+    pub duration_ms: u64,
+}

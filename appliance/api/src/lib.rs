@@ -8,6 +8,7 @@
 pub mod agent_auth;
 mod audience;
 pub mod auth;
+pub mod command_bell;
 pub mod dto;
 pub mod error;
 pub mod hub;
@@ -66,6 +67,8 @@ pub fn render_metrics(state: &AppState) -> String {
         .presence
         .online_count(state::unix_now(), state.config.heartbeat_interval_s);
     state.metrics.agents_online.set(online as i64);
+    let polls = state.command_bell.open_polls();
+    state.metrics.agent_long_polls.set(polls as i64);
     let applied = matches!(
         state.firewall_status(),
         crate::hub::FirewallStatus::Applied { .. }

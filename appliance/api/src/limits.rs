@@ -1,5 +1,6 @@
 //! Per-IP rate limits for login, 2FA and registration (SPEC §6): token buckets of
-//! 10/min with a burst of 10, keyed by limiter name and client address.
+//! 10/min with a burst of 10, keyed by limiter name and client address; and a
+//! per-agent limit on the agent API ([`AGENT_PER_MINUTE`]), keyed by device.
 
 use crate::error::ApiError;
 use governor::clock::{Clock, DefaultClock};
@@ -11,6 +12,13 @@ use watchgrid_core::IpPrefix;
 pub const LOGIN: &str = "login";
 pub const REGISTER: &str = "register";
 pub const SETUP: &str = "setup";
+/// The limiter name the agent limit reports in metrics.
+pub const AGENT: &str = "agent";
+
+/// Agent API calls per device and minute (also the burst). A healthy agent makes about
+/// four (two heartbeats, two long polls) plus one per command result, so only a
+/// runaway or stolen key reaches it.
+pub const AGENT_PER_MINUTE: u32 = 120;
 
 type Keyed = RateLimiter<
     (&'static str, IpAddr),
@@ -18,18 +26,27 @@ type Keyed = RateLimiter<
     DefaultClock,
 >;
 
+type PerAgent =
+    RateLimiter<String, governor::state::keyed::HashMapStateStore<String>, DefaultClock>;
+
 pub struct Limits {
     limiter: Keyed,
+    agents: PerAgent,
     clock: DefaultClock,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         let ten = NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN);
+        let agent = NonZeroU32::new(AGENT_PER_MINUTE).unwrap_or(NonZeroU32::MIN);
         let clock = DefaultClock::default();
         Limits {
             limiter: RateLimiter::hashmap_with_clock(
                 Quota::per_minute(ten).allow_burst(ten),
+                clock.clone(),
+            ),
+            agents: RateLimiter::hashmap_with_clock(
+                Quota::per_minute(agent).allow_burst(agent),
                 clock.clone(),
             ),
             clock,
@@ -40,12 +57,26 @@ impl Default for Limits {
 impl Limits {
     /// Takes one token for `ip` from the named limiter, or says when to retry.
     pub fn check(&self, limiter: &'static str, ip: IpAddr) -> Result<(), ApiError> {
-        self.limiter.check_key(&(limiter, ip)).map_err(|not_until| {
-            let wait = not_until.wait_time_from(self.clock.now());
-            ApiError::TooManyRequests {
-                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
-            }
-        })
+        self.limiter
+            .check_key(&(limiter, ip))
+            .map_err(|not_until| self.retry_after(not_until))
+    }
+
+    /// Takes one token from the device's agent bucket.
+    pub fn check_agent(&self, device_id: &str) -> Result<(), ApiError> {
+        self.agents
+            .check_key(&device_id.to_string())
+            .map_err(|not_until| self.retry_after(not_until))
+    }
+
+    fn retry_after(
+        &self,
+        not_until: governor::NotUntil<<DefaultClock as Clock>::Instant>,
+    ) -> ApiError {
+        let wait = not_until.wait_time_from(self.clock.now());
+        ApiError::TooManyRequests {
+            retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+        }
     }
 
     /// Forgets buckets that have refilled completely: for them a fresh bucket behaves
@@ -53,10 +84,12 @@ impl Limits {
     pub fn evict_idle(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
+        self.agents.retain_recent();
+        self.agents.shrink_to_fit();
     }
 
     pub fn tracked(&self) -> usize {
-        self.limiter.len()
+        self.limiter.len() + self.agents.len()
     }
 }
 
@@ -145,5 +178,18 @@ mod tests {
         // Other limiters and other clients have their own buckets.
         l.check(REGISTER, ip("192.0.2.1")).expect("other limiter");
         l.check(LOGIN, ip("192.0.2.2")).expect("other client");
+    }
+
+    #[test]
+    fn each_agent_has_its_own_bucket() {
+        let l = Limits::default();
+        for _ in 0..AGENT_PER_MINUTE {
+            l.check_agent("dev-1").expect("within burst");
+        }
+        assert!(matches!(
+            l.check_agent("dev-1"),
+            Err(ApiError::TooManyRequests { .. })
+        ));
+        l.check_agent("dev-2").expect("another agent");
     }
 }

@@ -14,8 +14,12 @@ pub struct Metrics {
     pub http_requests: Family<Labels, Counter>,
     pub http_duration: Histogram,
     pub agent_heartbeats: Counter,
+    /// Remote command transitions by the state entered.
+    pub agent_commands: Family<Labels, Counter>,
     /// Agents heard from within three heartbeat intervals.
     pub agents_online: Gauge,
+    /// Agents' command long polls held open now.
+    pub agent_long_polls: Gauge,
     pub login_failures: Family<Labels, Counter>,
     pub rate_limit_rejections: Family<Labels, Counter>,
     pub wireguard_peers: Gauge,
@@ -33,7 +37,9 @@ impl Default for Metrics {
         let http_requests = Family::<Labels, Counter>::default();
         let http_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         let agent_heartbeats = Counter::default();
+        let agent_commands = Family::<Labels, Counter>::default();
         let agents_online = Gauge::default();
+        let agent_long_polls = Gauge::default();
         let login_failures = Family::<Labels, Counter>::default();
         let rate_limit_rejections = Family::<Labels, Counter>::default();
         let wireguard_peers = Gauge::default();
@@ -57,9 +63,19 @@ impl Default for Metrics {
             agent_heartbeats.clone(),
         );
         registry.register(
+            "watchgrid_agent_commands",
+            "Remote commands entering each state (queued, delivered, succeeded, ...)",
+            agent_commands.clone(),
+        );
+        registry.register(
             "watchgrid_agents_online",
             "Agents heard from within three heartbeat intervals",
             agents_online.clone(),
+        );
+        registry.register(
+            "watchgrid_agent_long_polls",
+            "Agents' command long polls held open now",
+            agent_long_polls.clone(),
         );
         registry.register(
             "watchgrid_login_failures",
@@ -101,7 +117,9 @@ impl Default for Metrics {
             http_requests,
             http_duration,
             agent_heartbeats,
+            agent_commands,
             agents_online,
+            agent_long_polls,
             login_failures,
             rate_limit_rejections,
             wireguard_peers,
@@ -117,6 +135,12 @@ impl Metrics {
     pub fn login_failure(&self, reason: &str) {
         self.login_failures
             .get_or_create(&vec![("reason", reason.to_string())])
+            .inc();
+    }
+
+    pub fn command(&self, state: watchgrid_store::CommandState) {
+        self.agent_commands
+            .get_or_create(&vec![("state", state.as_str().to_string())])
             .inc();
     }
 

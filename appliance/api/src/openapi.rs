@@ -3,7 +3,7 @@
 
 use crate::dto::*;
 use crate::routes::firewall::{FirewallView, GroupsBody, PolicyBody, RuleBody};
-use crate::routes::{agents, devices, enrollment, firewall, public, session, setup};
+use crate::routes::{agents, commands, devices, enrollment, firewall, public, session, setup};
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -19,6 +19,8 @@ use utoipa::{Modify, OpenApi};
         session::totp_setup, session::totp_enable, session::totp_disable,
         enrollment::create, enrollment::list, enrollment::register,
         agents::heartbeat, agents::wg_config,
+        commands::queue, commands::list_for_device, commands::show, commands::cancel,
+        commands::poll, commands::report,
         devices::list, devices::create, devices::disable, devices::enable, devices::remove,
         devices::audit_log,
         firewall::show, firewall::update, firewall::set_groups,
@@ -29,6 +31,8 @@ use utoipa::{Modify, OpenApi};
         DeviceView, DeviceList, DeviceCreated, AuditView, AuditList,
         FirewallView, PolicyBody, RuleBody, GroupsBody,
         Heartbeat, HeartbeatAnswer, AgentConfig, AgentStatus,
+        CommandView, CommandResultView, CommandList, CommandQueued, CommandOrder, CommandOrders,
+        CommandErrorKind, CommandError, CommandReport, commands::QueueRequest,
     )),
     modifiers(&Security)
 )]

@@ -58,6 +58,8 @@ pub struct Inner {
     pub metrics: Metrics,
     /// Agents' last heartbeats.
     pub presence: crate::presence::Presence,
+    /// Wakes agents' long polls when a command is queued.
+    pub command_bell: crate::command_bell::CommandBell,
     /// The one-time setup token; `None` once setup has completed.
     pub setup_token: Mutex<Option<String>>,
     /// PEM of the internal CA root, served at /downloads/ca.crt.
@@ -98,6 +100,7 @@ impl AppState {
             limits: Limits::default(),
             metrics,
             presence: Default::default(),
+            command_bell: Default::default(),
             setup_token: Mutex::new(setup_token),
             ca_cert_pem,
             tls: std::sync::OnceLock::new(),

@@ -1684,3 +1684,270 @@ async fn wg_config_is_the_agents_own_with_an_etag_and_304() {
         .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+/// Registers an agent enrolled with `--allow-commands`; returns its id and agent key.
+async fn register_commanded_agent(
+    a: &App,
+    admin: &str,
+    hostname: &str,
+    key: u8,
+) -> (String, String) {
+    let r = a
+        .call(bearer(
+            post("/api/enrollment-tokens", &serde_json::json!({})),
+            admin,
+        ))
+        .await;
+    let token = r.json["token"].as_str().expect("token").to_string();
+    let body = serde_json::json!({"token": token, "public_key": wg_key(key),
+        "hostname": hostname, "allow_commands": true});
+    let r = a.call(post("/api/register", &body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    (
+        r.json["device_id"].as_str().expect("id").to_string(),
+        r.json["agent_key"].as_str().expect("agent key").to_string(),
+    )
+}
+
+fn uname_result(id: &str) -> serde_json::Value {
+    serde_json::json!({"id": id, "exit_code": 0, "stdout": "6.1.0-test\n", "stderr": "",
+        "started_at": 1_700_000_000u64, "duration_ms": 3})
+}
+
+#[tokio::test]
+async fn commands_are_queued_only_for_agents_that_allow_them_and_results_count_once() {
+    let a = app();
+    let admin = a.admin_token().await;
+    let (plain, _) = register_agent(&a, &admin, "plain1", 40).await;
+    let (id, key) = register_commanded_agent(&a, &admin, "cmd1", 41).await;
+    let (_, other_key) = register_commanded_agent(&a, &admin, "cmd2", 42).await;
+    let uname = serde_json::json!({"argv": ["uname", "-r"], "timeout_s": 10});
+    let r = a
+        .call(bearer(
+            post(&format!("/api/devices/{plain}/commands"), &uname),
+            &admin,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(r.text.contains("--allow-commands"), "{}", r.text);
+
+    let r = a
+        .call(bearer(
+            post(&format!("/api/devices/{id}/commands"), &uname),
+            &admin,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let cmd = r.json["id"].as_str().expect("id").to_string();
+    let beat_answer = a
+        .call(bearer(post("/api/heartbeat", &beat("1.0")), &key))
+        .await;
+    assert_eq!(beat_answer.json["commands_pending"], 1);
+    // Another agent sees nothing of it.
+    let r = a
+        .call(bearer(get("/api/commands/?wait=0"), &other_key))
+        .await;
+    assert_eq!(r.json["commands"], serde_json::json!([]), "{}", r.text);
+    let r = a.call(bearer(get("/api/commands/?wait=0"), &key)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["commands"][0]["id"], cmd.as_str());
+    assert_eq!(
+        r.json["commands"][0]["argv"],
+        serde_json::json!(["uname", "-r"])
+    );
+    let again = a.call(bearer(get("/api/commands/?wait=0"), &key)).await;
+    assert_eq!(
+        again.json["commands"],
+        serde_json::json!([]),
+        "delivered, lease running"
+    );
+
+    let r = a
+        .call(bearer(
+            post("/api/commandresult", &uname_result(&cmd)),
+            &other_key,
+        ))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "another device's command: {}",
+        r.text
+    );
+    for _ in 0..2 {
+        let r = a
+            .call(bearer(
+                post("/api/commandresult", &uname_result(&cmd)),
+                &key,
+            ))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.json["status"], "succeeded");
+    }
+    let mut changed = uname_result(&cmd);
+    changed["exit_code"] = serde_json::json!(1);
+    let r = a
+        .call(bearer(post("/api/commandresult", &changed), &key))
+        .await;
+    assert_eq!(r.json["status"], "succeeded", "the first result stands");
+    let r = a
+        .call(bearer(get(&format!("/api/commands/{cmd}")), &admin))
+        .await;
+    assert_eq!(r.json["state"], "succeeded", "{}", r.text);
+    assert_eq!(r.json["result"]["stdout"], "6.1.0-test\n");
+    assert_eq!(r.json["queued_by"], "admin");
+    let list = a
+        .call(bearer(get(&format!("/api/devices/{id}/commands")), &admin))
+        .await;
+    assert_eq!(list.json["commands"].as_array().map(Vec::len), Some(1));
+    let metrics = watchgrid_api::render_metrics(&a.state);
+    for state in ["queued", "delivered", "succeeded"] {
+        let line = format!("watchgrid_agent_commands_total{{state=\"{state}\"}} 1");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+    let audit = a.call(bearer(get("/api/audit"), &admin)).await;
+    assert!(audit.text.contains("command.queue"), "{}", audit.text);
+}
+
+#[tokio::test]
+async fn a_long_poll_wakes_when_a_command_is_queued() {
+    let a = app();
+    let admin = a.admin_token().await;
+    let (id, key) = register_commanded_agent(&a, &admin, "cmd1", 43).await;
+    let router = a.router.clone();
+    let poll = {
+        let mut req = bearer(get("/api/commands/?wait=30"), &key);
+        let addr: SocketAddr = "192.168.0.10:40000".parse().expect("addr");
+        req.extensions_mut().insert(ConnectInfo(addr));
+        tokio::spawn(router.oneshot(req))
+    };
+    // Queue only once the poll is waiting, so this tests the wake-up, not the first look.
+    while a.state.command_bell.open_polls() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let r = a
+        .call(bearer(
+            post(
+                &format!("/api/devices/{id}/commands"),
+                &serde_json::json!({"argv": ["true"]}),
+            ),
+            &admin,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let resp = poll.await.expect("join").expect("infallible");
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    // A poll that was not woken would have answered an empty list after 30 s.
+    assert_eq!(json["commands"][0]["id"], r.json["id"], "{json}");
+}
+
+#[tokio::test]
+async fn only_commands_not_picked_up_can_be_cancelled() {
+    let a = app();
+    let admin = a.admin_token().await;
+    let (id, key) = register_commanded_agent(&a, &admin, "cmd1", 44).await;
+    let queue = || {
+        bearer(
+            post(
+                &format!("/api/devices/{id}/commands"),
+                &serde_json::json!({"argv": ["true"]}),
+            ),
+            &admin,
+        )
+    };
+    let delete = |cmd: &str| {
+        let req = Request::delete(format!("/api/commands/{cmd}"))
+            .header(header::HOST, "vpn.example.com")
+            .body(Body::empty())
+            .expect("req");
+        bearer(req, &admin)
+    };
+    let first = a.call(queue()).await.json["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let r = a.call(delete(&first)).await;
+    assert_eq!(r.json["state"], "cancelled", "{}", r.text);
+    let r = a.call(bearer(get("/api/commands/?wait=0"), &key)).await;
+    assert_eq!(
+        r.json["commands"],
+        serde_json::json!([]),
+        "a cancelled command is never delivered"
+    );
+    let second = a.call(queue()).await.json["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    a.call(bearer(get("/api/commands/?wait=0"), &key)).await;
+    let r = a.call(delete(&second)).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(
+        a.call(delete("cmd-404")).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn bad_command_input_is_refused_and_changes_nothing() {
+    let a = app();
+    let admin = a.admin_token().await;
+    let (id, key) = register_commanded_agent(&a, &admin, "cmd1", 45).await;
+    let path = format!("/api/devices/{id}/commands");
+    for body in [
+        serde_json::json!({"argv": []}),
+        serde_json::json!({"argv": [""]}),
+        serde_json::json!({"argv": ["true"], "timeout_s": 0}),
+        serde_json::json!({"argv": ["true"], "shell": true}),
+        serde_json::json!({"argv": "uname -r"}),
+    ] {
+        let r = a.call(bearer(post(&path, &body), &admin)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            r.text
+        );
+    }
+    let r = a.call(bearer(get(&path), &admin)).await;
+    assert_eq!(
+        r.json["commands"],
+        serde_json::json!([]),
+        "nothing was queued"
+    );
+    let queued = a
+        .call(bearer(
+            post(&path, &serde_json::json!({"argv": ["true"]})),
+            &admin,
+        ))
+        .await;
+    let cmd = queued.json["id"].as_str().expect("id").to_string();
+    let r = a.call(bearer(get("/api/commands/?wait=31"), &key)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    let mut both = uname_result(&cmd);
+    both["error"] = serde_json::json!({"kind": "timeout", "message": "killed"});
+    let mut unknown = uname_result(&cmd);
+    unknown["device_id"] = serde_json::json!("dev-1");
+    let mut long = uname_result(&cmd);
+    long["stdout"] = serde_json::json!("x".repeat(70_000));
+    for body in [both, unknown, long, serde_json::json!({"id": cmd})] {
+        let r = a
+            .call(bearer(post("/api/commandresult", &body), &key))
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    }
+    let mut huge = uname_result(&cmd);
+    huge["stderr"] = serde_json::json!("\u{1}".repeat(200_000));
+    let r = a
+        .call(bearer(post("/api/commandresult", &huge), &key))
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text);
+    let r = a
+        .call(bearer(get(&format!("/api/commands/{cmd}")), &admin))
+        .await;
+    assert_eq!(
+        r.json["state"], "queued",
+        "no report was stored: {}",
+        r.text
+    );
+}

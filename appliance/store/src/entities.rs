@@ -29,6 +29,11 @@ pub struct Device {
     /// Groups (tags) the firewall's forward rules refer to.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// The agent was enrolled with `--allow-commands`: the operator may queue remote
+    /// commands for it. Left out of the record when false, so a build from before
+    /// commands (which refuses unknown fields) still reads every other device.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_commands: bool,
 }
 
 impl Device {

@@ -10,12 +10,14 @@
 //! - the schema version lives in the store; migrations run in order at open, and a
 //!   failing migration stops the open with an error that names it.
 
+mod commands;
 pub mod durable;
 mod entities;
 mod migrate;
 mod sensitive;
 mod table;
 
+pub use commands::{AgentCommand, Cancellation, CommandOutcome, CommandState, ResultRecorded};
 pub use entities::{
     AdminUser, ApiToken, AuditEntry, Device, EnrollmentToken, FirewallPolicy, Network, Redemption,
     RevokedSession, Settings, TlsChoice,
@@ -115,6 +117,8 @@ pub struct Store {
     pub network: Table<Network>,
     /// One record, key [`FIREWALL_KEY`]; absent means the default policy.
     pub firewall: Table<FirewallPolicy>,
+    /// Remote commands, keyed `DEVICE_ID/COMMAND_ID` (see [`AgentCommand`]).
+    pub commands: Table<AgentCommand>,
 }
 
 /// Agent key hash -> device id (see [`Store::device_by_agent_key`]).
@@ -173,6 +177,7 @@ impl Store {
             revoked_sessions: Table::open(&db, d, "revoked_sessions")?,
             network: Table::open(&db, d, "network")?,
             firewall: Table::open(&db, d, "firewall")?,
+            commands: Table::open(&db, d, "commands")?,
             db,
             durability,
             _lock: lock,

@@ -89,6 +89,17 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
             .collect()
     }
 
+    /// The records whose keys start with `prefix`, in key order.
+    pub fn list_prefix(&self, prefix: &str) -> Result<Vec<T>> {
+        self.tree
+            .scan_prefix(prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                self.decode(&k, &v)
+            })
+            .collect()
+    }
+
     /// Atomically replaces the record at `key` with `f(current)`: `f` may run more than
     /// once under contention and must be pure. `Ok(None)` from `f` deletes the record;
     /// an `Err` from `f` leaves it unchanged and is returned. Committed before returning.

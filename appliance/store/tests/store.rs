@@ -24,6 +24,7 @@ fn device(id: &str) -> Device {
         agent_key_hash: String::new(),
         last_endpoint: None,
         groups: Vec::new(),
+        allow_commands: false,
     }
 }
 
@@ -323,4 +324,137 @@ fn every_write_path_syncs_before_returning() {
         })
         .expect("audit");
     synced("audit");
+}
+
+fn command(device: &str, id: &str, queued_at: u64) -> watchgrid_store::AgentCommand {
+    watchgrid_store::AgentCommand {
+        id: id.to_string(),
+        device_id: device.to_string(),
+        argv: vec!["true".into()],
+        timeout_s: 10,
+        queued_by: "admin".into(),
+        queued_at,
+        expires_at: queued_at + 3600,
+        state: watchgrid_store::CommandState::Queued,
+        delivered_at: None,
+        deliveries: 0,
+        last_delivered_at: None,
+        result: None,
+    }
+}
+
+fn outcome(code: i32) -> watchgrid_store::CommandOutcome {
+    watchgrid_store::CommandOutcome {
+        exit_code: Some(code),
+        error: None,
+        stdout: format!("run {code}"),
+        stderr: String::new(),
+        stdout_truncated: false,
+        stderr_truncated: false,
+        started_at: 5,
+        duration_ms: 1,
+        reported_at: 6,
+    }
+}
+
+#[test]
+fn a_command_is_redelivered_until_its_result_and_the_first_result_stands() {
+    use watchgrid_store::{CommandState, ResultRecorded};
+    let dir = private_dir();
+    let store = Store::open(dir.path()).expect("open");
+    store
+        .queue_command(&command("dev-1", "cmd-1", 10))
+        .expect("queue");
+    store
+        .queue_command(&command("dev-2", "cmd-2", 10))
+        .expect("queue");
+    let (first, _) = store.deliver_commands("dev-1", 20, 30).expect("deliver");
+    assert_eq!(first.len(), 1, "only dev-1's command: {first:?}");
+    assert_eq!(first[0].state, CommandState::Delivered);
+    let (soon, _) = store.deliver_commands("dev-1", 49, 30).expect("deliver");
+    assert!(soon.is_empty(), "not again before the lease ends: {soon:?}");
+    // The answer was lost: a later poll hands it out again, even after a restart.
+    drop(store);
+    let store = Store::open(dir.path()).expect("reopen");
+    let (again, _) = store.deliver_commands("dev-1", 50, 30).expect("deliver");
+    assert_eq!((again.len(), again[0].deliveries), (1, 2));
+    assert_eq!(again[0].delivered_at, Some(20), "first delivery time kept");
+    // Another device cannot report for it.
+    assert_eq!(
+        store
+            .record_command_result("dev-2", "cmd-1", CommandState::Succeeded, outcome(0))
+            .expect("record"),
+        ResultRecorded::Unknown
+    );
+    let stored = store
+        .record_command_result("dev-1", "cmd-1", CommandState::Failed, outcome(3))
+        .expect("record");
+    assert!(matches!(stored, ResultRecorded::Stored(ref c) if c.state == CommandState::Failed));
+    let retried = store
+        .record_command_result("dev-1", "cmd-1", CommandState::Succeeded, outcome(0))
+        .expect("record");
+    match retried {
+        ResultRecorded::AlreadyFinal(c) => {
+            assert_eq!(c.state, CommandState::Failed);
+            assert_eq!(c.result.map(|r| r.exit_code), Some(Some(3)));
+        }
+        other => panic!("a second report must not replace the first: {other:?}"),
+    }
+    let (none, _) = store.deliver_commands("dev-1", 400, 30).expect("deliver");
+    assert!(
+        none.is_empty(),
+        "a final command is not delivered: {none:?}"
+    );
+}
+
+#[test]
+fn only_a_command_not_picked_up_can_be_cancelled_and_queued_ones_expire() {
+    use watchgrid_store::{Cancellation, CommandState};
+    let dir = private_dir();
+    let store = Store::open(dir.path()).expect("open");
+    store
+        .queue_command(&command("dev-1", "cmd-1", 10))
+        .expect("queue");
+    store.deliver_commands("dev-1", 11, 30).expect("deliver");
+    store
+        .queue_command(&command("dev-1", "cmd-2", 12))
+        .expect("queue");
+    assert!(matches!(
+        store.cancel_command("cmd-1").expect("cancel"),
+        Cancellation::TooLate(_)
+    ));
+    assert!(matches!(
+        store.cancel_command("cmd-2").expect("cancel"),
+        Cancellation::Cancelled(_)
+    ));
+    assert_eq!(
+        store.cancel_command("cmd-9").expect("cancel"),
+        Cancellation::Unknown
+    );
+    store
+        .queue_command(&command("dev-1", "cmd-3", 100))
+        .expect("queue");
+    let (deliver, expired) = store
+        .deliver_commands("dev-1", 100 + 3600, 30)
+        .expect("deliver");
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].id, "cmd-3");
+    assert_eq!(
+        deliver.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["cmd-1"]
+    );
+    let states: Vec<_> = store
+        .commands_of("dev-1")
+        .expect("list")
+        .iter()
+        .map(|c| c.state)
+        .collect();
+    assert_eq!(
+        states,
+        [
+            CommandState::Delivered,
+            CommandState::Cancelled,
+            CommandState::Expired
+        ]
+    );
 }

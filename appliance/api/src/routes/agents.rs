@@ -37,10 +37,11 @@ pub(crate) async fn heartbeat(
     let config = agent_config(&state, &device)?;
     state.presence.record(&device.id, unix_now(), facts);
     state.metrics.agent_heartbeats.inc();
+    let commands_pending = state.store.pending_command_count(&device.id)? as u32;
     Ok(Json(HeartbeatAnswer {
         interval_s: state.config.heartbeat_interval_s,
         config_etag: etag(&config)?,
-        commands_pending: 0,
+        commands_pending,
     }))
 }
 

@@ -186,6 +186,7 @@ pub(crate) async fn create(
             // Plain devices have no agent credential.
             agent_key_hash: String::new(),
             groups,
+            allow_commands: false,
         },
     )
     .await?;

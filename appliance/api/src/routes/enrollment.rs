@@ -133,6 +133,9 @@ pub(crate) struct RegisterRequest {
     public_key: String,
     #[schema(min_length = 1, max_length = 63, pattern = "^[A-Za-z0-9.-]+$")]
     hostname: String,
+    /// An agent enrolled with `--allow-commands`: the operator may queue commands for it.
+    #[serde(default)]
+    allow_commands: bool,
 }
 
 /// A public key from a request, with a 422 that says what is wrong with it.
@@ -197,6 +200,7 @@ pub(crate) async fn register(
             public_key: key,
             expires_at: None,
             agent_key_hash: token_hash(agent_key.expose()),
+            allow_commands: req.allow_commands,
         },
     )
     .await?;

@@ -1,6 +1,7 @@
 //! The HTTP surface, one module per area; each exposes `router()`.
 
 pub mod agents;
+pub mod commands;
 pub mod devices;
 pub mod enrollment;
 pub mod firewall;
@@ -49,6 +50,8 @@ pub(crate) struct NewDevice {
     pub agent_key_hash: String,
     /// Validated group names.
     pub groups: Vec<String>,
+    /// An agent that runs remote commands.
+    pub allow_commands: bool,
 }
 
 /// Stores a device on free addresses and puts its peer on the hub before returning
@@ -72,6 +75,7 @@ pub(crate) async fn add_device(
             agent_key_hash: new.agent_key_hash,
             last_endpoint: None,
             groups: new.groups,
+            allow_commands: new.allow_commands,
         },
         settings.vpn_subnet_v4,
         settings.vpn_prefix_v4,
