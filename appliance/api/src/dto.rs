@@ -88,26 +88,14 @@ pub struct EnrollmentTokenList {
     pub tokens: Vec<EnrollmentTokenView>,
 }
 
-/// What a registering device needs for its WireGuard configuration.
-#[derive(Serialize, ToSchema)]
+/// What a registering device needs: its credential and its WireGuard configuration.
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct Registration {
-    pub device_id: String,
     /// The agent's credential, shown once.
     #[schema(value_type = String)]
     pub agent_key: Sensitive<String>,
-    /// Interface address with the VPN prefix, e.g. `10.100.0.2/16`.
-    pub address: String,
-    /// IPv6 interface address in the VPN's /64, e.g. `fd12:3456:789a:bcde::2/64`.
-    pub address_v6: Option<String>,
-    /// The hub's WireGuard public key, base64.
-    #[schema(value_type = String)]
-    pub hub_public_key: PublicKey,
-    /// `host:port` to dial.
-    pub endpoint: String,
-    /// What to route through the tunnel, one CIDR per item, e.g.
-    /// `["10.100.0.0/16", "fd12:3456:789a:bcde::/64"]`.
-    pub allowed_ips: Vec<String>,
-    pub persistent_keepalive: u16,
+    #[serde(flatten)]
+    pub config: AgentConfig,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -205,7 +193,7 @@ pub struct Heartbeat {
 }
 
 /// The hub's answer to a heartbeat.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct HeartbeatAnswer {
     /// Seconds until the next heartbeat.
     pub interval_s: u64,
@@ -214,17 +202,21 @@ pub struct HeartbeatAnswer {
     pub commands_pending: u32,
 }
 
-/// An agent's WireGuard configuration (its private key never leaves it).
-#[derive(Serialize, ToSchema)]
+/// A device's WireGuard configuration (its private key never leaves it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AgentConfig {
     pub device_id: String,
     /// Interface address with the VPN prefix, e.g. `10.100.0.2/16`.
     pub address: String,
+    /// IPv6 interface address in the VPN's /64, e.g. `fd12:3456:789a:bcde::2/64`.
     pub address_v6: Option<String>,
+    /// The hub's WireGuard public key, base64.
     #[schema(value_type = String)]
     pub hub_public_key: PublicKey,
+    /// `host:port` to dial.
     pub endpoint: String,
-    /// One CIDR per item.
+    /// What to route through the tunnel, one CIDR per item, e.g.
+    /// `["10.100.0.0/16", "fd12:3456:789a:bcde::/64"]`.
     pub allowed_ips: Vec<String>,
     pub persistent_keepalive: u16,
 }

@@ -107,7 +107,7 @@ pub(crate) async fn wg_config(
     }
 }
 
-fn agent_config(state: &AppState, device: &Device) -> Result<AgentConfig, ApiError> {
+pub(crate) fn agent_config(state: &AppState, device: &Device) -> Result<AgentConfig, ApiError> {
     let settings = state
         .store
         .settings

@@ -208,15 +208,8 @@ pub(crate) async fn register(
         state.firewall_changed().await;
     }
     audit(&state, "agent", "device.register", &device.id)?;
-    let net = super::client_network(&state, &settings, &device)?;
     Ok(Json(Registration {
-        device_id: device.id,
         agent_key,
-        address: net.address_v4,
-        address_v6: net.address_v6,
-        hub_public_key: state.hub.public_key(),
-        endpoint: settings.endpoint,
-        allowed_ips: net.allowed_ips,
-        persistent_keepalive: state.config.device_keepalive,
+        config: super::agents::agent_config(&state, &device)?,
     }))
 }
