@@ -22,7 +22,14 @@ const MAX_TOKEN_LIFETIME: u64 = 315_360_000;
 
 /// Enrollment tokens, for signed-in admins.
 pub fn admin_router() -> Router<AppState> {
-    Router::new().route("/api/enrollment-tokens", post(create).get(list))
+    Router::new()
+        .route("/api/enrollment-tokens", post(create).get(list))
+        // The dashboard's "Install an agent" form (an HTML answer), here for the admin
+        // API's protection: session, Origin check, fence.
+        .route(
+            "/api/enrollment-tokens/agent-install",
+            post(super::pages::agent_install),
+        )
 }
 
 /// Registration, for devices and agents (they authenticate with the token they redeem).
@@ -34,17 +41,17 @@ pub fn agent_router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateRequest {
     #[schema(max_length = 100)]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Redemptions allowed (default 1).
     #[schema(minimum = 1, maximum = 100000)]
-    uses: Option<u32>,
+    pub(crate) uses: Option<u32>,
     /// At most ten years.
     #[schema(minimum = 1, maximum = 315360000)]
-    expires_in_secs: Option<u64>,
+    pub(crate) expires_in_secs: Option<u64>,
     /// Groups every device enrolled with this token joins (firewall rules refer to them).
     #[serde(default)]
     #[schema(max_items = 16)]
-    groups: Vec<String>,
+    pub(crate) groups: Vec<String>,
 }
 
 /// Creates an enrollment token (one use by default).
@@ -57,6 +64,15 @@ pub(crate) async fn create(
     admin: Admin,
     StrictJson(req): StrictJson<CreateRequest>,
 ) -> Result<Json<EnrollmentTokenCreated>, ApiError> {
+    Ok(Json(create_token(&state, &admin, req)?))
+}
+
+/// Validates and stores a new enrollment token (the API and the dashboard's form).
+pub(crate) fn create_token(
+    state: &AppState,
+    admin: &Admin,
+    req: CreateRequest,
+) -> Result<EnrollmentTokenCreated, ApiError> {
     let name = req.name.unwrap_or_default();
     if name.len() > 100 {
         return Err(ApiError::Invalid("name: at most 100 characters".into()));
@@ -89,13 +105,13 @@ pub(crate) async fn create(
             groups,
         },
     )?;
-    audit(&state, &admin.username, "enrollment_token.create", &name)?;
-    Ok(Json(EnrollmentTokenCreated {
+    audit(state, &admin.username, "enrollment_token.create", &name)?;
+    Ok(EnrollmentTokenCreated {
         token,
         name,
         uses,
         expires_at,
-    }))
+    })
 }
 
 /// Lists enrollment tokens (never the tokens themselves).

@@ -4,11 +4,13 @@
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::state::AppState;
+use axum::extract::rejection::FormRejection;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Form, Router};
+use serde::Deserialize;
 
 /// The wizard and the stylesheet every page uses (the wizard's needs before setup).
 pub fn wizard_router() -> Router<AppState> {
@@ -29,7 +31,9 @@ h1{font-size:1.6rem}label{display:block;margin-top:1rem;font-weight:600}\
 input,select,textarea{width:100%;padding:.5rem;font-size:1rem;box-sizing:border-box}fieldset{margin-top:1.5rem}\
 button{margin-top:1.5rem;padding:.6rem 1.2rem;font-size:1rem}\
 .note{color:#555}.error{color:#b00020;font-weight:600}table{border-collapse:collapse;width:100%}\
-td,th{border-bottom:1px solid #ddd;padding:.4rem;text-align:left}";
+td,th{border-bottom:1px solid #ddd;padding:.4rem;text-align:left}\
+input[type=checkbox]{width:auto;margin-right:.5rem}\
+pre{white-space:pre-wrap;word-break:break-all;background:#f4f4f4;padding:.6rem}";
 
 async fn css() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS)
@@ -128,6 +132,7 @@ pub fn login_form(error: Option<&str>) -> String {
 
 async fn dashboard(
     State(state): State<AppState>,
+    headers: HeaderMap,
     admin: Result<Admin, ApiError>,
 ) -> Result<Response, ApiError> {
     let admin = match admin {
@@ -135,6 +140,16 @@ async fn dashboard(
         Err(ApiError::Unauthorized) => return Ok(Redirect::to("/login").into_response()),
         Err(e) => return Err(e),
     };
+    let body = dashboard_body(&state, &admin, &headers, &Install::default())?;
+    Ok((StatusCode::OK, page("Dashboard", &body)).into_response())
+}
+
+fn dashboard_body(
+    state: &AppState,
+    admin: &Admin,
+    headers: &HeaderMap,
+    install: &Install,
+) -> Result<String, ApiError> {
     let rows: String = state
         .store
         .devices
@@ -162,19 +177,208 @@ async fn dashboard(
          <button type=\"submit\" id=\"setup2fa\">Set up two-factor authentication</button></form>"
             .to_string()
     };
-    let firewall = firewall_section(&state)?;
-    let body = format!(
+    let firewall = firewall_section(state)?;
+    let install = install_section(state, headers, install);
+    Ok(format!(
         "<h1>Watchgrid</h1><p id=\"whoami\">Signed in as <strong>{}</strong>.</p>\
          <p>Hub public key: <code>{}</code> · peers on the hub: {}</p>\
          {two_factor}\
          <h2>Devices</h2><table><tr><th>Name</th><th>Address</th><th>Groups</th><th>State</th></tr>{rows}</table>\
+         {install}\
          {firewall}\
          <form method=\"post\" action=\"/api/auth/logout\"><button type=\"submit\">Sign out</button></form>",
         esc(&admin.username),
         esc(&state.hub.public_key().to_string()),
         state.hub.peer_count()
-    );
-    Ok((StatusCode::OK, page("Dashboard", &body)).into_response())
+    ))
+}
+
+/// What the "Install an agent" section shows besides the command: the token the admin
+/// just created with its form, or why the form was refused.
+#[derive(Default)]
+struct Install {
+    token: Option<String>,
+    allow_commands: bool,
+    error: Option<String>,
+}
+
+/// The hub's URL as the admin's browser reached it: `https://` and the request's Host,
+/// when that is a plain `host[:port]` (the command is pasted into a root shell, so
+/// nothing that a shell would read as syntax gets into it).
+fn hub_url(headers: &HeaderMap) -> Option<String> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let plain = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    plain.then(|| format!("https://{host}"))
+}
+
+/// The one-line install: fetch the CA without verification, check its fingerprint (the
+/// SHA-256 of its DER), and only then fetch the installer over TLS verified against it.
+/// The installer checks the CA again itself before it downloads the binary. The
+/// placeholders and every value here are shell-safe: the URL is checked by `hub_url`,
+/// the token is base64url and the fingerprint hex.
+fn install_command(hub: &str, fingerprint: &str, token: &str, allow_commands: bool) -> String {
+    let hex = fingerprint.replace(':', "").to_ascii_lowercase();
+    let allow = if allow_commands {
+        " --allow-commands"
+    } else {
+        ""
+    };
+    format!(
+        "cd \"$(mktemp -d)\" && curl -fsSk {hub}/downloads/ca.crt -o watchgrid-ca.crt && \
+         sed '/^-----/d' watchgrid-ca.crt | base64 -d > watchgrid-ca.der && \
+         echo '{hex}  watchgrid-ca.der' | sha256sum -c && \
+         curl -fsS --cacert watchgrid-ca.crt {hub}/downloads/install-agent.sh -o install-agent.sh && \
+         sh install-agent.sh --server {hub} --token {token} --fingerprint SHA256:{fingerprint}{allow}"
+    )
+}
+
+/// The install command with this hub's URL and CA fingerprint, and a form that creates
+/// an enrollment token and shows the command again with it.
+fn install_section(state: &AppState, headers: &HeaderMap, install: &Install) -> String {
+    let head = "<h2 id=\"install-agent\">Install an agent</h2>";
+    let Some(fingerprint) = state
+        .ca_cert_pem
+        .as_deref()
+        .and_then(super::public::downloads::ca_fingerprint)
+    else {
+        return format!(
+            "{head}<p id=\"install-unavailable\">The installer pins the hub&#39;s internal CA, \
+             and this hub serves none at <code>/downloads/ca.crt</code>.</p>"
+        );
+    };
+    let (hub, hub_note) = match hub_url(headers) {
+        Some(u) => (u, ""),
+        None => (
+            "https://HUB".to_string(),
+            "<p class=\"note\">Replace <code>HUB</code> with the hub&#39;s address.</p>",
+        ),
+    };
+    let (token, token_note) = match &install.token {
+        Some(t) => (
+            t.as_str(),
+            "<p id=\"install-token-note\">The enrollment token is in the command; it is \
+             shown only now.</p>",
+        ),
+        None => (
+            "ENROLLMENT_TOKEN",
+            "<p class=\"note\">Create an enrollment token below to fill it in.</p>",
+        ),
+    };
+    let command = install_command(&hub, &fingerprint, token, install.allow_commands);
+    let error = install
+        .error
+        .as_deref()
+        .map(|e| format!("<p class=\"error\" id=\"install-error\">{}</p>", esc(e)))
+        .unwrap_or_default();
+    format!(
+        "{head}<p>On a Linux machine with systemd, as root. The command checks the hub&#39;s \
+         CA against its fingerprint before it runs anything; the installer checks it again, \
+         downloads this hub&#39;s <code>watchgrid</code> binary over TLS verified against \
+         it, installs the <code>watchgrid-agent</code> service and enrolls the machine.</p>\
+         {hub_note}{token_note}<pre id=\"install-command\"><code>{}</code></pre>\
+         <p>Internal CA SHA-256: <code id=\"ca-fingerprint\">{}</code></p>{error}\
+         <form method=\"post\" action=\"/api/enrollment-tokens/agent-install\">\
+         <label for=\"install-name\">Token name (optional)</label>\
+         <input id=\"install-name\" name=\"name\" maxlength=\"100\">\
+         <label for=\"install-uses\">Machines it may enroll</label>\
+         <input id=\"install-uses\" name=\"uses\" type=\"number\" min=\"1\" max=\"100000\" value=\"1\">\
+         <label for=\"install-hours\">Valid for (hours; empty: no expiry)</label>\
+         <input id=\"install-hours\" name=\"expires_hours\" type=\"number\" min=\"1\" value=\"24\">\
+         <label><input type=\"checkbox\" name=\"allow_commands\" value=\"on\">Allow remote \
+         commands (run as the unprivileged <code>watchgrid-agent</code> user, in the service&#39;s \
+         sandbox)</label>\
+         <button type=\"submit\" id=\"install-create\">Create an enrollment token</button></form>",
+        esc(&command),
+        esc(&fingerprint)
+    )
+}
+
+/// The "Install an agent" form.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InstallForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    uses: String,
+    #[serde(default)]
+    expires_hours: String,
+    /// A checkbox: present ("on") when ticked.
+    allow_commands: Option<String>,
+}
+
+impl InstallForm {
+    /// The enrollment-token request the form stands for; the limits are the API's.
+    fn request(&self) -> Result<super::enrollment::CreateRequest, ApiError> {
+        let uses = match self.uses.trim() {
+            "" => None,
+            u => Some(
+                u.parse()
+                    .map_err(|_| ApiError::Invalid("uses: a number from 1 to 100000".into()))?,
+            ),
+        };
+        let expires_in_secs = match self.expires_hours.trim() {
+            "" => None,
+            h => Some(
+                h.parse::<u64>()
+                    .ok()
+                    .and_then(|h| h.checked_mul(3600))
+                    .ok_or_else(|| ApiError::Invalid("valid for: a number of hours".into()))?,
+            ),
+        };
+        let name = self.name.trim();
+        Ok(super::enrollment::CreateRequest {
+            name: (!name.is_empty()).then(|| name.to_string()),
+            uses,
+            expires_in_secs,
+            groups: Vec::new(),
+        })
+    }
+}
+
+/// `POST /api/enrollment-tokens/agent-install` (an HTML form): creates an enrollment
+/// token and answers with the dashboard, the install command filled in with it. The
+/// token is in this answer only, never in a URL.
+pub(crate) async fn agent_install(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    admin: Admin,
+    form: Result<Form<InstallForm>, FormRejection>,
+) -> Result<Response, ApiError> {
+    let created = match &form {
+        Ok(Form(f)) => f
+            .request()
+            .and_then(|req| super::enrollment::create_token(&state, &admin, req)),
+        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::TooLarge),
+        Err(r) => Err(ApiError::Invalid(r.body_text())),
+    };
+    let allow_commands = form
+        .as_ref()
+        .is_ok_and(|Form(f)| f.allow_commands.is_some());
+    let (status, install) = match created {
+        Ok(t) => (
+            StatusCode::OK,
+            Install {
+                token: Some(t.token),
+                allow_commands,
+                error: None,
+            },
+        ),
+        Err(e @ (ApiError::Invalid(_) | ApiError::TooLarge)) => (
+            e.status(),
+            Install {
+                error: Some(e.to_string()),
+                allow_commands,
+                ..Install::default()
+            },
+        ),
+        Err(e) => return Err(e),
+    };
+    let body = dashboard_body(&state, &admin, &headers, &install)?;
+    Ok((status, page("Dashboard", &body)).into_response())
 }
 
 /// The firewall's state and policy, read-only (edited through `PUT /api/firewall`).

@@ -1,4 +1,7 @@
-//! Unauthenticated endpoints: health and downloads.
+//! Unauthenticated endpoints: health and downloads (the CA certificate, and what a
+//! machine needs to become an agent: see `downloads`).
+
+pub(crate) mod downloads;
 
 use crate::dto::{ErrorBody, Health};
 use crate::error::ApiError;
@@ -13,6 +16,16 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/downloads/ca.crt", get(ca_cert))
+        .route("/downloads/watchgrid", get(downloads::binary))
+        .route("/downloads/watchgrid.sha256", get(downloads::binary_sha256))
+        .route(
+            "/downloads/install-agent.sh",
+            get(downloads::install_script),
+        )
+        .route(
+            "/downloads/watchgrid-agent.service",
+            get(downloads::agent_unit),
+        )
 }
 
 /// Liveness and setup state.
