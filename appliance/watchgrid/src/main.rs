@@ -5,7 +5,7 @@ mod control;
 mod dataplane;
 
 use clap::{Parser, Subcommand};
-use cli::{admin, serve, wg};
+use cli::{admin, agent, serve, wg};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -28,6 +28,9 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Local maintenance on a data dir (the daemon must be stopped).
     Admin(admin::AdminArgs),
+    /// Run as a managed machine's agent: enroll with a hub, then keep a tunnel to it,
+    /// heartbeat and run the operator's commands.
+    Agent(agent::AgentArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Command::Wg(args) => wg::run(args),
         Command::Serve(args) => serve::run(*args),
         Command::Admin(args) => admin::run(args),
+        Command::Agent(args) => agent::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

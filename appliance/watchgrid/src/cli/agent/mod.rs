@@ -1,0 +1,215 @@
+//! `watchgrid agent enroll|run|status`: this binary as a managed machine's agent. The
+//! logic lives in the `watchgrid-agent` crate; here are the flags, the output for the
+//! operator and the tunnel (the same dataplane the hub uses).
+
+mod tunnel;
+
+use crate::dataplane::tun::{open_tun, validate_ifname};
+use crate::dataplane::uapi::server::UapiSocket;
+use crate::dataplane::{Dataplane, DeviceConfig};
+use anyhow::Context;
+use std::path::PathBuf;
+use tokio::sync::mpsc;
+use tunnel::{interface_addresses, DataplaneTunnel};
+use watchgrid_agent::agent::Agent;
+use watchgrid_agent::client::HubClient;
+use watchgrid_agent::enroll::{default_hostname, enroll, EnrollRequest, Trust};
+use watchgrid_agent::journal::Journal;
+use watchgrid_agent::pin::{Fingerprint, Pinned};
+use watchgrid_agent::state::{StateDir, DEFAULT_STATE_DIR};
+use watchgrid_core::IpPrefix;
+use watchgrid_store::Sensitive;
+
+#[derive(clap::Args)]
+pub struct AgentArgs {
+    #[command(subcommand)]
+    command: AgentCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum AgentCommand {
+    /// Register this machine with a hub (once), pinning the hub's certificate.
+    Enroll(EnrollArgs),
+    /// Keep the tunnel up, heartbeat, follow config changes and run remote commands.
+    Run(RunArgs),
+    /// Show the enrolled hub, device, tunnel and last heartbeat.
+    Status(StatusArgs),
+}
+
+#[derive(clap::Args)]
+struct StateDirArg {
+    /// Where the agent keeps its key, credential and command journal.
+    #[arg(long, env = "WATCHGRID_AGENT_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct EnrollArgs {
+    /// The hub, `https://HOST[:PORT]`.
+    #[arg(long, env = "WATCHGRID_SERVER")]
+    server: String,
+    /// An enrollment token from the hub (prefer the environment: arguments are visible
+    /// to other users in `ps`).
+    #[arg(long, env = "WATCHGRID_TOKEN", hide_env_values = true)]
+    token: String,
+    /// SHA-256 of the hub's internal CA (or TLS certificate) as its console shows it.
+    #[arg(long, env = "WATCHGRID_CA_FINGERPRINT")]
+    ca_fingerprint: Option<Fingerprint>,
+    /// Without a fingerprint: trust whatever the hub presents now, and print it.
+    #[arg(long, conflicts_with = "ca_fingerprint")]
+    insecure_first_use: bool,
+    /// Let the operator run commands on this machine (see the README for the sandbox).
+    #[arg(long)]
+    allow_commands: bool,
+    /// The name the hub shows (default: this machine's hostname).
+    #[arg(long)]
+    hostname: Option<String>,
+    #[command(flatten)]
+    dir: StateDirArg,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The agent's WireGuard interface.
+    #[arg(long, default_value = "wg-watchgrid")]
+    interface: String,
+    #[arg(long, default_value_t = 1420)]
+    mtu: u16,
+    #[command(flatten)]
+    dir: StateDirArg,
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    dir: StateDirArg,
+}
+
+pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    match args.command {
+        AgentCommand::Enroll(a) => run_enroll(a),
+        AgentCommand::Run(a) => run_agent(a),
+        AgentCommand::Status(a) => show_status(a),
+    }
+}
+
+fn run_enroll(args: EnrollArgs) -> anyhow::Result<()> {
+    let trust = match (args.ca_fingerprint, args.insecure_first_use) {
+        (Some(f), _) => Trust::Pin(f),
+        (None, true) => Trust::FirstUse,
+        (None, false) => return Err(watchgrid_agent::enroll::EnrollError::NoTrust.into()),
+    };
+    let first_use = matches!(trust, Trust::FirstUse);
+    let dir = StateDir::new(args.dir.state_dir);
+    let request = EnrollRequest {
+        server: args.server,
+        token: Sensitive::new(args.token),
+        trust,
+        allow_commands: args.allow_commands,
+        hostname: args.hostname.unwrap_or_else(default_hostname),
+    };
+    let enrolled = crate::runtime()?.block_on(enroll(&dir, request))?;
+    let what = if enrolled.trusted_is_ca {
+        "CA"
+    } else {
+        "TLS certificate"
+    };
+    if first_use {
+        println!(
+            "trusted on first use: the hub's {what} {}\n  compare it with the fingerprint on the hub's console",
+            enrolled.trusted
+        );
+    }
+    println!(
+        "enrolled as {} ({}); the hub's {what} {} is pinned in {}",
+        enrolled.device_id,
+        enrolled.address,
+        enrolled.trusted,
+        dir.path().display()
+    );
+    println!(
+        "start the agent: watchgrid agent run --state-dir {}",
+        dir.path().display()
+    );
+    Ok(())
+}
+
+fn run_agent(args: RunArgs) -> anyhow::Result<()> {
+    crate::init_logging();
+    validate_ifname(&args.interface)?;
+    let dir = StateDir::new(args.dir.state_dir.clone());
+    let enrollment = dir.enrollment()?;
+    let key = dir.private_key()?;
+    let pinned = Pinned::new(StateDir::pinned(&enrollment)?);
+    let client = HubClient::new(&enrollment.server, pinned)?.with_key(enrollment.agent_key.clone());
+    let journal = Journal::open(dir.file("commands"))?;
+    let addresses = interface_addresses(&enrollment.config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let tun = open_tun(&args.interface, args.mtu, Some(&addresses))?;
+        let mut dataplane = Dataplane::new(tun, 0)?;
+        dataplane.configure(DeviceConfig {
+            private_key: Some(Some(key)),
+            ..DeviceConfig::default()
+        })?;
+        let (commands, inbox) = mpsc::channel(16);
+        // `wg show IFNAME` works on the agent too.
+        let uapi = UapiSocket::bind(&args.interface)?;
+        let uapi = tokio::spawn(uapi.serve(commands.clone()));
+        let tunnel = DataplaneTunnel {
+            commands,
+            interface: args.interface.clone(),
+            addresses: addresses
+                .iter()
+                .filter_map(|(a, l)| IpPrefix::new(*a, *l).ok())
+                .collect(),
+            hub: Default::default(),
+        };
+        tracing::info!(server = %enrollment.server, device = %enrollment.config.device_id,
+            interface = %args.interface, "agent starting");
+        let agent = Agent::new(dir, enrollment, client, journal, tunnel);
+        let result = tokio::select! {
+            r = dataplane.run(inbox, crate::shutdown_signal()) => r.map(drop),
+            r = agent.run() => r.map_err(anyhow::Error::from),
+        };
+        uapi.abort();
+        let _ = uapi.await;
+        result
+    })
+}
+
+fn show_status(args: StatusArgs) -> anyhow::Result<()> {
+    let dir = StateDir::new(args.dir.state_dir);
+    let e = dir.enrollment()?;
+    let pinned = StateDir::pinned(&e)?;
+    println!("hub:        {}", e.server);
+    println!("pinned:     {}", Fingerprint::of(pinned.as_ref()));
+    println!("device:     {} ({})", e.config.device_id, e.config.address);
+    println!(
+        "commands:   {}",
+        if e.allow_commands {
+            "allowed"
+        } else {
+            "not allowed"
+        }
+    );
+    match dir.status()? {
+        None => println!("tunnel:     never run (start `watchgrid agent run`)"),
+        Some(s) => {
+            let age = watchgrid_agent::unix_now().saturating_sub(s.updated_at);
+            println!("tunnel:     {} (as of {age} s ago)", s.tunnel);
+            if let Some(h) = s.last_handshake_s {
+                println!("handshake:  {h} s ago");
+            }
+            println!(
+                "heartbeat:  {}",
+                s.last_heartbeat.as_deref().unwrap_or("none yet")
+            );
+        }
+    }
+    Ok(())
+}
