@@ -244,11 +244,16 @@ if [ "${WATCHGRID_SKIP_ENROLL:-}" = 1 ]; then
 	say "WATCHGRID_SKIP_ENROLL=1: not enrolling"
 	exit 0
 fi
-set -- agent enroll --server "$server" --token "$token" --ca-fingerprint "$fp_banner" \
-	--state-dir "$state_dir"
-[ -z "$allow_commands" ] || set -- "$@" --allow-commands
-"$bin" "$@" || die "enrollment failed: $bin agent enroll (the binary and unit stay installed; run this script again with a new token)"
-say "enrolled with $server"
+if "$bin" agent status --state-dir "$state_dir" >/dev/null 2>&1; then
+	# A reinstall (a newer binary from the hub): the enrollment stands, the token is unused.
+	say "$state_dir is already enrolled; keeping it (to enroll again: stop the agent, remove $state_dir, run this again)"
+else
+	set -- agent enroll --server "$server" --token "$token" --ca-fingerprint "$fp_banner" \
+		--state-dir "$state_dir"
+	[ -z "$allow_commands" ] || set -- "$@" --allow-commands
+	"$bin" "$@" || die "enrollment failed: $bin agent enroll (the binary and unit stay installed; run this script again with a new token)"
+	say "enrolled with $server"
+fi
 
 if [ -n "$no_start" ]; then
 	say "--no-start: not starting; as root: systemctl daemon-reload && systemctl enable --now watchgrid-agent"
