@@ -1,0 +1,637 @@
+//! Agents end to end: `watchgrid serve` in one namespace, `watchgrid agent enroll` and
+//! `run` in others, pinned by the CA fingerprint the hub's banner prints. Heartbeats put
+//! them online, each pings the hub through its own tunnel, remote commands run once and
+//! come back capped, timeouts kill the whole process group, a disabled device's agent
+//! loses its tunnel and regains it when enabled, and commands survive SIGKILLs of the
+//! hub and of the agent without ever running twice.
+
+use anyhow::{bail, ensure, Context, Result};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use watchgrid_netns_tests::appliance::json::{field, obj, Json};
+use watchgrid_netns_tests::appliance::Client;
+use watchgrid_netns_tests::{
+    api_token, retry_until, scenario, start_serve, unique_name, veth, wait_until, Impl, Netns, Proc,
+};
+
+const PASSWORD: &str = "correct horse battery";
+/// Short, so that "online within two intervals" is quick to see.
+const INTERVAL_S: &str = "2";
+const HUB_VPN: &str = "10.100.0.1";
+
+/// Reads `EXPR` of the JSON answer to an authenticated GET: `api_json.py URL CA BEARER EXPR`.
+const API_JSON: &str = r#"
+import json, ssl, sys, urllib.request
+url, ca, bearer, expr = sys.argv[1:5]
+ctx = ssl.create_default_context(cafile=ca)
+req = urllib.request.Request(url, headers={"Authorization": "Bearer " + bearer})
+j = json.loads(urllib.request.urlopen(req, context=ctx, timeout=10).read())
+print(json.dumps(eval(expr)))
+"#;
+
+/// The hub, its namespace and an admin client.
+struct Hub {
+    ns: Netns,
+    bin: String,
+    data: PathBuf,
+    runtime: PathBuf,
+    proc: Proc,
+    /// The internal CA's fingerprint as the banner shows it.
+    fingerprint: String,
+    ca: PathBuf,
+    admin: String,
+}
+
+impl Hub {
+    fn start_proc(ns: &Netns, bin: &str, data: &Path, runtime: &Path) -> Result<Proc> {
+        start_serve(
+            ns,
+            bin,
+            &data.to_string_lossy(),
+            &runtime.to_string_lossy(),
+            &[],
+            &[
+                "--http-listen",
+                "off",
+                "--tls-names",
+                "172.31.1.1,127.0.0.1",
+                "--heartbeat-interval",
+                INTERVAL_S,
+            ],
+        )
+    }
+
+    /// Starts the hub, completes setup and makes an admin API token.
+    fn start(bin: &str) -> Result<Hub> {
+        let ns = Netns::new("aghub")?;
+        ns.sysctl(&["net.ipv4.ip_forward=1"])?;
+        let data = ns.private_dir("data")?;
+        let runtime = ns.dir().join("run");
+        let proc = Hub::start_proc(&ns, bin, &data, &runtime)?;
+        let fingerprint = banner_fingerprint(&proc.output())?;
+        let token = std::fs::read_to_string(runtime.join("setup-token"))?
+            .trim()
+            .to_string();
+        let mut client = Client {
+            ns: &ns,
+            base: "https://127.0.0.1".into(),
+            ca: "-".into(),
+            bearer: None,
+        };
+        let pem = client.ok("GET", "/downloads/ca.crt", None)?;
+        let ca = ns.write_file("ca.crt", &format!("{pem}\n"))?;
+        client.ca = ca.to_string_lossy().into_owned();
+        client.ok(
+            "POST",
+            "/api/setup",
+            Some(obj(&[
+                ("setup_token", &token),
+                ("admin_username", "admin"),
+                ("admin_password", PASSWORD),
+                ("endpoint", "172.31.1.1:51820"),
+            ])),
+        )?;
+        let admin = api_token(&ns, &client.base, PASSWORD, Some(&client.ca))?;
+        Ok(Hub {
+            bin: bin.to_string(),
+            ns,
+            data,
+            runtime,
+            proc,
+            fingerprint,
+            ca,
+            admin,
+        })
+    }
+
+    fn client(&self) -> Client<'_> {
+        Client {
+            ns: &self.ns,
+            base: "https://127.0.0.1".into(),
+            ca: self.ca.to_string_lossy().into_owned(),
+            bearer: Some(self.admin.clone()),
+        }
+    }
+
+    fn enrollment_token(&self) -> Result<String> {
+        let t = self.client().ok(
+            "POST",
+            "/api/enrollment-tokens",
+            Some(obj(&[("uses", "1")])),
+        )?;
+        field(&t, "token").context("enrollment token")
+    }
+
+    /// `EXPR` (Python, over the answer `j`) of an admin GET.
+    fn query(&self, path: &str, expr: &str) -> Result<String> {
+        let url = format!("https://127.0.0.1{path}");
+        let ca = self.ca.to_string_lossy();
+        let out = self
+            .ns
+            .run_python(API_JSON, &[&url, &ca, &self.admin, expr])?;
+        Ok(out.trim().to_string())
+    }
+
+    fn queue(&self, device: &str, argv: &[&str], timeout_s: u32) -> Result<String> {
+        let argv: Vec<String> = argv.iter().map(|a| json_string(a)).collect();
+        let body = format!(
+            "{{\"argv\":[{}],\"timeout_s\":{timeout_s}}}",
+            argv.join(",")
+        );
+        let (status, text) = self.client().call(
+            "POST",
+            &format!("/api/devices/{device}/commands"),
+            Some(Json(body)),
+        )?;
+        ensure!(status == 202, "queueing {argv:?}: {status} {text}");
+        field(&text, "id").context("command id")
+    }
+
+    /// Waits for a command's final state; returns the command's JSON.
+    fn wait_final(&self, id: &str, timeout: Duration) -> Result<String> {
+        retry_until(timeout, &format!("command {id} to end"), || {
+            let (status, text) = self
+                .client()
+                .call("GET", &format!("/api/commands/{id}"), None)?;
+            ensure!(status == 200, "{status} {text}");
+            let state = field(&text, "state").context("state")?;
+            ensure!(
+                !["queued", "delivered"].contains(&state.as_str()),
+                "still {state}"
+            );
+            Ok(text)
+        })
+    }
+
+    /// SIGKILLs the hub and starts it again on the same data.
+    fn kill_and_restart(&mut self) -> Result<()> {
+        self.proc.signal("KILL")?;
+        self.proc.wait_timeout(Duration::from_secs(10))?;
+        self.proc = Hub::start_proc(&self.ns, &self.bin, &self.data, &self.runtime)?;
+        Ok(())
+    }
+}
+
+fn json_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The `internal CA SHA-256  AB:CD:…` line of the console banner.
+fn banner_fingerprint(output: &str) -> Result<String> {
+    output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("internal CA SHA-256"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .with_context(|| format!("no CA fingerprint in the banner:\n{output}"))
+}
+
+/// A machine with an agent: its namespace, linked to the hub's on 172.31.N.0/24.
+struct Machine {
+    n: u8,
+    ns: Netns,
+    state: PathBuf,
+    interface: String,
+    agent: Option<Proc>,
+    device: String,
+}
+
+impl Machine {
+    fn new(hub: &Hub, n: u8) -> Result<Machine> {
+        let ns = Netns::new(&format!("ag{n}"))?;
+        let (h, m) = (format!("vh{n}"), format!("vm{n}"));
+        veth(&hub.ns, &h, &ns, &m)?;
+        hub.ns.add_addr(&h, &format!("172.31.{n}.1/24"))?;
+        ns.add_addr(&m, &format!("172.31.{n}.2/24"))?;
+        hub.ns.link_up(&h)?;
+        ns.link_up(&m)?;
+        // The configured endpoint is 172.31.1.1; machines 2 and 3 reach it via the hub.
+        ns.route_add(&["default", "via", &format!("172.31.{n}.1")])?;
+        let state = ns.dir().join("agent-state");
+        Ok(Machine {
+            n,
+            ns,
+            state,
+            interface: unique_name("wga"),
+            agent: None,
+            device: String::new(),
+        })
+    }
+
+    fn server(&self) -> String {
+        format!("https://172.31.{}.1", self.n)
+    }
+
+    fn enroll(
+        &self,
+        bin: &str,
+        token: &str,
+        fingerprint: &str,
+        extra: &[&str],
+    ) -> Result<std::process::Output> {
+        let state = self.state.to_string_lossy();
+        let server = self.server();
+        let mut argv = vec![
+            bin,
+            "agent",
+            "enroll",
+            "--server",
+            &server,
+            "--token",
+            token,
+            "--ca-fingerprint",
+            fingerprint,
+            "--state-dir",
+            &state,
+        ];
+        argv.extend_from_slice(extra);
+        self.ns.exec_output(&argv)
+    }
+
+    fn run(&mut self, bin: &str) -> Result<()> {
+        let state = self.state.to_string_lossy().into_owned();
+        let argv = [
+            bin,
+            "agent",
+            "run",
+            "--state-dir",
+            &state,
+            "--interface",
+            &self.interface,
+        ];
+        self.agent = Some(self.ns.spawn(&unique_name("agent"), &argv)?);
+        Ok(())
+    }
+
+    fn agent(&mut self) -> Result<&mut Proc> {
+        self.agent.as_mut().context("agent not started")
+    }
+
+    fn status(&self, bin: &str) -> Result<String> {
+        let state = self.state.to_string_lossy();
+        self.ns
+            .exec(&[bin, "agent", "status", "--state-dir", &state])
+    }
+}
+
+fn enrolled(m: &mut Machine, hub: &Hub, extra: &[&str]) -> Result<()> {
+    let out = m.enroll(&hub.bin, &hub.enrollment_token()?, &hub.fingerprint, extra)?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        out.status.success(),
+        "enroll: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    m.device = text
+        .split_whitespace()
+        .find(|w| w.starts_with("dev-"))
+        .context("device id in the enroll output")?
+        .to_string();
+    Ok(())
+}
+
+/// Device ids the API shows online.
+fn online(hub: &Hub) -> Result<Vec<String>> {
+    let out = hub.query(
+        "/api/devices",
+        "[d['id'] for d in j['devices'] if (d.get('agent') or {}).get('online')]",
+    )?;
+    Ok(out
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|s| s.trim().trim_matches('"').to_string())
+        .filter(|s| !s.is_empty())
+        .collect())
+}
+
+#[test]
+fn three_agents_enroll_pinned_come_online_ping_and_run_commands() -> Result<()> {
+    scenario(three_agents)
+}
+
+fn three_agents() -> Result<()> {
+    let bin = Impl::required_watchgrid_binary()?;
+    let hub = Hub::start(&bin)?;
+    let mut machines = (1..=3)
+        .map(|n| Machine::new(&hub, n))
+        .collect::<Result<Vec<_>>>()?;
+
+    // A wrong fingerprint refuses enrollment and leaves no state (and keeps the token).
+    let token = hub.enrollment_token()?;
+    let wrong = format!("SHA256:{}", "00:".repeat(31) + "00");
+    let out = machines[0].enroll(&bin, &token, &wrong, &[])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "a wrong fingerprint was accepted");
+    ensure!(stderr.contains("do not match"), "unclear refusal: {stderr}");
+    ensure!(
+        !machines[0].state.exists(),
+        "a refused enrollment left state behind"
+    );
+    eprintln!("wrong fingerprint refused: {}", stderr.trim());
+
+    enrolled(&mut machines[0], &hub, &["--allow-commands"])?;
+    enrolled(&mut machines[1], &hub, &["--allow-commands"])?;
+    enrolled(&mut machines[2], &hub, &[])?;
+    let enrollment = machines[0].state.join("enrollment.json");
+    let before = std::fs::read(&enrollment)?;
+    let again = machines[0].enroll(&bin, &token, &hub.fingerprint, &[])?;
+    ensure!(
+        !again.status.success()
+            && String::from_utf8_lossy(&again.stderr).contains("already enrolled"),
+        "second enrollment: {again:?}"
+    );
+    ensure!(
+        std::fs::read(&enrollment)? == before,
+        "a second enroll changed the state"
+    );
+    check_modes(&machines[0].state)?;
+
+    let started = Instant::now();
+    for m in machines.iter_mut() {
+        m.run(&bin)?;
+    }
+    let ids: Vec<String> = machines.iter().map(|m| m.device.clone()).collect();
+    wait_until(Duration::from_secs(30), "all three agents online", || {
+        online(&hub).is_ok_and(|o| ids.iter().all(|id| o.contains(id)))
+    })?;
+    eprintln!(
+        "all three online {:?} after the agents started (interval {INTERVAL_S} s)",
+        started.elapsed()
+    );
+    for m in &machines {
+        m.ns.ping_within(HUB_VPN, Duration::from_secs(15))
+            .with_context(|| format!("{} -> hub through its tunnel", m.device))?;
+    }
+    hub_lists_peers(&hub, 3)?;
+
+    commands(&hub, &mut machines)?;
+    disable_and_enable(&hub, &mut machines[1], &bin)?;
+    bad_agent_input(&hub, &machines)?;
+    for m in machines.iter_mut() {
+        m.agent()?.ensure_running()?;
+    }
+    Ok(())
+}
+
+/// The state dir is 0700 and every file in it 0600.
+fn check_modes(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    ensure!(mode == 0o700, "{} is {mode:o}", dir.display());
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let mode = entry.metadata()?.permissions().mode() & 0o777;
+        if entry.file_type()?.is_file() {
+            ensure!(mode == 0o600, "{} is {mode:o}", entry.path().display());
+        }
+    }
+    Ok(())
+}
+
+/// `wg show` on the hub's interface lists every agent with a recent handshake.
+fn hub_lists_peers(hub: &Hub, n: usize) -> Result<()> {
+    let links = hub.ns.exec(&["ip", "-o", "link", "show"])?;
+    let ifname = links
+        .lines()
+        .filter_map(|l| l.split(':').nth(1).map(str::trim))
+        .find(|name| name.starts_with("wgs"))
+        .context("the hub's WireGuard interface")?
+        .to_string();
+    let dump = hub.ns.exec(&["wg", "show", &ifname, "latest-handshakes"])?;
+    let recent = dump
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1).is_some_and(|t| t != "0"))
+        .count();
+    eprintln!("wg show {ifname} latest-handshakes:\n{dump}");
+    ensure!(
+        recent == n,
+        "{recent} of {n} agents have a handshake with the hub"
+    );
+    Ok(())
+}
+
+fn commands(hub: &Hub, machines: &mut [Machine]) -> Result<()> {
+    let m1 = &machines[0].device;
+    let id = hub.queue(m1, &["uname", "-r"], 20)?;
+    let done = hub.wait_final(&id, Duration::from_secs(30))?;
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?;
+    ensure!(
+        field(&done, "state").as_deref() == Some("succeeded"),
+        "{done}"
+    );
+    ensure!(
+        field(&done, "stdout").as_deref() == Some(&format!("{}\\n", kernel.trim())),
+        "uname -r: {done}"
+    );
+
+    let id = hub.queue(m1, &["sh", "-c", "yes | head -c 100000000"], 60)?;
+    hub.wait_final(&id, Duration::from_secs(60))?;
+    let cut = hub.query(
+        &format!("/api/commands/{id}"),
+        "[j['state'], len(j['result']['stdout']), j['result']['stdout_truncated']]",
+    )?;
+    ensure!(
+        cut == "[\"succeeded\", 65536, true]",
+        "100 MB of output: {cut}"
+    );
+
+    let pidfile = machines[0].ns.dir().join("sleeper.pid");
+    let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
+    let id = hub.queue(m1, &["sh", "-c", &script], 2)?;
+    let done = hub.wait_final(&id, Duration::from_secs(30))?;
+    ensure!(
+        field(&done, "state").as_deref() == Some("timed_out"),
+        "{done}"
+    );
+    let pid = std::fs::read_to_string(&pidfile)?.trim().to_string();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    ensure!(
+        stat.split(' ').nth(2).is_none_or(|s| s == "Z"),
+        "the timed-out command's child {pid} is still running: {stat}"
+    );
+
+    let (status, text) = hub.client().call(
+        "POST",
+        &format!("/api/devices/{}/commands", machines[2].device),
+        Some(Json("{\"argv\":[\"true\"]}".into())),
+    )?;
+    ensure!(
+        status == 409,
+        "an agent without --allow-commands: {status} {text}"
+    );
+    Ok(())
+}
+
+/// Disabling the device makes the agent's calls 401 and its tunnel stop; enabling it
+/// brings both back without re-enrolling.
+fn disable_and_enable(hub: &Hub, m: &mut Machine, bin: &str) -> Result<()> {
+    let path = |what: &str| format!("/api/devices/{}/{what}", m.device);
+    hub.client()
+        .ok("POST", &path("disable"), Some(Json("{}".into())))?;
+    wait_until(
+        Duration::from_secs(30),
+        "the agent to see the refusal",
+        || {
+            m.status(bin)
+                .is_ok_and(|s| s.contains("stopped: the hub refused"))
+        },
+    )?;
+    ensure!(
+        !m.ns.ping(HUB_VPN),
+        "a disabled device still reaches the hub"
+    );
+    hub.client()
+        .ok("POST", &path("enable"), Some(Json("{}".into())))?;
+    m.ns.ping_within(HUB_VPN, Duration::from_secs(90))
+        .context("the tunnel after enabling")?;
+    wait_until(
+        Duration::from_secs(90),
+        "the agent's status up again",
+        || m.status(bin).is_ok_and(|s| s.contains("tunnel:     up")),
+    )?;
+    eprintln!("status after enable:\n{}", m.status(bin)?);
+    Ok(())
+}
+
+/// The agent API refuses unknown fields, oversized bodies and another device's command.
+fn bad_agent_input(hub: &Hub, machines: &[Machine]) -> Result<()> {
+    let key = |m: &Machine| -> Result<String> {
+        let text = std::fs::read_to_string(m.state.join("enrollment.json"))?;
+        field(&text, "agent_key").context("agent key")
+    };
+    let id = hub.queue(&machines[0].device, &["true"], 10)?;
+    hub.wait_final(&id, Duration::from_secs(30))?;
+    let as_agent = |m: &Machine| -> Result<Client<'_>> {
+        Ok(Client {
+            ns: &hub.ns,
+            base: "https://127.0.0.1".into(),
+            ca: hub.ca.to_string_lossy().into_owned(),
+            bearer: Some(key(m)?),
+        })
+    };
+    let report = |extra: &str| {
+        Json(format!(
+            "{{\"id\":\"{id}\",\"exit_code\":0,\"stdout\":\"forged\",\"stderr\":\"\",\"started_at\":1,\"duration_ms\":1{extra}}}"
+        ))
+    };
+    let other = as_agent(&machines[1])?;
+    let (status, text) = other.call("POST", "/api/commandresult", Some(report("")))?;
+    ensure!(
+        status == 404,
+        "another device's command id: {status} {text}"
+    );
+    let own = as_agent(&machines[0])?;
+    let (status, _) = own.call("POST", "/api/commandresult", Some(report(",\"x\":1")))?;
+    ensure!(status == 422, "unknown field: {status}");
+    // curl, because it reads the early 413 that ends an upload the hub will not take.
+    let body = hub.ns.write_file(
+        "oversized.json",
+        &report(&format!(",\"pad\":\"{}\"", "a".repeat(2_000_000))).0,
+    )?;
+    let status = hub.ns.exec(&[
+        "curl",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--cacert",
+        &hub.ca.to_string_lossy(),
+        "-H",
+        &format!("Authorization: Bearer {}", key(&machines[0])?),
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &format!("@{}", body.display()),
+        "https://127.0.0.1/api/commandresult",
+    ])?;
+    ensure!(status.trim() == "413", "a 2 MB result: {status}");
+    let stored = hub.query(&format!("/api/commands/{id}"), "j['result']['stdout']")?;
+    ensure!(
+        stored == "\"\"",
+        "a refused report changed the result: {stored}"
+    );
+    Ok(())
+}
+
+#[test]
+fn commands_run_exactly_once_when_the_hub_or_the_agent_is_killed() -> Result<()> {
+    scenario(exactly_once)
+}
+
+/// A command that appends a line to its own file and then sleeps.
+fn appender(file: &Path, sleep_s: u32) -> String {
+    format!("echo ran >> {}; sleep {sleep_s}", file.display())
+}
+
+fn lines(file: &Path) -> usize {
+    std::fs::read_to_string(file)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+fn exactly_once() -> Result<()> {
+    let bin = Impl::required_watchgrid_binary()?;
+    let mut hub = Hub::start(&bin)?;
+    let mut m = Machine::new(&hub, 1)?;
+    enrolled(&mut m, &hub, &["--allow-commands"])?;
+    m.run(&bin)?;
+    let files: Vec<PathBuf> = (0..4)
+        .map(|i| m.ns.dir().join(format!("once-{i}")))
+        .collect();
+    let mut ids = Vec::new();
+
+    // 0: the hub is killed while the command runs.
+    ids.push(hub.queue(&m.device, &["sh", "-c", &appender(&files[0], 4)], 60)?);
+    wait_until(Duration::from_secs(30), "command 0 to start", || {
+        lines(&files[0]) > 0
+    })?;
+    hub.kill_and_restart()?;
+    eprintln!("hub killed and restarted while command 0 ran");
+    // Command 0 ends before the agent is killed below, which would cut it short too.
+    hub.wait_final(&ids[0], Duration::from_secs(60))?;
+
+    // 1: the agent is killed while the command runs.
+    ids.push(hub.queue(&m.device, &["sh", "-c", &appender(&files[1], 4)], 60)?);
+    wait_until(Duration::from_secs(60), "command 1 to start", || {
+        lines(&files[1]) > 0
+    })?;
+    let agent = m.agent()?;
+    agent.signal("KILL")?;
+    agent.wait_timeout(Duration::from_secs(10))?;
+    // 2: queued while the agent is down.
+    ids.push(hub.queue(&m.device, &["sh", "-c", &appender(&files[2], 0)], 60)?);
+    m.run(&bin)?;
+    eprintln!("agent killed during command 1 and restarted");
+
+    // 3: the hub is killed right after the command is queued.
+    ids.push(hub.queue(&m.device, &["sh", "-c", &appender(&files[3], 1)], 60)?);
+    hub.kill_and_restart()?;
+
+    let mut states = Vec::new();
+    for id in &ids {
+        let done = hub.wait_final(id, Duration::from_secs(120))?;
+        states.push(field(&done, "state").unwrap_or_default());
+    }
+    eprintln!("final states: {states:?}");
+    for (i, f) in files.iter().enumerate() {
+        let n = lines(f);
+        if n != 1 {
+            bail!("command {i} ({}) ran {n} times; states {states:?}", ids[i]);
+        }
+    }
+    ensure!(
+        states[0] == "succeeded",
+        "a hub restart must not disturb a run: {states:?}"
+    );
+    ensure!(
+        states[1] == "interrupted",
+        "a run cut by the agent's death: {states:?}"
+    );
+    ensure!(
+        states[2] == "succeeded" && states[3] == "succeeded",
+        "{states:?}"
+    );
+    m.agent()?.ensure_running()?;
+    hub.proc.ensure_running()
+}
