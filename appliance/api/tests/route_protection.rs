@@ -51,6 +51,12 @@ const UNDOCUMENTED: &[(&str, Audience)] = &[
     ("/setup", Setup),
     ("/static/app.css", Setup),
     ("/downloads/ca.crt", Public),
+    // `/downloads/watchgrid` too (tests/downloads.rs: it is the whole test executable).
+    ("/downloads/watchgrid.sha256", Public),
+    ("/downloads/install-agent.sh", Public),
+    ("/downloads/watchgrid-agent.service", Public),
+    // The dashboard's install form (POST; a GET still meets the router's protection).
+    ("/api/enrollment-tokens/agent-install", Admin),
 ];
 
 const INSIDE: &str = "192.168.0.10:40000";
