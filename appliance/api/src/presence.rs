@@ -13,6 +13,8 @@ pub const MISSED_BEFORE_OFFLINE: u64 = 3;
 pub struct Seen {
     pub at: u64,
     pub facts: Heartbeat,
+    /// The offline transition was announced (audit log); cleared by the next heartbeat.
+    pub reported_offline: bool,
 }
 
 #[derive(Default)]
@@ -21,9 +23,31 @@ pub struct Presence {
 }
 
 impl Presence {
-    pub fn record(&self, device_id: &str, at: u64, facts: Heartbeat) {
+    /// Records a heartbeat; true when the agent had been announced offline (it is
+    /// back).
+    pub fn record(&self, device_id: &str, at: u64, facts: Heartbeat) -> bool {
+        let seen = Seen {
+            at,
+            facts,
+            reported_offline: false,
+        };
         self.lock()
-            .insert(device_id.to_string(), Seen { at, facts });
+            .insert(device_id.to_string(), seen)
+            .is_some_and(|old| old.reported_offline)
+    }
+
+    /// Agents that went offline since the last sweep (each is returned once per
+    /// absence).
+    pub fn newly_offline(&self, now: u64, interval_s: u64) -> Vec<String> {
+        let mut gone = Vec::new();
+        for (id, seen) in self.lock().iter_mut() {
+            if !seen.reported_offline && !Self::is_online(seen, now, interval_s) {
+                seen.reported_offline = true;
+                gone.push(id.clone());
+            }
+        }
+        gone.sort();
+        gone
     }
 
     pub fn last(&self, device_id: &str) -> Option<Seen> {
@@ -59,6 +83,7 @@ mod tests {
     fn seen(at: u64) -> Seen {
         Seen {
             at,
+            reported_offline: false,
             facts: Heartbeat {
                 agent_version: "1".into(),
                 hostname: None,
@@ -91,5 +116,20 @@ mod tests {
         );
         p.forget("dev-1");
         assert_eq!(p.online_count(1000, 30), 0);
+    }
+
+    #[test]
+    fn going_offline_is_announced_once_per_absence() {
+        let p = Presence::default();
+        assert!(!p.record("dev-1", 1000, seen(1000).facts));
+        assert!(p.newly_offline(1089, 30).is_empty());
+        assert_eq!(p.newly_offline(1090, 30), ["dev-1"]);
+        assert!(p.newly_offline(1200, 30).is_empty(), "announced already");
+        assert!(
+            p.record("dev-1", 1201, seen(1201).facts),
+            "back after an absence"
+        );
+        assert!(!p.record("dev-1", 1231, seen(1231).facts));
+        assert_eq!(p.newly_offline(1400, 30), ["dev-1"]);
     }
 }

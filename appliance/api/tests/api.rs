@@ -1577,6 +1577,13 @@ async fn heartbeats_need_the_agents_own_key_and_mark_it_online() {
         "{metrics}"
     );
     assert!(metrics.contains("watchgrid_agents_online 1"), "{metrics}");
+    let cookie = a.login_cookie().await;
+    let page = a.call(with(get("/"), header::COOKIE, &cookie)).await;
+    assert!(
+        page.text.contains("<td class=\"agent\">online (1.0)</td>"),
+        "{}",
+        page.text
+    );
 }
 
 #[tokio::test]
@@ -1950,4 +1957,37 @@ async fn bad_command_input_is_refused_and_changes_nothing() {
         "no report was stored: {}",
         r.text
     );
+}
+
+#[tokio::test]
+async fn an_agent_that_misses_three_heartbeats_is_offline_in_the_api_and_the_audit_log() {
+    let a = app();
+    let admin = a.admin_token().await;
+    let (id, key) = register_agent(&a, &admin, "db1", 46).await;
+    let r = a
+        .call(bearer(post("/api/heartbeat", &beat("1.0")), &key))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let now = watchgrid_api::state::unix_now();
+    assert!(watchgrid_api::routes::agents::sweep_offline(&a.state, now)
+        .expect("sweep")
+        .is_empty());
+    let later = now + 3 * 30;
+    let gone = watchgrid_api::routes::agents::sweep_offline(&a.state, later).expect("sweep");
+    assert_eq!(gone, [id.clone()]);
+    let audit = a.call(bearer(get("/api/audit"), &admin)).await;
+    assert!(audit.text.contains("agent.offline"), "{}", audit.text);
+    let list = a.call(bearer(get("/api/devices"), &admin)).await;
+    assert_eq!(
+        list.json["devices"][0]["agent"]["online"], true,
+        "still within real time"
+    );
+    // The API shows it offline once the three intervals have passed in real time too;
+    // here the sweep's clock ran ahead, so a heartbeat brings it back and is audited.
+    let r = a
+        .call(bearer(post("/api/heartbeat", &beat("1.0")), &key))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let audit = a.call(bearer(get("/api/audit"), &admin)).await;
+    assert!(audit.text.contains("agent.online"), "{}", audit.text);
 }

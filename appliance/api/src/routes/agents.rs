@@ -35,7 +35,9 @@ pub(crate) async fn heartbeat(
 ) -> Result<Json<HeartbeatAnswer>, ApiError> {
     validate(&facts)?;
     let config = agent_config(&state, &device)?;
-    state.presence.record(&device.id, unix_now(), facts);
+    if state.presence.record(&device.id, unix_now(), facts) {
+        super::audit(&state, "agent", "agent.online", &device.id)?;
+    }
     state.metrics.agent_heartbeats.inc();
     let commands_pending = state.store.pending_command_count(&device.id)? as u32;
     Ok(Json(HeartbeatAnswer {
@@ -144,6 +146,19 @@ fn wg_quick(c: &AgentConfig) -> String {
         c.allowed_ips.join(", "),
         c.persistent_keepalive
     )
+}
+
+/// Writes `agent.offline` to the audit log for each agent that has missed three
+/// heartbeats since the last sweep (the daemon sweeps every interval).
+pub fn sweep_offline(state: &AppState, now: u64) -> Result<Vec<String>, ApiError> {
+    let gone = state
+        .presence
+        .newly_offline(now, state.config.heartbeat_interval_s);
+    for id in &gone {
+        tracing::warn!(device = %id, "agent offline: three heartbeats missed");
+        super::audit(state, "agent", "agent.offline", id)?;
+    }
+    Ok(gone)
 }
 
 /// The agent part of a device's view, when the hub has heard from it.

@@ -150,14 +150,21 @@ fn dashboard_body(
     headers: &HeaderMap,
     install: &Install,
 ) -> Result<String, ApiError> {
+    let now = crate::state::unix_now();
     let rows: String = state
         .store
         .devices
         .list()?
         .iter()
         .map(|d| {
+            let agent = match super::agents::status(state, &d.id, now) {
+                Some(a) if a.online => format!("online ({})", esc(&a.agent_version)),
+                Some(a) => format!("offline, last seen {} s ago", now.saturating_sub(a.last_seen)),
+                None if d.agent_key_hash.is_empty() => "-".to_string(),
+                None => "not heard from".to_string(),
+            };
             format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"agent\">{agent}</td></tr>",
                 esc(&d.name),
                 d.address_v4,
                 esc(&d.groups.join(", ")),
@@ -183,7 +190,7 @@ fn dashboard_body(
         "<h1>Watchgrid</h1><p id=\"whoami\">Signed in as <strong>{}</strong>.</p>\
          <p>Hub public key: <code>{}</code> · peers on the hub: {}</p>\
          {two_factor}\
-         <h2>Devices</h2><table><tr><th>Name</th><th>Address</th><th>Groups</th><th>State</th></tr>{rows}</table>\
+         <h2>Devices</h2><table><tr><th>Name</th><th>Address</th><th>Groups</th><th>State</th><th>Agent</th></tr>{rows}</table>\
          {install}\
          {firewall}\
          <form method=\"post\" action=\"/api/auth/logout\"><button type=\"submit\">Sign out</button></form>",

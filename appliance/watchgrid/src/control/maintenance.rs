@@ -1,6 +1,7 @@
 //! Every periodic job of the daemon, in one place:
 //! - every 30 s, devices past their expiry date leave the hub;
 //! - every 5 minutes, idle rate-limit buckets are swept (SPEC §6);
+//! - every heartbeat interval, agents that missed three heartbeats are logged offline;
 //! - twice a day, the internal CA's leaf is checked and renewed before it expires.
 
 use crate::control::tls;
@@ -37,6 +38,15 @@ pub fn spawn(state: &AppState, renewal: Option<Renewal>) {
     let sweeper = state.clone();
     every(RATE_LIMIT_SWEEP, move || {
         sweeper.limits.evict_idle();
+        std::future::ready(())
+    });
+    let presence = state.clone();
+    let interval = Duration::from_secs(state.config.heartbeat_interval_s.max(1));
+    every(interval, move || {
+        let now = watchgrid_api::state::unix_now();
+        if let Err(e) = watchgrid_api::routes::agents::sweep_offline(&presence, now) {
+            tracing::error!(error = %e, "recording agents offline");
+        }
         std::future::ready(())
     });
     if let Some(renewal) = renewal {
