@@ -32,7 +32,8 @@ usage: sh install-agent.sh --server https://HUB --token TOKEN --fingerprint SHA2
                            [--allow-commands] [--no-start]
 
   --server URL         the hub's HTTPS URL
-  --token TOKEN        an enrollment token (dashboard or POST /api/enrollment-tokens)
+  --token TOKEN        an enrollment token (dashboard or POST /api/enrollment-tokens);
+                       or set WATCHGRID_TOKEN, which other users cannot see in `ps`
   --fingerprint FP     SHA-256 of the hub's internal CA, as `watchgrid serve` prints it
                        (colons and case do not matter; an "SHA256:" prefix is allowed)
   --allow-commands     let the hub run commands on this machine, as the unprivileged
@@ -42,7 +43,7 @@ EOF
 }
 
 server=
-token=
+token=${WATCHGRID_TOKEN:-}
 fingerprint=
 allow_commands=
 no_start=
@@ -63,7 +64,7 @@ while [ $# -gt 0 ]; do
 	esac
 done
 [ -n "$server" ] || die "--server is required (see --help)"
-[ -n "$token" ] || die "--token is required (see --help)"
+[ -n "$token" ] || die "--token (or WATCHGRID_TOKEN) is required (see --help)"
 [ -n "$fingerprint" ] || die "--fingerprint is required (see --help)"
 
 [ "$(id -u)" -eq 0 ] || die "run this as root: it installs a binary, a systemd unit and a system user"
@@ -248,10 +249,10 @@ if "$bin" agent status --state-dir "$state_dir" >/dev/null 2>&1; then
 	# A reinstall (a newer binary from the hub): the enrollment stands, the token is unused.
 	say "$state_dir is already enrolled; keeping it (to enroll again: stop the agent, remove $state_dir, run this again)"
 else
-	set -- agent enroll --server "$server" --token "$token" --ca-fingerprint "$fp_banner" \
-		--state-dir "$state_dir"
+	set -- agent enroll --server "$server" --ca-fingerprint "$fp_banner" --state-dir "$state_dir"
 	[ -z "$allow_commands" ] || set -- "$@" --allow-commands
-	"$bin" "$@" || die "enrollment failed: $bin agent enroll (the binary and unit stay installed; run this script again with a new token)"
+	# The token through the environment: arguments are visible to every user in `ps`.
+	WATCHGRID_TOKEN=$token "$bin" "$@" || die "enrollment failed: $bin agent enroll (the binary and unit stay installed; run this script again with a new token)"
 	say "enrolled with $server"
 fi
 
