@@ -1,7 +1,8 @@
 //! Running one command: argv without a shell, in its own process group, output capped
 //! at [`OUTPUT_CAP`] per stream (the rest is read and dropped, so the command never
 //! blocks on a full pipe), and at the timeout or when it exits the whole group is
-//! killed, so no child outlives it.
+//! killed, so no child outlives it. Commands do not inherit the agent's ambient
+//! capabilities.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -30,7 +31,18 @@ pub async fn run(order: &CommandOrder, started_at: u64) -> CommandReport {
         report.error = Some(error(CommandErrorKind::Spawn, "empty argv".into()));
         return report;
     };
-    let mut child = match Command::new(program)
+    let mut command = Command::new(program);
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2),
+    // which is async-signal-safe; it touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            // The agent's service grants it CAP_NET_ADMIN as an ambient capability for its
+            // TUN device; commands do not inherit it.
+            libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+            Ok(())
+        });
+    }
+    let mut child = match command
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
