@@ -88,7 +88,7 @@ impl<T: Tunnel> Agent<T> {
         let mut refused = false;
         loop {
             let counters = self.tunnel.counters().await;
-            let answer = self.client.heartbeat(&facts::collect(counters)).await;
+            let answer = self.client.heartbeat(&facts::collect(counters, None)).await;
             let wait = match answer {
                 Ok(answer) => {
                     backoff.reset();

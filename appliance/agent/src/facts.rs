@@ -11,7 +11,8 @@ pub struct TunnelCounters {
     pub last_handshake_s: Option<u64>,
 }
 
-pub fn collect(tunnel: TunnelCounters) -> Heartbeat {
+/// The machine's facts; `log_lines_dropped` is the spool's total of dropped entries.
+pub fn collect(tunnel: TunnelCounters, log_lines_dropped: Option<u64>) -> Heartbeat {
     let (mem_total, mem_available) = meminfo();
     let (disk_total, disk_available) = disk("/");
     Heartbeat {
@@ -34,6 +35,7 @@ pub fn collect(tunnel: TunnelCounters) -> Heartbeat {
         tunnel_rx_bytes: Some(tunnel.rx_bytes),
         tunnel_tx_bytes: Some(tunnel.tx_bytes),
         last_handshake_s: tunnel.last_handshake_s,
+        log_lines_dropped,
     }
 }
 
@@ -94,7 +96,7 @@ fn disk(path: &str) -> (Option<u64>, Option<u64>) {
 mod tests {
     #[test]
     fn facts_are_read_from_this_machine_and_fit_what_the_hub_takes() {
-        let h = super::collect(super::TunnelCounters::default());
+        let h = super::collect(super::TunnelCounters::default(), None);
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
         assert_eq!(h.kernel.as_deref(), Some(kernel.trim()));
         assert!(h.memory_total_bytes.is_some_and(|m| m > 0));

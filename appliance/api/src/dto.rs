@@ -190,6 +190,9 @@ pub struct Heartbeat {
     pub tunnel_tx_bytes: Option<u64>,
     /// Seconds since the agent's last WireGuard handshake with the hub.
     pub last_handshake_s: Option<u64>,
+    /// Log lines (and login events) the agent's full spool dropped, in total.
+    #[serde(default)]
+    pub log_lines_dropped: Option<u64>,
 }
 
 /// The hub's answer to a heartbeat.
@@ -362,4 +365,82 @@ pub struct CommandReport {
     pub stderr_truncated: bool,
     pub started_at: u64,
     pub duration_ms: u64,
+}
+
+/// How a sign-in attempt ended, as the agent read it from sshd, login, su or sudo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginOutcome {
+    /// Accepted (password, publickey or keyboard-interactive).
+    Accepted,
+    /// A wrong password (or other failed authentication) for an existing user.
+    Failed,
+    /// A user name that does not exist on the machine.
+    InvalidUser,
+    /// A session opened for root (login, su, sshd).
+    RootSession,
+    /// sudo to root.
+    SudoRoot,
+}
+
+impl LoginOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoginOutcome::Accepted => "accepted",
+            LoginOutcome::Failed => "failed",
+            LoginOutcome::InvalidUser => "invalid_user",
+            LoginOutcome::RootSession => "root_session",
+            LoginOutcome::SudoRoot => "sudo_root",
+        }
+    }
+}
+
+/// A sign-in event an agent found in its machine's logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginEvent {
+    /// Per-device sequence number of login events, strictly increasing.
+    pub seq: u64,
+    /// Microseconds since the UNIX epoch, UTC.
+    pub ts_us: u64,
+    pub outcome: LoginOutcome,
+    /// The user name as logged (may be hostile: shown escaped, never interpreted).
+    #[schema(max_length = 256)]
+    pub user: String,
+    /// The remote address, for network logins.
+    #[schema(value_type = Option<String>)]
+    pub source_ip: Option<std::net::IpAddr>,
+    pub source_port: Option<u16>,
+    /// `password`, `publickey`, `keyboard-interactive`, …
+    #[schema(max_length = 64)]
+    pub method: Option<String>,
+    /// `sshd`, `login`, `su` or `sudo`.
+    #[schema(max_length = 64)]
+    pub service: String,
+    /// The log line it was read from; the hub keeps it only when the admin turned that on.
+    #[schema(max_length = 4096)]
+    pub raw: Option<String>,
+}
+
+/// `POST /api/logs/`: log lines, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogBatch {
+    #[schema(min_items = 1, max_items = 5000)]
+    pub lines: Vec<watchgrid_logstore::LogLine>,
+}
+
+/// `POST /api/logs/login`: login events, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBatch {
+    #[schema(min_items = 1, max_items = 1000)]
+    pub events: Vec<LoginEvent>,
+}
+
+/// The highest sequence number the hub has stored for this device (everything up to it
+/// may leave the agent's spool).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Acked {
+    pub acked_seq: u64,
 }

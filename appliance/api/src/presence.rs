@@ -98,6 +98,7 @@ mod tests {
                 tunnel_rx_bytes: None,
                 tunnel_tx_bytes: None,
                 last_handshake_s: None,
+                log_lines_dropped: None,
             },
         }
     }
