@@ -165,13 +165,22 @@ pub async fn require_admin(State(state): State<AppState>, req: Request, next: Ne
     }
 }
 
-/// Checks the bearer token, or else the session cookie.
-fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Admin, ApiError> {
-    if let Some(bearer) = headers
+/// The header Watchtower-style admin clients send their key in; an alias of
+/// `Authorization: Bearer` for API tokens.
+pub const ADMIN_KEY_HEADER: &str = "x-admin-api-key";
+
+/// An API token from `Authorization: Bearer` or its alias [`ADMIN_KEY_HEADER`].
+fn api_token_header(headers: &HeaderMap) -> Option<&str> {
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    {
+        .and_then(|v| v.strip_prefix("Bearer "));
+    bearer.or_else(|| headers.get(ADMIN_KEY_HEADER).and_then(|v| v.to_str().ok()))
+}
+
+/// Checks the API token, or else the session cookie.
+fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Admin, ApiError> {
+    if let Some(bearer) = api_token_header(headers) {
         // The lookup is by SHA-256 of the token, so timing reveals nothing usable.
         let token = state
             .store

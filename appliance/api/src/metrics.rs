@@ -21,6 +21,8 @@ pub struct Metrics {
     /// Agents' command long polls held open now.
     pub agent_long_polls: Gauge,
     pub login_failures: Family<Labels, Counter>,
+    /// Agent requests refused for their credential, by reason.
+    pub agent_auth_failures: Family<Labels, Counter>,
     pub rate_limit_rejections: Family<Labels, Counter>,
     pub wireguard_peers: Gauge,
     pub db_size_bytes: Gauge,
@@ -41,6 +43,7 @@ impl Default for Metrics {
         let agents_online = Gauge::default();
         let agent_long_polls = Gauge::default();
         let login_failures = Family::<Labels, Counter>::default();
+        let agent_auth_failures = Family::<Labels, Counter>::default();
         let rate_limit_rejections = Family::<Labels, Counter>::default();
         let wireguard_peers = Gauge::default();
         let db_size_bytes = Gauge::default();
@@ -83,6 +86,11 @@ impl Default for Metrics {
             login_failures.clone(),
         );
         registry.register(
+            "watchgrid_agent_auth_failures",
+            "Agent requests refused for their credential (missing_key, unknown_key)",
+            agent_auth_failures.clone(),
+        );
+        registry.register(
             "watchgrid_rate_limit_rejections",
             "Requests refused by a rate limiter",
             rate_limit_rejections.clone(),
@@ -121,6 +129,7 @@ impl Default for Metrics {
             agents_online,
             agent_long_polls,
             login_failures,
+            agent_auth_failures,
             rate_limit_rejections,
             wireguard_peers,
             db_size_bytes,
@@ -141,6 +150,12 @@ impl Metrics {
     pub fn command(&self, state: watchgrid_store::CommandState) {
         self.agent_commands
             .get_or_create(&vec![("state", state.as_str().to_string())])
+            .inc();
+    }
+
+    pub fn agent_auth_failure(&self, reason: &'static str) {
+        self.agent_auth_failures
+            .get_or_create(&vec![("reason", reason.to_string())])
             .inc();
     }
 

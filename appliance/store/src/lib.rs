@@ -10,18 +10,24 @@
 //! - the schema version lives in the store; migrations run in order at open, and a
 //!   failing migration stops the open with an error that names it.
 
+mod alerts;
 mod commands;
 pub mod durable;
 mod entities;
+mod logins;
 mod migrate;
 mod sensitive;
 mod table;
 
+pub use alerts::{
+    AlertRecord, DeliveryAttempt, DeliveryState, LogSettings, Webhook, LOG_SETTINGS_KEY,
+};
 pub use commands::{AgentCommand, Cancellation, CommandOutcome, CommandState, ResultRecorded};
 pub use entities::{
     AdminUser, ApiToken, AuditEntry, Device, EnrollmentToken, FirewallPolicy, Network, Redemption,
     RevokedSession, Settings, TlsChoice,
 };
+pub use logins::{LoginIngest, LoginQuery, LoginRecord};
 pub use migrate::{Migration, MigrationError, MIGRATIONS};
 pub use sensitive::Sensitive;
 pub use table::Table;
@@ -119,6 +125,10 @@ pub struct Store {
     pub firewall: Table<FirewallPolicy>,
     /// Remote commands, keyed `DEVICE_ID/COMMAND_ID` (see [`AgentCommand`]).
     pub commands: Table<AgentCommand>,
+    /// Alerts and their delivery log, keyed by zero-padded id.
+    pub alerts: Table<AlertRecord>,
+    /// One record, key [`LOG_SETTINGS_KEY`]; absent means the defaults.
+    pub log_settings: Table<LogSettings>,
 }
 
 /// Agent key hash -> device id (see [`Store::device_by_agent_key`]).
@@ -178,6 +188,8 @@ impl Store {
             network: Table::open(&db, d, "network")?,
             firewall: Table::open(&db, d, "firewall")?,
             commands: Table::open(&db, d, "commands")?,
+            alerts: Table::open(&db, d, "alerts")?,
+            log_settings: Table::open(&db, d, "log_settings")?,
             db,
             durability,
             _lock: lock,

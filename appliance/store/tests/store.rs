@@ -458,3 +458,83 @@ fn only_a_command_not_picked_up_can_be_cancelled_and_queued_ones_expire() {
         ]
     );
 }
+
+fn login(
+    device: &str,
+    seq: u64,
+    ts_us: u64,
+    outcome: &str,
+    user: &str,
+) -> watchgrid_store::LoginRecord {
+    watchgrid_store::LoginRecord {
+        device_id: device.into(),
+        seq,
+        ts_us,
+        received_at_us: ts_us,
+        outcome: outcome.into(),
+        user: user.into(),
+        source_ip: Some("192.0.2.7".into()),
+        source_port: Some(50000),
+        method: Some("password".into()),
+        service: "sshd".into(),
+        raw: None,
+    }
+}
+
+#[test]
+fn login_events_are_stored_once_per_seq_and_read_newest_first() {
+    use watchgrid_store::LoginQuery;
+    let dir = private_dir();
+    let store = Store::open(dir.path()).expect("open");
+    let first = vec![
+        login("dev-1", 2, 20, "failed", "bob"),
+        login("dev-1", 1, 10, "accepted", "alice"),
+    ];
+    let r = store
+        .ingest_login_events("dev-1", first.clone())
+        .expect("ingest");
+    assert_eq!((r.acked_seq, r.stored.len()), (2, 2));
+    // The same batch again (the answer was lost), after a restart: nothing new.
+    drop(store);
+    let store = Store::open(dir.path()).expect("reopen");
+    let again = store.ingest_login_events("dev-1", first).expect("ingest");
+    assert_eq!((again.acked_seq, again.stored.len()), (2, 0));
+    // Another device's record in this device's batch is not taken.
+    let mixed = vec![
+        login("dev-1", 3, 30, "invalid_user", "<script>"),
+        login("dev-2", 4, 40, "failed", "x"),
+    ];
+    let r = store.ingest_login_events("dev-1", mixed).expect("ingest");
+    assert_eq!((r.acked_seq, r.stored.len()), (3, 1));
+    let all = store
+        .login_events(&LoginQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .expect("query");
+    let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [3, 2, 1], "newest first");
+    let failed = store
+        .login_events(&LoginQuery {
+            outcome: Some("failed".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .expect("query");
+    assert_eq!(failed.len(), 1);
+    let since = store
+        .login_events(&LoginQuery {
+            since_us: Some(15),
+            limit: 10,
+            ..Default::default()
+        })
+        .expect("query");
+    assert_eq!(since.len(), 2);
+    assert!(store
+        .note_login_source("alice", "192.0.2.7", 1)
+        .expect("note"));
+    assert!(!store
+        .note_login_source("alice", "192.0.2.7", 2)
+        .expect("note"));
+    assert_eq!(store.prune_login_events(25).expect("prune"), 2);
+}
