@@ -1974,7 +1974,7 @@ async fn an_agent_that_misses_three_heartbeats_is_offline_in_the_api_and_the_aud
         .is_empty());
     let later = now + 3 * 30;
     let gone = watchgrid_api::routes::agents::sweep_offline(&a.state, later).expect("sweep");
-    assert_eq!(gone, [id.clone()]);
+    assert_eq!(gone, [id]);
     let audit = a.call(bearer(get("/api/audit"), &admin)).await;
     assert!(audit.text.contains("agent.offline"), "{}", audit.text);
     let list = a.call(bearer(get("/api/devices"), &admin)).await;
