@@ -14,6 +14,7 @@
 //! reference implementation on every side.
 
 pub mod appliance;
+pub mod fleet;
 mod iperf;
 mod netns;
 mod proc;
