@@ -13,7 +13,8 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 use watchgrid_api::dto::{
-    AgentConfig, CommandOrders, CommandReport, Heartbeat, HeartbeatAnswer, Registration,
+    Acked, AgentConfig, CommandOrders, CommandReport, Heartbeat, HeartbeatAnswer, LogBatch,
+    LoginBatch, Registration,
 };
 use watchgrid_store::Sensitive;
 
@@ -139,6 +140,21 @@ impl HubClient {
             )
             .await?;
         Ok(())
+    }
+
+    /// Ships log lines; the hub answers the highest sequence it has stored.
+    pub async fn ship_lines(&self, batch: &LogBatch) -> Result<u64, ClientError> {
+        let acked: Acked = self
+            .json(Method::POST, "/api/logs/", Some(batch), CALL_TIMEOUT)
+            .await?;
+        Ok(acked.acked_seq)
+    }
+
+    pub async fn ship_logins(&self, batch: &LoginBatch) -> Result<u64, ClientError> {
+        let acked: Acked = self
+            .json(Method::POST, "/api/logs/login", Some(batch), CALL_TIMEOUT)
+            .await?;
+        Ok(acked.acked_seq)
     }
 
     /// A plain GET (the CA download before trusting the hub).

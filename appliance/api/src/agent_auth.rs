@@ -32,7 +32,10 @@ impl FromRequestParts<AppState> for AgentDevice {
                 .get(AGENT_KEY_HEADER)
                 .and_then(|v| v.to_str().ok())
         };
-        let key = bearer.or_else(alias).map(str::trim).filter(|k| !k.is_empty());
+        let key = bearer
+            .or_else(alias)
+            .map(str::trim)
+            .filter(|k| !k.is_empty());
         // Looked up by SHA-256 of a 256-bit key: timing reveals nothing usable.
         let device = match key {
             Some(key) => state
@@ -54,7 +57,11 @@ impl FromRequestParts<AppState> for AgentDevice {
 
 /// Counts and logs a refused agent credential (never the credential itself).
 async fn refuse(parts: &mut Parts, state: &AppState, presented: bool) -> ApiError {
-    let reason = if presented { "unknown_key" } else { "missing_key" };
+    let reason = if presented {
+        "unknown_key"
+    } else {
+        "missing_key"
+    };
     state.metrics.agent_auth_failure(reason);
     let client = crate::auth::ClientIp::from_request_parts(parts, state)
         .await

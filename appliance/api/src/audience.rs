@@ -18,7 +18,10 @@
 //! checks happen: the Origin check, the fence, the setup gate, then authentication.
 
 use crate::middleware::{admin_fence, check_origin, setup_gate};
-use crate::routes::{self, agents, commands, devices, enrollment, firewall, pages, session};
+use crate::routes::{
+    self, agents, alerts, commands, devices, enrollment, firewall, fleet_pages, logs, pages,
+    session,
+};
 use crate::state::AppState;
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
@@ -37,7 +40,8 @@ pub(crate) fn agent(state: &AppState) -> Router<AppState> {
     let routes = Router::new()
         .merge(enrollment::agent_router())
         .merge(agents::router())
-        .merge(commands::agent_router());
+        .merge(commands::agent_router())
+        .merge(logs::agent_router());
     after_setup(routes, state)
 }
 
@@ -62,6 +66,8 @@ pub(crate) fn admin(state: &AppState) -> Router<AppState> {
         .merge(enrollment::admin_router())
         .merge(devices::router())
         .merge(commands::admin_router())
+        .merge(logs::admin_router())
+        .merge(alerts::router())
         .merge(firewall::router())
         // `route_layer`: authentication guards these routes only, never the fallback
         // (an unknown path inside the fence is 404, not 401).
@@ -75,7 +81,8 @@ pub(crate) fn admin(state: &AppState) -> Router<AppState> {
         .merge(signed_in)
         .fallback(unknown_path);
     let api = origin_checked(fenced(after_setup(api, state), state), state);
-    let pages = fenced(after_setup(pages::admin_router(), state), state);
+    let pages = pages::admin_router().merge(fleet_pages::router());
+    let pages = fenced(after_setup(pages, state), state);
     pages.merge(api)
 }
 

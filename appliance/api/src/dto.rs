@@ -235,6 +235,8 @@ pub struct AgentStatus {
     pub os: Option<String>,
     pub kernel: Option<String>,
     pub uptime_s: Option<u64>,
+    /// Log lines the agent's full spool dropped (while the hub was away), in total.
+    pub log_lines_dropped: Option<u64>,
 }
 
 /// A command as the operator sees it.

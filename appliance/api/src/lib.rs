@@ -6,6 +6,7 @@
 //! the [`hub::Hub`] trait (the dataplane's command channel).
 
 pub mod agent_auth;
+pub mod alerts;
 mod audience;
 pub mod auth;
 pub mod command_bell;
@@ -67,6 +68,9 @@ pub fn render_metrics(state: &AppState) -> String {
         .presence
         .online_count(state::unix_now(), state.config.heartbeat_interval_s);
     state.metrics.agents_online.set(online as i64);
+    if let Some(logs) = state.logs.get() {
+        state.metrics.log_store_bytes.set(logs.size_bytes() as i64);
+    }
     let polls = state.command_bell.open_polls();
     state.metrics.agent_long_polls.set(polls as i64);
     let applied = matches!(

@@ -21,6 +21,10 @@ pub struct Metrics {
     /// Agents' command long polls held open now.
     pub agent_long_polls: Gauge,
     pub login_failures: Family<Labels, Counter>,
+    pub login_events: Family<Labels, Counter>,
+    pub log_lines_ingested: Counter,
+    pub log_store_bytes: Gauge,
+    pub alerts_sent: Family<Labels, Counter>,
     /// Agent requests refused for their credential, by reason.
     pub agent_auth_failures: Family<Labels, Counter>,
     pub rate_limit_rejections: Family<Labels, Counter>,
@@ -44,6 +48,30 @@ impl Default for Metrics {
         let agent_long_polls = Gauge::default();
         let login_failures = Family::<Labels, Counter>::default();
         let agent_auth_failures = Family::<Labels, Counter>::default();
+        let login_events = Family::<Labels, Counter>::default();
+        let log_lines_ingested = Counter::default();
+        let log_store_bytes = Gauge::default();
+        let alerts_sent = Family::<Labels, Counter>::default();
+        registry.register(
+            "watchgrid_login_events",
+            "Login events stored, by outcome",
+            login_events.clone(),
+        );
+        registry.register(
+            "watchgrid_log_lines_ingested",
+            "Agents' log lines stored",
+            log_lines_ingested.clone(),
+        );
+        registry.register(
+            "watchgrid_log_store_bytes",
+            "Size of the log store on disk",
+            log_store_bytes.clone(),
+        );
+        registry.register(
+            "watchgrid_alerts_sent",
+            "Alert webhook attempts by result (delivered, retry, failed)",
+            alerts_sent.clone(),
+        );
         let rate_limit_rejections = Family::<Labels, Counter>::default();
         let wireguard_peers = Gauge::default();
         let db_size_bytes = Gauge::default();
@@ -130,6 +158,10 @@ impl Default for Metrics {
             agent_long_polls,
             login_failures,
             agent_auth_failures,
+            login_events,
+            log_lines_ingested,
+            log_store_bytes,
+            alerts_sent,
             rate_limit_rejections,
             wireguard_peers,
             db_size_bytes,
@@ -150,6 +182,18 @@ impl Metrics {
     pub fn command(&self, state: watchgrid_store::CommandState) {
         self.agent_commands
             .get_or_create(&vec![("state", state.as_str().to_string())])
+            .inc();
+    }
+
+    pub fn login_event(&self, outcome: &str) {
+        self.login_events
+            .get_or_create(&vec![("outcome", outcome.to_string())])
+            .inc();
+    }
+
+    pub fn alert_sent(&self, result: &'static str) {
+        self.alerts_sent
+            .get_or_create(&vec![("result", result.to_string())])
             .inc();
     }
 

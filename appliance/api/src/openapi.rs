@@ -3,7 +3,9 @@
 
 use crate::dto::*;
 use crate::routes::firewall::{FirewallView, GroupsBody, PolicyBody, RuleBody};
-use crate::routes::{agents, commands, devices, enrollment, firewall, public, session, setup};
+use crate::routes::{
+    agents, alerts, commands, devices, enrollment, firewall, logs, public, session, setup,
+};
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -21,6 +23,9 @@ use utoipa::{Modify, OpenApi};
         agents::heartbeat, agents::wg_config,
         commands::queue, commands::list_for_device, commands::show, commands::cancel,
         commands::poll, commands::report,
+        logs::ingest_lines, logs::ingest_logins, logs::search_lines, logs::search_logins,
+        alerts::list, alerts::set_webhook, alerts::remove_webhook, alerts::show_settings,
+        alerts::update_settings,
         devices::list, devices::create, devices::disable, devices::enable, devices::remove,
         devices::audit_log,
         firewall::show, firewall::update, firewall::set_groups,
@@ -33,6 +38,10 @@ use utoipa::{Modify, OpenApi};
         Heartbeat, HeartbeatAnswer, AgentConfig, AgentStatus,
         CommandView, CommandResultView, CommandList, CommandQueued, CommandOrder, CommandOrders,
         CommandErrorKind, CommandError, CommandReport, commands::QueueRequest,
+        LoginOutcome, LoginEvent, LogBatch, LoginBatch, Acked, watchgrid_logstore::LogLine,
+        watchgrid_logstore::StoredLine, logs::LogPageView, logs::LoginEventView,
+        logs::LoginEventList, alerts::AlertView, alerts::AttemptView, alerts::AlertList,
+        alerts::WebhookRequest, alerts::WebhookCreated, alerts::SettingsBody,
     )),
     modifiers(&Security)
 )]

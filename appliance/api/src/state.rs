@@ -31,6 +31,8 @@ pub struct ApiConfig {
     pub device_keepalive: u16,
     /// Seconds between an agent's heartbeats; three missed ones make it offline.
     pub heartbeat_interval_s: u64,
+    /// The metrics listener's port (alert webhooks may not point at it).
+    pub metrics_port: Option<u16>,
 }
 
 impl Default for ApiConfig {
@@ -46,6 +48,7 @@ impl Default for ApiConfig {
             session_ttl_secs: 12 * 3600,
             device_keepalive: 25,
             heartbeat_interval_s: 30,
+            metrics_port: Some(9100),
         }
     }
 }
@@ -60,6 +63,12 @@ pub struct Inner {
     pub presence: crate::presence::Presence,
     /// Wakes agents' long polls when a command is queued.
     pub command_bell: crate::command_bell::CommandBell,
+    /// Failed sign-ins per source, for the burst alert.
+    pub burst_windows: crate::alerts::BurstWindows,
+    /// Wakes the alert webhook sender.
+    pub alert_bell: tokio::sync::Notify,
+    /// Agents' log lines; set by the binary (tests may leave it unset: 503).
+    pub logs: std::sync::OnceLock<Arc<watchgrid_logstore::LogStore>>,
     /// The one-time setup token; `None` once setup has completed.
     pub setup_token: Mutex<Option<String>>,
     /// PEM of the internal CA root, served at /downloads/ca.crt.
@@ -101,6 +110,9 @@ impl AppState {
             metrics,
             presence: Default::default(),
             command_bell: Default::default(),
+            burst_windows: Default::default(),
+            alert_bell: tokio::sync::Notify::new(),
+            logs: std::sync::OnceLock::new(),
             setup_token: Mutex::new(setup_token),
             ca_cert_pem,
             tls: std::sync::OnceLock::new(),
@@ -151,6 +163,14 @@ impl AppState {
             .get(watchgrid_store::SETTINGS_KEY)?
             .is_some())
     }
+}
+
+/// Microseconds since the UNIX epoch.
+pub fn unix_now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// Seconds since the UNIX epoch.

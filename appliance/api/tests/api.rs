@@ -1991,3 +1991,225 @@ async fn an_agent_that_misses_three_heartbeats_is_offline_in_the_api_and_the_aud
     let audit = a.call(bearer(get("/api/audit"), &admin)).await;
     assert!(audit.text.contains("agent.online"), "{}", audit.text);
 }
+
+fn login_event(seq: u64, outcome: &str, user: &str, ip: &str) -> serde_json::Value {
+    serde_json::json!({"seq": seq, "ts_us": 1_700_000_000_000_000u64 + seq, "outcome": outcome,
+        "user": user, "source_ip": ip, "source_port": 50000 + seq, "method": "password",
+        "service": "sshd", "raw": format!("Failed password for {user} from {ip}")})
+}
+
+#[tokio::test]
+async fn login_events_are_stored_once_raise_alerts_and_read_with_either_header() {
+    let a = app();
+    let admin = a.admin_token().await;
+    let (id, key) = register_agent(&a, &admin, "db1", 47).await;
+    let events: Vec<_> = (1..=5)
+        .map(|i| login_event(i, "failed", "<b>bob</b>", "192.0.2.9"))
+        .chain([login_event(6, "accepted", "alice", "192.0.2.10")])
+        .collect();
+    let batch = serde_json::json!({ "events": events });
+    // The Watchtower agent header is an alias of the bearer one.
+    let send = |b: &serde_json::Value| {
+        with(
+            post("/api/logs/login", b),
+            "x-login-alert-token".parse().expect("name"),
+            &key,
+        )
+    };
+    let r = a.call(send(&batch)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["acked_seq"], 6);
+    // Sent again (the answer was lost): stored once.
+    assert_eq!(a.call(send(&batch)).await.json["acked_seq"], 6);
+    let r = a
+        .call(with(
+            get("/api/login-events?limit=100"),
+            "x-admin-api-key".parse().expect("name"),
+            &admin,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let stored = r.json["events"].as_array().expect("events");
+    assert_eq!(stored.len(), 6, "{}", r.text);
+    assert!(stored.iter().all(|e| e["device_id"] == id.as_str()));
+    assert!(
+        stored.iter().all(|e| e["raw"].is_null()),
+        "raw lines are off by default"
+    );
+    let failed = a
+        .call(bearer(get("/api/login-events?outcome=failed"), &admin))
+        .await;
+    assert_eq!(failed.json["events"].as_array().map(Vec::len), Some(5));
+    let alerts = a.call(bearer(get("/api/alerts"), &admin)).await;
+    let kinds: Vec<&str> = alerts.json["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter_map(|x| x["kind"].as_str())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "failed_login_burst").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "new_source").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert!(alerts.text.contains("no_webhook"), "{}", alerts.text);
+    let metrics = watchgrid_api::render_metrics(&a.state);
+    assert!(
+        metrics.contains("watchgrid_login_events_total{outcome=\"failed\"} 5"),
+        "{metrics}"
+    );
+    let cookie = a.login_cookie().await;
+    let page = a.call(with(get("/logins"), header::COOKIE, &cookie)).await;
+    assert!(
+        page.text.contains("&lt;b&gt;bob&lt;/b&gt;") && !page.text.contains("<b>bob"),
+        "{}",
+        page.text
+    );
+}
+
+#[tokio::test]
+async fn bad_login_batches_and_bad_keys_store_nothing() {
+    let a = app();
+    let admin = a.admin_token().await;
+    let (_, key) = register_agent(&a, &admin, "db1", 48).await;
+    let mut unknown = login_event(1, "failed", "bob", "192.0.2.9");
+    unknown["extra"] = serde_json::json!(1);
+    let mut long_user = login_event(1, "failed", "bob", "192.0.2.9");
+    long_user["user"] = serde_json::json!("u".repeat(300));
+    for body in [
+        serde_json::json!({"events": []}),
+        serde_json::json!({"events": [unknown]}),
+        serde_json::json!({"events": [long_user]}),
+        serde_json::json!({"events": [login_event(1, "hacked", "bob", "192.0.2.9")]}),
+    ] {
+        let r = a.call(bearer(post("/api/logs/login", &body), &key)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            r.text
+        );
+    }
+    let good = serde_json::json!({"events": [login_event(1, "failed", "bob", "192.0.2.9")]});
+    let r = a
+        .call(bearer(post("/api/logs/login", &good), "wrong-key"))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = a.call(bearer(get("/api/login-events"), &admin)).await;
+    assert_eq!(r.json["events"], serde_json::json!([]), "{}", r.text);
+    let metrics = watchgrid_api::render_metrics(&a.state);
+    assert!(
+        metrics.contains("watchgrid_agent_auth_failures_total{reason=\"unknown_key\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn log_lines_are_acknowledged_once_and_searchable() {
+    let a = app();
+    let logs_dir = tempfile::tempdir().expect("tempdir");
+    let store = watchgrid_logstore::LogStore::open(
+        &logs_dir.path().join("logs"),
+        watchgrid_logstore::Retention::default(),
+    )
+    .expect("log store");
+    assert!(a.state.logs.set(Arc::new(store)).is_ok());
+    let admin = a.admin_token().await;
+    let (id, key) = register_agent(&a, &admin, "db1", 49).await;
+    let line = |seq: u64, message: &str| {
+        serde_json::json!({"seq": seq, "ts_us": 1_700_000_000_000_000u64 + seq,
+            "source": "/var/log/app.log", "unit": null, "priority": 6, "message": message})
+    };
+    let batch = serde_json::json!({"lines": [line(1, "started <script>x</script>"), line(2, "listening on 8080")]});
+    for _ in 0..2 {
+        let r = a.call(bearer(post("/api/logs/", &batch), &key)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.json["acked_seq"], 2);
+    }
+    let r = a
+        .call(bearer(get(&format!("/api/logs?device={id}")), &admin))
+        .await;
+    assert_eq!(
+        r.json["lines"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        r.text
+    );
+    let r = a.call(bearer(get("/api/logs?q=listening"), &admin)).await;
+    assert_eq!(
+        r.json["lines"][0]["message"], "listening on 8080",
+        "{}",
+        r.text
+    );
+    let mut bad = line(3, "x");
+    bad["priority"] = serde_json::json!(9);
+    let r = a
+        .call(bearer(
+            post("/api/logs/", &serde_json::json!({"lines": [bad]})),
+            &key,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    let metrics = watchgrid_api::render_metrics(&a.state);
+    assert!(
+        metrics.contains("watchgrid_log_lines_ingested_total 2"),
+        "{metrics}"
+    );
+    let cookie = a.login_cookie().await;
+    let page = a
+        .call(with(
+            get(&format!("/devices/{id}")),
+            header::COOKIE,
+            &cookie,
+        ))
+        .await;
+    assert!(
+        page.text.contains("&lt;script&gt;x&lt;/script&gt;"),
+        "{}",
+        page.text
+    );
+}
+
+#[tokio::test]
+async fn webhooks_that_point_at_the_hub_are_refused_and_the_secret_is_shown_once() {
+    let a = app();
+    let admin = a.admin_token().await;
+    let put_hook = |url: &str| {
+        let req = Request::put("/api/alerts/webhook")
+            .header(header::HOST, "vpn.example.com")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(serde_json::json!({ "url": url }).to_string()))
+            .expect("req");
+        bearer(req, &admin)
+    };
+    for bad in [
+        "http://127.0.0.1:9100/metrics",
+        "https://localhost/",
+        "ftp://example.com/",
+    ] {
+        let r = a.call(put_hook(bad)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            r.text
+        );
+    }
+    let r = a
+        .call(put_hook("https://hooks.example.com/watchgrid"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let secret = r.json["secret"].as_str().expect("secret").to_string();
+    assert!(secret.len() >= 43);
+    let settings = a.call(bearer(get("/api/logs/settings"), &admin)).await;
+    assert_eq!(
+        settings.json["webhook_url"],
+        "https://hooks.example.com/watchgrid"
+    );
+    assert!(!settings.text.contains(&secret), "the secret is shown once");
+}

@@ -244,8 +244,13 @@ impl Machine {
     }
 
     pub fn run(&mut self, bin: &str) -> Result<()> {
+        self.run_with(bin, &[])
+    }
+
+    /// Starts `watchgrid agent run` with extra flags (log sources, spool size).
+    pub fn run_with(&mut self, bin: &str, extra: &[&str]) -> Result<()> {
         let state = self.state.to_string_lossy().into_owned();
-        let argv = [
+        let mut argv = vec![
             bin,
             "agent",
             "run",
@@ -254,6 +259,7 @@ impl Machine {
             "--interface",
             &self.interface,
         ];
+        argv.extend_from_slice(extra);
         self.agent = Some(self.ns.spawn(&unique_name("agent"), &argv)?);
         Ok(())
     }

@@ -154,10 +154,18 @@ pub fn sweep_offline(state: &AppState, now: u64) -> Result<Vec<String>, ApiError
     let gone = state
         .presence
         .newly_offline(now, state.config.heartbeat_interval_s);
+    let mut alerts = Vec::new();
     for id in &gone {
         tracing::warn!(device = %id, "agent offline: three heartbeats missed");
         super::audit(state, "agent", "agent.offline", id)?;
+        alerts.push(crate::alerts::NewAlert {
+            kind: "agent_offline",
+            device_id: id.clone(),
+            summary: format!("agent {id} missed three heartbeats"),
+            details: serde_json::json!({ "interval_s": state.config.heartbeat_interval_s }),
+        });
     }
+    crate::alerts::raise(state, alerts)?;
     Ok(gone)
 }
 
@@ -172,5 +180,6 @@ pub(crate) fn status(state: &AppState, device_id: &str, now: u64) -> Option<Agen
         os: seen.facts.os,
         kernel: seen.facts.kernel,
         uptime_s: seen.facts.uptime_s,
+        log_lines_dropped: seen.facts.log_lines_dropped,
     })
 }

@@ -1,10 +1,13 @@
 //! The HTTP surface, one module per area; each exposes `router()`.
 
 pub mod agents;
+pub mod alerts;
 pub mod commands;
 pub mod devices;
 pub mod enrollment;
 pub mod firewall;
+pub mod fleet_pages;
+pub mod logs;
 pub mod pages;
 pub mod public;
 pub mod session;

@@ -164,7 +164,8 @@ fn dashboard_body(
                 None => "not heard from".to_string(),
             };
             format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"agent\">{agent}</td></tr>",
+                "<tr><td><a href=\"/devices/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td class=\"agent\">{agent}</td></tr>",
+                esc(&d.id),
                 esc(&d.name),
                 d.address_v4,
                 esc(&d.groups.join(", ")),
@@ -190,7 +191,7 @@ fn dashboard_body(
         "<h1>Watchgrid</h1><p id=\"whoami\">Signed in as <strong>{}</strong>.</p>\
          <p>Hub public key: <code>{}</code> · peers on the hub: {}</p>\
          {two_factor}\
-         <h2>Devices</h2><table><tr><th>Name</th><th>Address</th><th>Groups</th><th>State</th><th>Agent</th></tr>{rows}</table>\
+         <h2>Devices</h2><p><a href=\"/logins\">Login events across the fleet</a></p><table><tr><th>Name</th><th>Address</th><th>Groups</th><th>State</th><th>Agent</th></tr>{rows}</table>\
          {install}\
          {firewall}\
          <form method=\"post\" action=\"/api/auth/logout\"><button type=\"submit\">Sign out</button></form>",

@@ -39,7 +39,7 @@ pub async fn serve_https(
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "HTTPS accept failed");
+                accept_failed(&e).await;
                 continue;
             }
         };
@@ -73,7 +73,7 @@ pub async fn serve_plain(listener: TcpListener, app: Router) {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
+                accept_failed(&e).await;
                 continue;
             }
         };
@@ -151,6 +151,14 @@ pub fn metrics_router(state: watchgrid_api::AppState) -> Router {
     )
 }
 
+/// After a failed accept (out of file descriptors, most often), waits a moment before
+/// the next: the pending connection stays queued, and retrying at once would spin a
+/// core and flood the log.
+async fn accept_failed(e: &std::io::Error) {
+    tracing::warn!(error = %e, "accept failed; retrying in 100 ms");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,3 +190,4 @@ mod tests {
         assert_eq!(redirect(&req, 443).status(), StatusCode::BAD_REQUEST);
     }
 }
+

@@ -2,6 +2,7 @@
 //! - every 30 s, devices past their expiry date leave the hub;
 //! - every 5 minutes, idle rate-limit buckets are swept (SPEC §6);
 //! - every heartbeat interval, agents that missed three heartbeats are logged offline;
+//! - every 10 minutes, log lines and login events past their retention are deleted;
 //! - twice a day, the internal CA's leaf is checked and renewed before it expires.
 
 use crate::control::tls;
@@ -14,6 +15,7 @@ use watchgrid_api::AppState;
 const EXPIRY: Duration = Duration::from_secs(30);
 const RATE_LIMIT_SWEEP: Duration = Duration::from_secs(300);
 const CERT_RENEWAL: Duration = Duration::from_secs(12 * 3600);
+const LOG_RETENTION: Duration = Duration::from_secs(600);
 
 /// What renewing the internal CA's leaf certificate needs.
 pub struct Renewal {
@@ -49,9 +51,43 @@ pub fn spawn(state: &AppState, renewal: Option<Renewal>) {
         }
         std::future::ready(())
     });
+    let retention = state.clone();
+    every(LOG_RETENTION, move || {
+        let state = retention.clone();
+        async move {
+            let pruned = tokio::task::spawn_blocking(move || prune_logs(&state)).await;
+            if let Ok(Err(e)) = pruned {
+                tracing::error!(error = %e, "log retention");
+            }
+        }
+    });
     if let Some(renewal) = renewal {
         tokio::spawn(renew_certificate(renewal));
     }
+}
+
+/// The retention the operator set (the defaults until then).
+pub fn retention(state: &AppState) -> watchgrid_logstore::Retention {
+    let s = watchgrid_api::alerts::settings(state).unwrap_or_default();
+    watchgrid_logstore::Retention {
+        max_age_days: s.retention_days,
+        max_bytes: s.retention_max_bytes,
+    }
+}
+
+fn prune_logs(state: &AppState) -> anyhow::Result<()> {
+    let now_us = watchgrid_api::state::unix_now_us();
+    let days = watchgrid_api::alerts::settings(state)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .retention_days;
+    let cutoff = now_us.saturating_sub(u64::from(days) * 86_400 * 1_000_000);
+    let logins = state.store.prune_login_events(cutoff)?;
+    if let Some(logs) = state.logs.get() {
+        logs.set_retention(retention(state));
+        let report = logs.enforce_retention(now_us)?;
+        tracing::info!(?report, login_events = logins, "log retention");
+    }
+    Ok(())
 }
 
 /// Runs `job` now and then at each period.

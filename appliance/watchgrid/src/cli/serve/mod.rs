@@ -95,6 +95,7 @@ impl Daemon {
         let live_tls = self.install_tls_switch(&state, &tls);
         self.spawn_listeners(&state, live_tls).await?;
         maintenance::spawn(&state, self.renewal(&tls));
+        tokio::spawn(watchgrid_api::alerts::webhook::run(state.clone()));
         let uapi = tokio::spawn(uapi.serve(hub.commands.clone()));
         self.announce(&hub, setup_token.as_deref(), &tls, &shown_names);
         let mut dataplane = hub.dataplane;
@@ -162,7 +163,19 @@ impl Daemon {
         );
         watchgrid_api::routes::firewall::refresh_fence(&state)
             .map_err(|e| anyhow::anyhow!("the admin fence: {e}"))?;
+        self.open_log_store(&state)?;
         Ok((state, setup_token))
+    }
+
+    /// Agents' log lines live in `DATA_DIR/logs`, a store of their own.
+    fn open_log_store(&self, state: &AppState) -> anyhow::Result<()> {
+        let dir = self.args.data_dir.join("logs");
+        let store = watchgrid_logstore::LogStore::open(&dir, maintenance::retention(state))
+            .with_context(|| format!("opening the log store in {}", dir.display()))?;
+        if state.logs.set(Arc::new(store)).is_err() {
+            tracing::warn!("log store already set");
+        }
+        Ok(())
     }
 
     /// The firewall goes up before any listener opens. A failure leaves the daemon

@@ -48,7 +48,7 @@ pub fn resolve(args: &ServeArgs, p: &Provisioning, store: &Store) -> anyhow::Res
     if !addresses.iter().any(|(a, _)| a.is_ipv6()) {
         addresses.push((IpAddr::V6(v6), 64));
     }
-    let api = ApiConfig {
+    let mut api = ApiConfig {
         allowed_origins: non_empty(&args.allowed_origins),
         trusted_proxies: parse_cidrs("--trusted-proxies", &args.trusted_proxies)?,
         admin_cidrs: parse_cidrs("--admin-cidrs", &args.admin_cidrs)?,
@@ -67,6 +67,7 @@ pub fn resolve(args: &ServeArgs, p: &Provisioning, store: &Store) -> anyhow::Res
     } else {
         args.metrics_listen.clone()
     };
+    api.metrics_port = metrics_listen.first().map(|a| a.port());
     let tls_names = match non_empty(&args.tls_names) {
         names if names.is_empty() => default_tls_names(p, hub),
         names => names,
