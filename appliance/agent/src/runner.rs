@@ -38,7 +38,13 @@ pub async fn run(order: &CommandOrder, started_at: u64) -> CommandReport {
         command.pre_exec(|| {
             // The agent's service grants it CAP_NET_ADMIN as an ambient capability for its
             // TUN device; commands do not inherit it.
-            libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                0,
+                0,
+                0,
+            );
             Ok(())
         });
     }

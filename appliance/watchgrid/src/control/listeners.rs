@@ -190,4 +190,3 @@ mod tests {
         assert_eq!(redirect(&req, 443).status(), StatusCode::BAD_REQUEST);
     }
 }
-
