@@ -10,6 +10,7 @@ pub mod client;
 pub mod enroll;
 pub mod facts;
 pub mod journal;
+pub mod logs;
 pub mod pin;
 pub mod runner;
 pub mod state;

@@ -1,0 +1,4 @@
+//! Log shipping (draft).
+pub mod login;
+pub mod record;
+pub mod spool;
