@@ -183,9 +183,19 @@ mod tests {
             .trim()
             .parse()
             .expect("number");
-        // The child is gone (or a zombie of init's, never still sleeping).
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let alive = state.split(' ').nth(2).is_some_and(|s| s != "Z");
-        assert!(!alive, "child {pid} survived: {state}");
+        // SIGKILL is delivered asynchronously: the child is gone (or a zombie of
+        // init's) once the kernel has processed it, which takes a moment.
+        let alive = || {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            state.split(' ').nth(2).is_some_and(|s| s != "Z")
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while alive() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            !alive(),
+            "child {pid} survived the timeout's SIGKILL of its group"
+        );
     }
 }

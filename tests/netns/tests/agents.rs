@@ -203,11 +203,15 @@ fn commands(hub: &Hub, machines: &mut [Machine]) -> Result<()> {
         "{done}"
     );
     let pid = std::fs::read_to_string(&pidfile)?.trim().to_string();
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    ensure!(
-        stat.split(' ').nth(2).is_none_or(|s| s == "Z"),
-        "the timed-out command's child {pid} is still running: {stat}"
-    );
+    // SIGKILL is delivered asynchronously; the child is gone (or a zombie) shortly after.
+    wait_until(
+        Duration::from_secs(10),
+        "the timed-out command's child to die",
+        || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.split(' ').nth(2).is_none_or(|s| s == "Z")
+        },
+    )?;
 
     let (status, text) = hub.client().call(
         "POST",
