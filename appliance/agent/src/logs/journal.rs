@@ -87,7 +87,7 @@ impl Default for Filter {
 impl Filter {
     /// Whether `r` is shipped.
     pub fn keep(&self, r: &Record) -> bool {
-        if r.source != "journal" || login::parse(r).is_some() {
+        if r.source != super::JOURNAL || login::parse(r).is_some() {
             return true;
         }
         if r.priority.is_some_and(|p| p > self.priority_max) {
@@ -273,7 +273,14 @@ pub fn parse_line(line: &[u8]) -> Result<Parsed, serde_json::Error> {
         .text()
         .and_then(|p| p.parse::<u8>().ok())
         .filter(|p| *p <= 7);
-    let record = Record::from_bytes(ts_us, "journal".into(), unit_of(&e), priority, kept, more);
+    let record = Record::from_bytes(
+        ts_us,
+        super::JOURNAL.into(),
+        unit_of(&e),
+        priority,
+        kept,
+        more,
+    );
     Ok(Parsed {
         cursor,
         record: Some(record),

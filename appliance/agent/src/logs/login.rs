@@ -96,7 +96,7 @@ impl Service {
 
 /// The login event in `r`, if it is one, with `seq` 0.
 pub fn parse(r: &Record) -> Option<LoginEvent> {
-    let (service, body) = if r.source == "journal" {
+    let (service, body) = if r.source == super::JOURNAL {
         (Service::of_unit(r.unit.as_deref()?)?, r.message.as_str())
     } else {
         untagged(&r.message).or_else(|| split_syslog_tag(&r.message))?
