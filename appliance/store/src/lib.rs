@@ -236,8 +236,10 @@ fn open_sled(path: &Path) -> Result<sled::Db> {
     loop {
         // Every write flushes itself, so sled's periodic flusher thread is not needed.
         match sled::Config::new().path(path).flush_every_ms(None).open() {
+            // sled reports a busy lock as WouldBlock, or wrapped as Other with this text.
             Err(sled::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock
+                if (e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.to_string().contains("could not acquire lock"))
                     && std::time::Instant::now() < deadline =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(10));
