@@ -6,6 +6,8 @@ use crate::backoff::Backoff;
 use crate::client::{ClientError, HubClient};
 use crate::facts::{self, TunnelCounters};
 use crate::journal::{interrupted, Journal, JournalError};
+use crate::logs::collect::{self, SharedSpool};
+use crate::logs::{ship, LogSources};
 use crate::state::{Enrollment, StateDir, Status};
 use std::collections::HashSet;
 use std::future::Future;
@@ -41,6 +43,8 @@ pub struct Agent<T: Tunnel> {
     client: HubClient,
     journal: Journal,
     tunnel: T,
+    /// What is read and where it waits for the hub; `None`: log shipping is off.
+    logs: Option<(LogSources, SharedSpool)>,
     /// Ids running in this process.
     running: Mutex<HashSet<String>>,
     status: Mutex<Status>,
@@ -53,6 +57,7 @@ impl<T: Tunnel> Agent<T> {
         client: HubClient,
         journal: Journal,
         tunnel: T,
+        logs: Option<(LogSources, SharedSpool)>,
     ) -> Arc<Agent<T>> {
         Arc::new(Agent {
             dir,
@@ -60,6 +65,7 @@ impl<T: Tunnel> Agent<T> {
             client,
             journal,
             tunnel,
+            logs,
             running: Mutex::new(HashSet::new()),
             status: Mutex::new(Status::default()),
         })
@@ -79,8 +85,30 @@ impl<T: Tunnel> Agent<T> {
             .apply(&self.config())
             .await
             .map_err(AgentError::Tunnel)?;
-        tokio::join!(self.clone().heartbeats(), self.clone().command_poll());
+        tokio::join!(
+            self.clone().heartbeats(),
+            self.clone().command_poll(),
+            self.clone().ship_logs()
+        );
         Ok(())
+    }
+
+    /// Follows the log sources into the spool and ships the spool to the hub.
+    async fn ship_logs(self: Arc<Self>) {
+        let Some((sources, spool)) = self.logs.clone() else {
+            return;
+        };
+        tokio::join!(
+            collect::run(sources, spool.clone()),
+            ship::run(self.client.clone(), spool)
+        );
+    }
+
+    /// The spool's drop total, for the heartbeat.
+    fn log_lines_dropped(&self) -> Option<u64> {
+        self.logs
+            .as_ref()
+            .map(|(_, spool)| collect::lock(spool).dropped())
     }
 
     async fn heartbeats(self: Arc<Self>) {
@@ -88,7 +116,8 @@ impl<T: Tunnel> Agent<T> {
         let mut refused = false;
         loop {
             let counters = self.tunnel.counters().await;
-            let answer = self.client.heartbeat(&facts::collect(counters, None)).await;
+            let facts = facts::collect(counters, self.log_lines_dropped());
+            let answer = self.client.heartbeat(&facts).await;
             let wait = match answer {
                 Ok(answer) => {
                     backoff.reset();
@@ -156,6 +185,14 @@ impl<T: Tunnel> Agent<T> {
             s.updated_at = now;
             s.last_handshake_s = t.last_handshake_s;
             s.endpoint = Some(self.config().endpoint);
+            s.logs = self.logs.as_ref().map(|(_, spool)| {
+                let spool = collect::lock(spool);
+                format!(
+                    "{} lines waiting, {} dropped while the spool was full",
+                    spool.pending(),
+                    spool.dropped()
+                )
+            });
             s.tunnel = match (answer, t.last_handshake_s) {
                 (Err(ClientError::Unauthorized), _) => "stopped: the hub refused this agent".into(),
                 (_, Some(age)) if age < 180 => "up".into(),

@@ -66,6 +66,10 @@ pub struct Status {
     pub last_heartbeat_at: Option<u64>,
     /// The hub's last answer, or why there was none.
     pub last_heartbeat: Option<String>,
+    /// Log shipping: lines waiting in the spool and lines dropped when it was full
+    /// (`None`: shipping is off, or a status from an older agent).
+    #[serde(default)]
+    pub logs: Option<String>,
 }
 
 pub struct StateDir {

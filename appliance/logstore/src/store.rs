@@ -299,6 +299,10 @@ fn prepare_dir(dir: &Path) -> Result<(), LogStoreError> {
     if !dir.exists() {
         fs::create_dir_all(dir).map_err(io)?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
+        // The new directory's own entry must survive a power cut with what goes in it.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            durable::sync_dir(parent).map_err(io)?;
+        }
     }
     let mode = fs::metadata(dir).map_err(io)?.permissions().mode();
     if mode & 0o077 != 0 {

@@ -29,10 +29,12 @@
 //! When the spool is full the oldest items go and [`spool::Spool::dropped`] counts them
 //! (the heartbeat reports it).
 
+pub mod collect;
 pub mod file;
 pub mod journal;
 pub mod login;
 pub mod record;
+pub mod ship;
 pub mod spool;
 
 use std::path::PathBuf;

@@ -9,12 +9,16 @@ use crate::dataplane::uapi::server::UapiSocket;
 use crate::dataplane::{Dataplane, DeviceConfig};
 use anyhow::Context;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tunnel::{interface_addresses, DataplaneTunnel};
 use watchgrid_agent::agent::Agent;
 use watchgrid_agent::client::HubClient;
 use watchgrid_agent::enroll::{default_hostname, enroll, EnrollRequest, Trust};
 use watchgrid_agent::journal::Journal;
+use watchgrid_agent::logs::collect::SharedSpool;
+use watchgrid_agent::logs::spool::Spool;
+use watchgrid_agent::logs::{LogSources, SPOOL_DIR};
 use watchgrid_agent::pin::{Fingerprint, Pinned};
 use watchgrid_agent::state::{StateDir, DEFAULT_STATE_DIR};
 use watchgrid_core::IpPrefix;
@@ -76,7 +80,63 @@ struct RunArgs {
     #[arg(long, default_value_t = 1420)]
     mtu: u16,
     #[command(flatten)]
+    logs: LogArgs,
+    #[command(flatten)]
     dir: StateDirArg,
+}
+
+/// What the agent ships to the hub (README: "Logs and sign-ins").
+#[derive(clap::Args)]
+struct LogArgs {
+    /// Follow journald and ship its lines (sign-ins are found in them).
+    #[arg(long, value_enum, default_value = "on")]
+    journal: OnOff,
+    /// A text log file to follow and ship (repeatable; rotation is followed).
+    #[arg(long = "log-file", value_name = "PATH")]
+    log_files: Vec<PathBuf>,
+    /// The highest journal priority shipped (0 emerg … 7 debug).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u8).range(0..=7))]
+    journal_priority: u8,
+    /// Ship only these journal units (repeatable; `name*` matches a prefix).
+    #[arg(long = "journal-unit", value_name = "UNIT")]
+    journal_units: Vec<String>,
+    /// Do not ship these journal units (repeatable; `name*` matches a prefix).
+    #[arg(long = "journal-exclude-unit", value_name = "UNIT")]
+    journal_exclude_units: Vec<String>,
+    /// The spool's cap while the hub is away; when full the oldest lines are dropped
+    /// and counted.
+    #[arg(long, default_value_t = watchgrid_agent::logs::spool::DEFAULT_MAX_BYTES,
+        value_parser = clap::value_parser!(u64).range(1 << 20..))]
+    spool_max_bytes: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+impl LogArgs {
+    fn sources(&self) -> LogSources {
+        LogSources {
+            journal: self.journal == OnOff::On,
+            files: self.log_files.clone(),
+            priority_max: self.journal_priority,
+            include_units: self.journal_units.clone(),
+            exclude_units: self.journal_exclude_units.clone(),
+            spool_max_bytes: self.spool_max_bytes,
+        }
+    }
+
+    /// The sources and their spool (in the state dir), or `None` when nothing is read.
+    fn open(&self, dir: &StateDir) -> anyhow::Result<Option<(LogSources, SharedSpool)>> {
+        let sources = self.sources();
+        if sources.is_empty() {
+            return Ok(None);
+        }
+        let spool = Spool::open(dir.file(SPOOL_DIR), sources.spool_max_bytes)?;
+        Ok(Some((sources, Arc::new(Mutex::new(spool)))))
+    }
 }
 
 #[derive(clap::Args)]
@@ -143,6 +203,7 @@ fn run_agent(args: RunArgs) -> anyhow::Result<()> {
     let pinned = Pinned::new(StateDir::pinned(&enrollment)?);
     let client = HubClient::new(&enrollment.server, pinned)?.with_key(enrollment.agent_key.clone());
     let journal = Journal::open(dir.file("commands"))?;
+    let logs = args.logs.open(&dir)?;
     let addresses = interface_addresses(&enrollment.config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -171,7 +232,7 @@ fn run_agent(args: RunArgs) -> anyhow::Result<()> {
         };
         tracing::info!(server = %enrollment.server, device = %enrollment.config.device_id,
             interface = %args.interface, "agent starting");
-        let agent = Agent::new(dir, enrollment, client, journal, tunnel);
+        let agent = Agent::new(dir, enrollment, client, journal, tunnel, logs);
         let result = tokio::select! {
             r = dataplane.run(inbox, crate::shutdown_signal()) => r.map(drop),
             r = agent.run() => r.map_err(anyhow::Error::from),
@@ -209,6 +270,7 @@ fn show_status(args: StatusArgs) -> anyhow::Result<()> {
                 "heartbeat:  {}",
                 s.last_heartbeat.as_deref().unwrap_or("none yet")
             );
+            println!("logs:       {}", s.logs.as_deref().unwrap_or("not shipped"));
         }
     }
     Ok(())
