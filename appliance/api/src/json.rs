@@ -62,3 +62,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonOrForm<T> {
         }
     }
 }
+
+/// A query-string extractor with the same answer as a bad body: unknown parameters and
+/// values of the wrong type are 422 (axum's own `Query` answers 400).
+pub struct StrictQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for StrictQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(StrictQuery(v)),
+            Err(r) => Err(ApiError::Invalid(r.body_text())),
+        }
+    }
+}

@@ -23,6 +23,7 @@ pub mod routes;
 pub mod secrets;
 pub mod state;
 pub mod totp;
+mod unread_body;
 
 pub use state::{ApiConfig, AppState};
 
@@ -46,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn(middleware::security_headers))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(unread_body::drain_unread_body))
         .with_state(state)
 }
 

@@ -243,8 +243,9 @@ impl Machine {
         self.ns.exec_output(&argv)
     }
 
+    /// Starts `watchgrid agent run` without log sources: a test never ships the host's journal.
     pub fn run(&mut self, bin: &str) -> Result<()> {
-        self.run_with(bin, &[])
+        self.run_with(bin, &["--journal", "off"])
     }
 
     /// Starts `watchgrid agent run` with extra flags (log sources, spool size).

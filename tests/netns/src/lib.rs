@@ -66,6 +66,10 @@ const TOOLS: &[(&str, &str)] = &[
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("mkfs.ext4", "e2fsprogs"),
     ("truncate", "coreutils"),
+    ("sshd", "openssh-server"),
+    ("ssh", "openssh-client"),
+    ("ssh-keygen", "openssh-client"),
+    ("sshpass", "sshpass"),
 ];
 
 /// Path of the schemathesis CLI (a PyPI venv that `scripts/setup` creates).

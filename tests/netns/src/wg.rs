@@ -33,9 +33,12 @@ impl Impl {
     /// The watchgrid binary, or an error for scenarios that only make sense with ours
     /// (the control plane has no wireguard-go stand-in).
     pub fn required_watchgrid_binary() -> Result<String> {
-        Impl::Ours.watchgrid_binary().ok_or_else(|| {
-            anyhow!("this scenario needs the watchgrid binary (it has no wireguard-go stand-in)")
-        })
+        match Impl::Ours.program()? {
+            Program::Watchgrid(bin) => Ok(bin),
+            Program::WireguardGo => Err(anyhow!(
+                "this scenario needs the watchgrid binary (it has no wireguard-go stand-in)"
+            )),
+        }
     }
 
     fn program(self) -> Result<Program> {

@@ -5,9 +5,10 @@ use crate::agent_auth::AgentDevice;
 use crate::dto::{AgentConfig, AgentStatus, ErrorBody, Heartbeat, HeartbeatAnswer};
 use crate::error::ApiError;
 use crate::json::StrictJson;
+use crate::json::StrictQuery;
 use crate::presence::Presence;
 use crate::state::{unix_now, AppState};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -70,6 +71,7 @@ fn validate(h: &Heartbeat) -> Result<(), ApiError> {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ConfigQuery {
     /// `wg-quick` for a wg-quick file (without the private key, which only the agent has).
@@ -85,7 +87,7 @@ pub(crate) struct ConfigQuery {
 pub(crate) async fn wg_config(
     State(state): State<AppState>,
     AgentDevice(device): AgentDevice,
-    Query(query): Query<ConfigQuery>,
+    StrictQuery(query): StrictQuery<ConfigQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let config = agent_config(&state, &device)?;

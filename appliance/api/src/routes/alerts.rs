@@ -6,9 +6,10 @@ use crate::auth::Admin;
 use crate::dto::ErrorBody;
 use crate::error::ApiError;
 use crate::json::StrictJson;
+use crate::json::StrictQuery;
 use crate::secrets::new_token;
 use crate::state::{unix_now, AppState};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,7 @@ pub(crate) struct AlertList {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AlertQuery {
     /// At most 500 (default 100).
@@ -59,12 +61,13 @@ pub(crate) struct AlertQuery {
 
 /// Recent alerts, newest first, with each delivery attempt.
 #[utoipa::path(get, path = "/api/alerts", tag = "logs", params(AlertQuery),
-    responses((status = 200, body = AlertList), (status = 401, body = ErrorBody)),
+    responses((status = 200, body = AlertList), (status = 401, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
     security(("bearer" = []), ("cookie" = [])))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     _admin: Admin,
-    Query(q): Query<AlertQuery>,
+    StrictQuery(q): StrictQuery<AlertQuery>,
 ) -> Result<Json<AlertList>, ApiError> {
     let mut all = state.store.alerts.list()?;
     all.reverse();
@@ -101,7 +104,7 @@ pub(crate) fn view(a: watchgrid_store::AlertRecord) -> AlertView {
 #[serde(deny_unknown_fields)]
 pub(crate) struct WebhookRequest {
     /// http:// or https://; not the hub's own loopback or metrics listener.
-    #[schema(max_length = 2048)]
+    #[schema(max_length = 2048, pattern = "^https?://")]
     url: String,
 }
 
@@ -174,12 +177,16 @@ pub(crate) struct SettingsBody {
     /// Keep each login event's raw log line (off by default).
     keep_raw_login_lines: bool,
     /// Log lines and login events older than this are deleted (1 to 3650).
+    #[schema(minimum = 1, maximum = 3650)]
     retention_days: u32,
-    /// The log store is kept under this size, oldest lines first (at least 16 MiB).
+    /// The log store is kept under this size, oldest lines first (16 MiB to 1 PiB).
+    #[schema(minimum = 16777216, maximum = 1125899906842624.0)]
     retention_max_bytes: u64,
     /// A burst alert: this many failed sign-ins from one address (2 to 1000)…
+    #[schema(minimum = 2, maximum = 1000)]
     burst_failures: u32,
     /// …within this many seconds (10 to 86400).
+    #[schema(minimum = 10, maximum = 86400)]
     burst_window_s: u64,
     /// Read only: whether a webhook is set.
     #[serde(default)]
@@ -225,8 +232,8 @@ pub(crate) async fn update_settings(
             "retention_days: 1 to 3650",
         ),
         (
-            req.retention_max_bytes >= 16 << 20,
-            "retention_max_bytes: at least 16 MiB",
+            (16 << 20..=1 << 50).contains(&req.retention_max_bytes),
+            "retention_max_bytes: 16 MiB to 1 PiB",
         ),
         (
             (2..=1000).contains(&req.burst_failures),

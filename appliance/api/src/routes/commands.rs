@@ -13,8 +13,9 @@ use crate::dto::{
 };
 use crate::error::ApiError;
 use crate::json::StrictJson;
+use crate::json::StrictQuery;
 use crate::state::{unix_now, AppState};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -206,6 +207,7 @@ pub(crate) async fn cancel(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PollQuery {
     /// Seconds to hold the request open while nothing is queued (0 to 30, default 0).
@@ -220,7 +222,7 @@ pub(crate) struct PollQuery {
 pub(crate) async fn poll(
     State(state): State<AppState>,
     AgentDevice(device): AgentDevice,
-    Query(query): Query<PollQuery>,
+    StrictQuery(query): StrictQuery<PollQuery>,
 ) -> Result<Json<CommandOrders>, ApiError> {
     let wait = query.wait.unwrap_or(0);
     if wait > MAX_WAIT_S {

@@ -6,8 +6,9 @@ use crate::auth::Admin;
 use crate::dto::{Acked, ErrorBody, LogBatch, LoginBatch, LoginEvent};
 use crate::error::ApiError;
 use crate::json::StrictJson;
+use crate::json::StrictQuery;
 use crate::state::{unix_now_us, AppState};
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -159,7 +160,20 @@ pub(crate) async fn ingest_logins(
     }))
 }
 
+/// A time bound in microseconds: the API's integers are signed 64-bit (the OpenAPI
+/// `int64` clients generate), so larger values are refused rather than read.
+fn micros(name: &str, v: Option<u64>) -> Result<Option<u64>, ApiError> {
+    match v {
+        Some(v) if v > i64::MAX as u64 => Err(ApiError::Invalid(format!(
+            "{name}: at most {} (microseconds since the UNIX epoch)",
+            i64::MAX
+        ))),
+        v => Ok(v),
+    }
+}
+
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LogSearch {
     device: Option<String>,
@@ -189,12 +203,12 @@ pub(crate) struct LogPageView {
 pub(crate) async fn search_lines(
     State(state): State<AppState>,
     _admin: Admin,
-    Query(s): Query<LogSearch>,
+    StrictQuery(s): StrictQuery<LogSearch>,
 ) -> Result<Json<LogPageView>, ApiError> {
     let query = LogQuery {
         device_id: s.device,
-        since_us: s.since,
-        until_us: s.until,
+        since_us: micros("since", s.since)?,
+        until_us: micros("until", s.until)?,
         text: s.q.filter(|q| !q.is_empty()),
         unit: s.unit,
         limit: s.limit.unwrap_or(100).clamp(1, 1000),
@@ -212,6 +226,7 @@ pub(crate) async fn search_lines(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LoginSearch {
     device: Option<String>,
@@ -253,14 +268,14 @@ pub(crate) struct LoginEventList {
 pub(crate) async fn search_logins(
     State(state): State<AppState>,
     _admin: Admin,
-    Query(s): Query<LoginSearch>,
+    StrictQuery(s): StrictQuery<LoginSearch>,
 ) -> Result<Json<LoginEventList>, ApiError> {
     let events = state.store.login_events(&LoginQuery {
         device_id: s.device,
         outcome: s.outcome,
         user: s.user,
-        since_us: s.since,
-        until_us: s.until,
+        since_us: micros("since", s.since)?,
+        until_us: micros("until", s.until)?,
         limit: s.limit.unwrap_or(100).clamp(1, 1000),
     })?;
     Ok(Json(LoginEventList {
