@@ -16,6 +16,8 @@ use watchgrid_netns_tests::{retry_until, scenario, wait_until, Impl, Netns, Proc
 const MACHINE: &str = "172.31.1.2";
 const SSH_PORT: &str = "2222";
 const WEBHOOK_PORT: &str = "8099";
+/// The webhook receiver's address (machine 9's namespace).
+const HOOK: &str = "172.31.9.2";
 
 /// Receives webhook POSTs and appends one JSON line per request to OUT: whether the
 /// `X-Watchgrid-Signature` is the HMAC-SHA256 of the body under SECRET, and the body.
@@ -104,21 +106,28 @@ fn sign_ins() -> Result<()> {
     let log = sshd.log.to_string_lossy().into_owned();
     m.run_with(&bin, &["--journal", "off", "--log-file", &log])?;
 
+    // The webhook's receiver in a namespace of its own, routed through the hub's.
+    let hook = Machine::new(&hub, 9)?;
     let created = hub.client().ok(
         "PUT",
         "/api/alerts/webhook",
         Some(obj(&[(
             "url",
-            &format!("http://{MACHINE}:{WEBHOOK_PORT}/hook"),
+            &format!("http://{HOOK}:{WEBHOOK_PORT}/hook"),
         )])),
     )?;
     let secret = field(&created, "secret").context("the webhook's secret")?;
-    let received = m.ns.dir().join("webhook.jsonl");
-    let _receiver = m.ns.spawn_python(
+    let received = hook.ns.dir().join("webhook.jsonl");
+    let _receiver = hook.ns.spawn_python(
         "webhook",
         WEBHOOK_RECEIVER,
-        &[MACHINE, WEBHOOK_PORT, &secret, &received.to_string_lossy()],
+        &[HOOK, WEBHOOK_PORT, &secret, &received.to_string_lossy()],
     )?;
+    wait_until(Duration::from_secs(10), "the webhook receiver", || {
+        hook.ns
+            .exec(&["ss", "-Htln", &format!("sport = :{WEBHOOK_PORT}")])
+            .is_ok_and(|o| !o.trim().is_empty())
+    })?;
     let shown = hub.client().ok("GET", "/api/logs/settings", None)?;
     ensure!(
         !shown.contains(&secret),
@@ -138,7 +147,13 @@ fn sign_ins() -> Result<()> {
     let hostile = "<script>alert(1)</script>";
     let mut f = std::fs::OpenOptions::new().append(true).open(&sshd.log)?;
     writeln!(f, "Invalid user {hostile} from 172.31.1.1 port 1")?;
-    writeln!(f, "a line with a terminal escape \x1b[2J in it")?;
+    writeln!(
+        f,
+        "hostile-escape a terminal escape \x1b[2J and a NUL \0 in it"
+    )?;
+    f.write_all(b"hostile-utf8 invalid \xff\xfe bytes\n")?;
+    writeln!(f, "hostile-long {}", "A".repeat(1 << 20))?;
+    writeln!(f, "hostile-after the long line")?;
     drop(f);
 
     let events = retry_until(Duration::from_secs(60), "the sign-ins on the hub", || {
@@ -201,6 +216,55 @@ fn sign_ins() -> Result<()> {
         "the terminal escape reached the device page"
     );
     eprintln!("alerts: {listed}");
+    hostile_lines_are_stored_and_found(&hub, &m.device)?;
+    metrics_count_it(&hub)
+}
+
+/// Control characters, invalid UTF-8 and a 1 MiB line are stored (the long one cut and
+/// marked), and a text search still finds each, the line after the long one too.
+fn hostile_lines_are_stored_and_found(hub: &Hub, device: &str) -> Result<()> {
+    let found = hub.query(
+        &format!("/api/logs?device={device}&q=hostile-"),
+        "[(l['message'][:60], len(l['message']), l['truncated']) for l in j['lines']]",
+    )?;
+    eprintln!("hostile lines: {found}");
+    for want in [
+        r#"["hostile-after the long line", 27, false]"#,
+        r#"["hostile-utf8 invalid \ufffd\ufffd bytes", 29, false]"#,
+    ] {
+        ensure!(found.contains(want), "no {want} in {found}");
+    }
+    ensure!(
+        found.contains(r#""hostile-long AAAA"#) && found.contains(", 65536, true]"),
+        "the 1 MiB line should be kept cut to 64 KiB and marked: {found}"
+    );
+    ensure!(
+        found.contains("hostile-escape a terminal escape \\u001b[2J and a NUL \\u0000"),
+        "control characters: {found}"
+    );
+    Ok(())
+}
+
+/// The login, ingest and alert metrics moved (on the hub's metrics listener).
+fn metrics_count_it(hub: &Hub) -> Result<()> {
+    let text = hub
+        .ns
+        .exec(&["curl", "-fsS", "http://127.0.0.1:9100/metrics"])?;
+    for want in [
+        "watchgrid_login_events_total{outcome=\"invalid_user\"}",
+        "watchgrid_login_events_total{outcome=\"failed\"}",
+        "watchgrid_alerts_sent_total{result=\"delivered\"}",
+        "watchgrid_log_lines_ingested_total",
+        "watchgrid_log_store_bytes",
+    ] {
+        let value = text
+            .lines()
+            .find(|l| l.starts_with(want))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .with_context(|| format!("{want} not in /metrics"))?;
+        ensure!(value > 0.0, "{want} is {value}");
+    }
     Ok(())
 }
 
