@@ -39,6 +39,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
+#[path = "bench_agents/logs.rs"]
+mod logs;
+
 /// The hub's registration limit per client address (burst 10, 10 a minute).
 const REGISTRATIONS_PER_ADDRESS: usize = 10;
 const ADMIN: &str = "admin";
@@ -87,6 +90,16 @@ struct Args {
     /// The long poll's `wait` in seconds (the hub allows up to 30).
     #[arg(long, default_value_t = 30)]
     poll_wait: u64,
+    /// Instead of heartbeats: the agents ship this many log lines in all, then the log
+    /// search is measured (`scripts/bench-logs`).
+    #[arg(long, default_value_t = 0)]
+    logs: u64,
+    /// Log lines a batch (the agent's shipper sends up to 1000).
+    #[arg(long, default_value_t = 1000)]
+    log_batch: usize,
+    /// Searches of each kind after the ingest.
+    #[arg(long, default_value_t = 200)]
+    searches: usize,
     /// Agents' credentials (`index TAB device_id TAB agent_key`): reused when present,
     /// new registrations appended. Only valid with the same hub data directory.
     #[arg(long)]
@@ -1029,6 +1042,9 @@ async fn run(args: Args, nofile: u64) -> Result<()> {
         args.hub, args.interval, args.warmup, args.window, args.poll_wait
     );
 
+    if args.logs > 0 {
+        return run_logs(args, net, stats).await;
+    }
     let (keys, registration) = credentials(&args, &net, &stats).await?;
     let agents: Vec<Arc<Agent>> = keys
         .iter()
@@ -1198,4 +1214,25 @@ async fn run(args: Args, nofile: u64) -> Result<()> {
         me_b.as_ref().map_or_else(|| "?".into(), |s| mib(s.rss_kib)),
     );
     Ok(())
+}
+
+/// `--logs`: setup and an admin token first (the registrations sign in again).
+async fn run_logs(mut args: Args, net: Arc<Net>, stats: Arc<Stats>) -> Result<()> {
+    let admin = admin_token(&net, &args).await.context("admin API token")?;
+    args.setup_token_file = None;
+    let (keys, registration) = credentials(&args, &net, &stats).await?;
+    println!("bench-logs: registration {registration}");
+    let agents = keys
+        .iter()
+        .map(|(&i, key)| Arc::new(Agent::new(i, key)))
+        .collect();
+    let bench = logs::LogBench {
+        total: args.logs,
+        batch: args.log_batch.clamp(1, 5000),
+        searches: args.searches.max(1),
+        hub_pid: args.hub_pid.map(|p| p.to_string()),
+        metrics: args.metrics,
+        admin,
+    };
+    logs::run(bench, net, stats, agents).await
 }
