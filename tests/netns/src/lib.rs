@@ -70,7 +70,11 @@ const TOOLS: &[(&str, &str)] = &[
     ("ssh", "openssh-client"),
     ("ssh-keygen", "openssh-client"),
     ("sshpass", "sshpass"),
+    ("journalctl", "systemd"),
 ];
+
+/// Writes journal files from journald's export format (the journald source's test).
+pub const JOURNAL_REMOTE: &str = "/lib/systemd/systemd-journal-remote";
 
 /// Path of the schemathesis CLI (a PyPI venv that `scripts/setup` creates).
 pub fn schemathesis_path() -> String {
@@ -99,6 +103,11 @@ fn missing_tools() -> Vec<String> {
         .status();
     if !selenium.is_ok_and(|s| s.success()) {
         missing.push("python3 selenium (Debian package python3-selenium)".into());
+    }
+    if !std::path::Path::new(JOURNAL_REMOTE).is_file() {
+        missing.push(format!(
+            "{JOURNAL_REMOTE} (Debian package systemd-journal-remote)"
+        ));
     }
     let st = schemathesis_path();
     if !std::path::Path::new(&st).is_file() {

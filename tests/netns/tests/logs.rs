@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use watchgrid_netns_tests::appliance::json::{field, obj, Json};
 use watchgrid_netns_tests::fleet::{enrolled, Hub, Machine};
-use watchgrid_netns_tests::{retry_until, scenario, wait_until, Impl, Netns, Proc};
+use watchgrid_netns_tests::{retry_until, scenario, wait_until, Impl, Netns, Proc, JOURNAL_REMOTE};
 
 const MACHINE: &str = "172.31.1.2";
 const SSH_PORT: &str = "2222";
@@ -41,12 +41,12 @@ http.server.HTTPServer((addr, port), H).serve_forever()
 "#;
 
 /// Pages through `GET /api/logs?device=D` (newest first, 1000 a page) and prints the
-/// numbers of the `wgline NNNNNNNN` messages: how many, how many twice, the lowest and
+/// numbers of the `PREFIX NNNNNNNN` messages: how many, how many twice, the lowest and
 /// highest, and whether they form one unbroken range.
-/// `pages.py CA BEARER DEVICE`
+/// `pages.py CA BEARER DEVICE PREFIX`
 const LOG_PAGES: &str = r#"
 import json, ssl, sys, urllib.parse, urllib.request
-ca, bearer, device = sys.argv[1:4]
+ca, bearer, device, prefix = sys.argv[1:5]
 ctx = ssl.create_default_context(cafile=ca)
 seen, dups, cursor = set(), 0, None
 while True:
@@ -58,7 +58,7 @@ while True:
     page = json.loads(urllib.request.urlopen(req, context=ctx, timeout=30).read())
     for line in page["lines"]:
         words = line["message"].split()
-        if len(words) >= 2 and words[0] == "wgline":
+        if len(words) >= 2 and words[0] == prefix:
             n = int(words[1])
             dups += n in seen
             seen.add(n)
@@ -78,6 +78,11 @@ fn sshd_sign_ins_become_events_and_signed_alerts_ours() -> Result<()> {
 #[test]
 fn every_line_arrives_once_through_kills_and_rotation_ours() -> Result<()> {
     scenario(exactly_once)
+}
+
+#[test]
+fn journal_entries_ship_once_from_their_cursor_ours() -> Result<()> {
+    scenario(journal)
 }
 
 #[test]
@@ -461,8 +466,14 @@ struct Stored {
 }
 
 fn stored(hub: &Hub, device: &str) -> Result<Stored> {
+    stored_with(hub, device, "wgline")
+}
+
+fn stored_with(hub: &Hub, device: &str, prefix: &str) -> Result<Stored> {
     let ca = hub.ca.to_string_lossy();
-    let out = hub.ns.run_python(LOG_PAGES, &[&ca, &hub.admin, device])?;
+    let out = hub
+        .ns
+        .run_python(LOG_PAGES, &[&ca, &hub.admin, device, prefix])?;
     let num = |k: &str| -> Result<i64> {
         field(&out, k)
             .and_then(|v| v.parse().ok())
@@ -633,5 +644,197 @@ fn spool_bound_and_disabled() -> Result<()> {
         after.dups == 0 && after.count == s.count + 100 && after.unbroken,
         "after enabling: {after:?}"
     );
+    Ok(())
+}
+
+/// Journal files written by systemd-journal-remote from journald's export format: real
+/// journal files that the agent's journalctl follows (`--journal-directory`).
+struct Journal {
+    dir: PathBuf,
+}
+
+/// One journal entry: its trusted fields (`_UID`, `_EXE`, `_SYSTEMD_UNIT`, as journald
+/// would record them) and message.
+struct Entry<'a> {
+    unit: &'a str,
+    uid: u32,
+    exe: &'a str,
+    identifier: &'a str,
+    priority: u8,
+    message: String,
+}
+
+impl Entry<'_> {
+    fn app(message: String) -> Entry<'static> {
+        Entry {
+            unit: "app.service",
+            uid: 990,
+            exe: "/usr/bin/app",
+            identifier: "app",
+            priority: 6,
+            message,
+        }
+    }
+}
+
+impl Journal {
+    fn new(ns: &Netns) -> Result<Journal> {
+        let dir = ns.dir().join("journal");
+        std::fs::create_dir(&dir)?;
+        Ok(Journal { dir })
+    }
+
+    fn write(&self, entries: &[Entry]) -> Result<()> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_micros();
+        let mut export = String::new();
+        for (i, e) in entries.iter().enumerate() {
+            export.push_str(&format!(
+                "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP={}\n\
+                 _BOOT_ID=0123456789abcdef0123456789abcdef\n_HOSTNAME=machine1\n\
+                 _SYSTEMD_UNIT={}\n_UID={}\n_EXE={}\nSYSLOG_IDENTIFIER={}\nPRIORITY={}\n\
+                 MESSAGE={}\n\n",
+                now + i as u128,
+                now + i as u128,
+                e.unit,
+                e.uid,
+                e.exe,
+                e.identifier,
+                e.priority,
+                e.message
+            ));
+        }
+        let output = format!("--output={}", self.dir.join("remote.journal").display());
+        let mut child = std::process::Command::new(JOURNAL_REMOTE)
+            .args([output.as_str(), "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("systemd-journal-remote")?;
+        child
+            .stdin
+            .take()
+            .context("journal-remote stdin")?
+            .write_all(export.as_bytes())?;
+        let out = child.wait_with_output()?;
+        ensure!(
+            out.status.success(),
+            "systemd-journal-remote: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+}
+
+fn jlines(from: u64, to: u64) -> Vec<Entry<'static>> {
+    (from..to)
+        .map(|n| Entry::app(format!("jline {n:08} from app")))
+        .collect()
+}
+
+fn journal() -> Result<()> {
+    let bin = Impl::required_watchgrid_binary()?;
+    let hub = Hub::start(&bin)?;
+    let mut m = Machine::new(&hub, 1)?;
+    enrolled(&mut m, &hub, &[])?;
+    let journal = Journal::new(&m.ns)?;
+    // Written before the agent's first run: not shipped (a first run starts from now).
+    journal.write(&[Entry::app("jbefore the agent started".into())])?;
+    let dir = journal.dir.to_string_lossy().into_owned();
+    let args = [
+        "--journal-directory",
+        dir.as_str(),
+        "--journal-exclude-unit",
+        "chatty*",
+    ];
+    m.run_with(&bin, &args)?;
+    wait_until(Duration::from_secs(20), "the agent's journalctl", || {
+        m.ns.exec(&["pgrep", "-f", &format!("directory={dir}")])
+            .is_ok()
+    })?;
+
+    let mut first = jlines(0, 500);
+    first.extend([
+        Entry {
+            priority: 7,
+            ..Entry::app("jdebug is below the default priority".into())
+        },
+        Entry {
+            unit: "chatty-cron.service",
+            ..Entry::app("jchatty is an excluded unit".into())
+        },
+        Entry {
+            unit: "ssh.service",
+            uid: 0,
+            exe: "/usr/sbin/sshd",
+            identifier: "sshd",
+            priority: 6,
+            message: "Failed password for root from 172.31.1.1 port 40000 ssh2".into(),
+        },
+        // A user's `logger -t sshd`: journald records the writer, which is not sshd.
+        Entry {
+            unit: "user@1000.service",
+            uid: 1000,
+            exe: "/usr/bin/logger",
+            identifier: "sshd",
+            priority: 6,
+            message: "Accepted password for root from 198.51.100.66 port 1 ssh2".into(),
+        },
+    ]);
+    journal.write(&first)?;
+    wait_for_prefix(&hub, &m.device, "jline", 499)?;
+
+    // A SIGKILLed agent resumes after its saved cursor.
+    m.agent()?.signal("KILL")?;
+    m.agent()?.wait_timeout(Duration::from_secs(10))?;
+    journal.write(&jlines(500, 1000))?;
+    m.run_with(&bin, &args)?;
+    journal.write(&jlines(1000, 1200))?;
+    wait_for_prefix(&hub, &m.device, "jline", 1199)?;
+
+    let s = stored_with(&hub, &m.device, "jline")?;
+    eprintln!("journal lines on the hub: {s:?}");
+    ensure!(
+        s.count == 1200 && s.dups == 0 && s.lo == 0 && s.unbroken,
+        "journal lines: {s:?}"
+    );
+    for (word, why) in [
+        ("jbefore", "an entry from before the first run"),
+        ("jdebug", "a debug entry"),
+        ("jchatty", "an excluded unit's entry"),
+    ] {
+        let found = hub.query(
+            &format!("/api/logs?device={}&q={word}", m.device),
+            "len(j['lines'])",
+        )?;
+        ensure!(found == "0", "{why} was shipped ({found})");
+    }
+    let events = hub.query(
+        &format!("/api/login-events?device={}", m.device),
+        "[(e['outcome'], e['user'], e['source_ip'], e['service']) for e in j['events']]",
+    )?;
+    eprintln!("journal login events: {events}");
+    ensure!(
+        events == r#"[["failed", "root", "172.31.1.1", "sshd"]]"#,
+        "login events from the journal: {events}"
+    );
+    Ok(())
+}
+
+fn wait_for_prefix(hub: &Hub, device: &str, prefix: &str, n: u64) -> Result<()> {
+    let want = format!("{prefix} {n:08}");
+    wait_until(
+        Duration::from_secs(60),
+        &format!("{want} on the hub"),
+        || {
+            hub.query(
+                &format!("/api/logs?device={device}&q={prefix}&limit=1"),
+                "j['lines'][0]['message'] if j['lines'] else ''",
+            )
+            .is_ok_and(|m| m.contains(&want))
+        },
+    )?;
     Ok(())
 }

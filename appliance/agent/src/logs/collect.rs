@@ -38,7 +38,8 @@ pub async fn run(sources: LogSources, spool: SharedSpool) {
     let (tx, rx) = mpsc::channel(CHANNEL);
     if sources.journal {
         let cursor = lock(&spool).position(JOURNAL);
-        tokio::spawn(follow_journal(JournalSource::new(cursor), tx.clone()));
+        let source = JournalSource::new(cursor).in_directory(sources.journal_directory.clone());
+        tokio::spawn(follow_journal(source, tx.clone()));
     }
     for path in &sources.files {
         let name = FileSource::new(path, None).name().to_string();

@@ -402,6 +402,7 @@ pub struct JournalSource {
     failures: u32,
     buf: Vec<u8>,
     skipped: u64,
+    directory: Option<PathBuf>,
 }
 
 impl JournalSource {
@@ -427,7 +428,15 @@ impl JournalSource {
             failures: 0,
             buf: Vec::new(),
             skipped: 0,
+            directory: None,
         }
+    }
+
+    /// Reads the journal files in `dir` (`journalctl --directory`) instead of the
+    /// system journal: a container's or another root's `/var/log/journal`.
+    pub fn in_directory(mut self, dir: Option<PathBuf>) -> JournalSource {
+        self.directory = dir;
+        self
     }
 
     /// The cursor of the last entry read, records or not: the position to save.
@@ -445,8 +454,13 @@ impl JournalSource {
         let mut args: Vec<String> = ["--output=json", "--follow", "--no-pager", "--all"]
             .map(String::from)
             .into();
+        if let Some(dir) = &self.directory {
+            args.push(format!("--directory={}", dir.display()));
+        }
         match &self.cursor {
-            Some(c) => args.push(format!("--after-cursor={c}")),
+            // `--follow` alone shows only the last ten entries before following, also
+            // after a cursor: `--no-tail` shows every entry since it.
+            Some(c) => args.extend(["--no-tail".into(), format!("--after-cursor={c}")]),
             None => args.push("--lines=0".into()),
         }
         args

@@ -49,6 +49,9 @@ pub const SPOOL_DIR: &str = "log-spool";
 pub struct LogSources {
     /// Follow journald. Default: on.
     pub journal: bool,
+    /// Read the journal files in this directory instead of the system journal.
+    /// Default: none (the system journal).
+    pub journal_directory: Option<PathBuf>,
     /// Text log files to follow (`--log-file`, repeatable). Default: none.
     pub files: Vec<PathBuf>,
     /// The highest journal priority shipped. Default: 6 (info), so debug is dropped.
@@ -67,6 +70,7 @@ impl Default for LogSources {
         let filter = journal::Filter::default();
         LogSources {
             journal: true,
+            journal_directory: None,
             files: Vec::new(),
             priority_max: filter.priority_max,
             include_units: filter.include_units,

@@ -313,9 +313,13 @@ fn cursors_and_arguments() {
     );
     let args = JournalSource::new(Some(CURSOR.into())).args();
     assert_eq!(
-        args.last().map(String::as_str),
-        Some(format!("--after-cursor={CURSOR}").as_str())
+        args[args.len() - 2..],
+        ["--no-tail".to_string(), format!("--after-cursor={CURSOR}")]
     );
+    let args = JournalSource::new(None)
+        .in_directory(Some("/srv/ct/var/log/journal".into()))
+        .args();
+    assert!(args.contains(&"--directory=/srv/ct/var/log/journal".to_string()));
     let src = JournalSource::new(Some("--since=yesterday".into()));
     assert_eq!(src.cursor(), None, "a malformed cursor is not passed on");
 }
@@ -370,7 +374,7 @@ async fn journalctl_is_followed_and_restarted_from_the_last_cursor() {
     );
     assert_eq!(
         calls[1],
-        format!("--output=json --follow --no-pager --all --after-cursor={CURSOR}")
+        format!("--output=json --follow --no-pager --all --no-tail --after-cursor={CURSOR}")
     );
 }
 

@@ -91,6 +91,10 @@ struct LogArgs {
     /// Follow journald and ship its lines (sign-ins are found in them).
     #[arg(long, value_enum, default_value = "on")]
     journal: OnOff,
+    /// Read the journal files in DIR (a container's or another root's
+    /// /var/log/journal) instead of the system journal.
+    #[arg(long, value_name = "DIR")]
+    journal_directory: Option<PathBuf>,
     /// A text log file to follow and ship (repeatable; rotation is followed).
     #[arg(long = "log-file", value_name = "PATH")]
     log_files: Vec<PathBuf>,
@@ -120,6 +124,7 @@ impl LogArgs {
     fn sources(&self) -> LogSources {
         LogSources {
             journal: self.journal == OnOff::On,
+            journal_directory: self.journal_directory.clone(),
             files: self.log_files.clone(),
             priority_max: self.journal_priority,
             include_units: self.journal_units.clone(),
