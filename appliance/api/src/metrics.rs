@@ -5,7 +5,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -37,139 +37,103 @@ pub struct Metrics {
     pub firewall_applied: Gauge,
 }
 
+/// Each metric's name and help text.
+type Described = (&'static str, &'static str);
+
+const HTTP_REQUESTS: Described = (
+    "watchgrid_http_requests",
+    "HTTP requests by route, method and status",
+);
+const HTTP_DURATION: Described = (
+    "watchgrid_http_request_duration_seconds",
+    "HTTP request latency",
+);
+const AGENT_HEARTBEATS: Described = ("watchgrid_agent_heartbeats", "Agent heartbeats received");
+const AGENT_COMMANDS: Described = (
+    "watchgrid_agent_commands",
+    "Remote commands entering each state (queued, delivered, succeeded, ...)",
+);
+const AGENTS_ONLINE: Described = (
+    "watchgrid_agents_online",
+    "Agents heard from within three heartbeat intervals",
+);
+const AGENT_LONG_POLLS: Described = (
+    "watchgrid_agent_long_polls",
+    "Agents' command long polls held open now",
+);
+const LOGIN_FAILURES: Described = ("watchgrid_login_failures", "Failed admin logins by reason");
+const AGENT_AUTH_FAILURES: Described = (
+    "watchgrid_agent_auth_failures",
+    "Agent requests refused for their credential (missing_key, unknown_key)",
+);
+const LOGIN_EVENTS: Described = ("watchgrid_login_events", "Login events stored, by outcome");
+const LOG_LINES_INGESTED: Described = ("watchgrid_log_lines_ingested", "Agents' log lines stored");
+const LOG_STORE_BYTES: Described = ("watchgrid_log_store_bytes", "Size of the log store on disk");
+const ALERTS_SENT: Described = (
+    "watchgrid_alerts_sent",
+    "Alert webhook attempts by result (delivered, retry, failed)",
+);
+const RATE_LIMIT_REJECTIONS: Described = (
+    "watchgrid_rate_limit_rejections",
+    "Requests refused by a rate limiter",
+);
+const WIREGUARD_PEERS: Described = (
+    "watchgrid_wireguard_peers",
+    "Peers configured on the WireGuard hub",
+);
+const DB_SIZE_BYTES: Described = (
+    "watchgrid_db_size_bytes",
+    "Size of the embedded store on disk",
+);
+const DB_UP: Described = ("watchgrid_db_up", "1 when the embedded store answers");
+const DB_SYNC_DURATION: Described = (
+    "watchgrid_db_sync_seconds",
+    "Time the store spends making each acknowledged write durable (syncfs)",
+);
+const FIREWALL_APPLIED: Described = (
+    "watchgrid_firewall_applied",
+    "1 when the node's nftables rules are in force (last apply succeeded)",
+);
+
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::default();
-        let http_requests = Family::<Labels, Counter>::default();
-        let http_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
-        let agent_heartbeats = Counter::default();
-        let agent_commands = Family::<Labels, Counter>::default();
-        let agents_online = Gauge::default();
-        let agent_long_polls = Gauge::default();
-        let login_failures = Family::<Labels, Counter>::default();
-        let agent_auth_failures = Family::<Labels, Counter>::default();
-        let login_events = Family::<Labels, Counter>::default();
-        let log_lines_ingested = Counter::default();
-        let log_store_bytes = Gauge::default();
-        let alerts_sent = Family::<Labels, Counter>::default();
-        registry.register(
-            "watchgrid_login_events",
-            "Login events stored, by outcome",
-            login_events.clone(),
-        );
-        registry.register(
-            "watchgrid_log_lines_ingested",
-            "Agents' log lines stored",
-            log_lines_ingested.clone(),
-        );
-        registry.register(
-            "watchgrid_log_store_bytes",
-            "Size of the log store on disk",
-            log_store_bytes.clone(),
-        );
-        registry.register(
-            "watchgrid_alerts_sent",
-            "Alert webhook attempts by result (delivered, retry, failed)",
-            alerts_sent.clone(),
-        );
-        let rate_limit_rejections = Family::<Labels, Counter>::default();
-        let wireguard_peers = Gauge::default();
-        let db_size_bytes = Gauge::default();
-        let db_up = Gauge::default();
-        let db_sync_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
-        let firewall_applied = Gauge::default();
-        registry.register(
-            "watchgrid_http_requests",
-            "HTTP requests by route, method and status",
-            http_requests.clone(),
-        );
-        registry.register(
-            "watchgrid_http_request_duration_seconds",
-            "HTTP request latency",
-            http_duration.clone(),
-        );
-        registry.register(
-            "watchgrid_agent_heartbeats",
-            "Agent heartbeats received",
-            agent_heartbeats.clone(),
-        );
-        registry.register(
-            "watchgrid_agent_commands",
-            "Remote commands entering each state (queued, delivered, succeeded, ...)",
-            agent_commands.clone(),
-        );
-        registry.register(
-            "watchgrid_agents_online",
-            "Agents heard from within three heartbeat intervals",
-            agents_online.clone(),
-        );
-        registry.register(
-            "watchgrid_agent_long_polls",
-            "Agents' command long polls held open now",
-            agent_long_polls.clone(),
-        );
-        registry.register(
-            "watchgrid_login_failures",
-            "Failed admin logins by reason",
-            login_failures.clone(),
-        );
-        registry.register(
-            "watchgrid_agent_auth_failures",
-            "Agent requests refused for their credential (missing_key, unknown_key)",
-            agent_auth_failures.clone(),
-        );
-        registry.register(
-            "watchgrid_rate_limit_rejections",
-            "Requests refused by a rate limiter",
-            rate_limit_rejections.clone(),
-        );
-        registry.register(
-            "watchgrid_wireguard_peers",
-            "Peers configured on the WireGuard hub",
-            wireguard_peers.clone(),
-        );
-        registry.register(
-            "watchgrid_db_size_bytes",
-            "Size of the embedded store on disk",
-            db_size_bytes.clone(),
-        );
-        registry.register(
-            "watchgrid_db_up",
-            "1 when the embedded store answers",
-            db_up.clone(),
-        );
-        registry.register(
-            "watchgrid_db_sync_seconds",
-            "Time the store spends making each acknowledged write durable (syncfs)",
-            db_sync_duration.clone(),
-        );
-        registry.register(
-            "watchgrid_firewall_applied",
-            "1 when the node's nftables rules are in force (last apply succeeded)",
-            firewall_applied.clone(),
-        );
+        let mut r = Registry::default();
         Metrics {
-            registry,
-            http_requests,
-            http_duration,
-            agent_heartbeats,
-            agent_commands,
-            agents_online,
-            agent_long_polls,
-            login_failures,
-            agent_auth_failures,
-            login_events,
-            log_lines_ingested,
-            log_store_bytes,
-            alerts_sent,
-            rate_limit_rejections,
-            wireguard_peers,
-            db_size_bytes,
-            db_up,
-            db_sync_duration,
-            firewall_applied,
+            http_requests: registered(&mut r, HTTP_REQUESTS, Family::default()),
+            http_duration: registered(
+                &mut r,
+                HTTP_DURATION,
+                Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            ),
+            agent_heartbeats: registered(&mut r, AGENT_HEARTBEATS, Counter::default()),
+            agent_commands: registered(&mut r, AGENT_COMMANDS, Family::default()),
+            agents_online: registered(&mut r, AGENTS_ONLINE, Gauge::default()),
+            agent_long_polls: registered(&mut r, AGENT_LONG_POLLS, Gauge::default()),
+            login_failures: registered(&mut r, LOGIN_FAILURES, Family::default()),
+            agent_auth_failures: registered(&mut r, AGENT_AUTH_FAILURES, Family::default()),
+            login_events: registered(&mut r, LOGIN_EVENTS, Family::default()),
+            log_lines_ingested: registered(&mut r, LOG_LINES_INGESTED, Counter::default()),
+            log_store_bytes: registered(&mut r, LOG_STORE_BYTES, Gauge::default()),
+            alerts_sent: registered(&mut r, ALERTS_SENT, Family::default()),
+            rate_limit_rejections: registered(&mut r, RATE_LIMIT_REJECTIONS, Family::default()),
+            wireguard_peers: registered(&mut r, WIREGUARD_PEERS, Gauge::default()),
+            db_size_bytes: registered(&mut r, DB_SIZE_BYTES, Gauge::default()),
+            db_up: registered(&mut r, DB_UP, Gauge::default()),
+            db_sync_duration: registered(
+                &mut r,
+                DB_SYNC_DURATION,
+                Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            ),
+            firewall_applied: registered(&mut r, FIREWALL_APPLIED, Gauge::default()),
+            registry: r,
         }
     }
+}
+
+/// Registers `metric` and returns the handle the code updates.
+fn registered<M: Metric + Clone>(r: &mut Registry, (name, help): Described, metric: M) -> M {
+    r.register(name, help, metric.clone());
+    metric
 }
 
 impl Metrics {
