@@ -13,11 +13,12 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::time::Instant;
 use watchgrid_api::dto::{
     AgentConfig, CommandError, CommandErrorKind, CommandOrder, CommandReport, HeartbeatAnswer,
 };
 
-/// The long poll asks the hub to hold the request this long.
+/// The longest a long poll asks the hub to hold the request (the hub's own cap).
 const POLL_WAIT: Duration = Duration::from_secs(30);
 
 /// The agent's WireGuard interface, as the agent logic needs it.
@@ -85,11 +86,7 @@ impl<T: Tunnel> Agent<T> {
             .apply(&self.config())
             .await
             .map_err(AgentError::Tunnel)?;
-        tokio::join!(
-            self.clone().heartbeats(),
-            self.clone().command_poll(),
-            self.clone().ship_logs()
-        );
+        tokio::join!(self.clone().session(), self.clone().ship_logs());
         Ok(())
     }
 
@@ -111,37 +108,59 @@ impl<T: Tunnel> Agent<T> {
             .map(|(_, spool)| collect::lock(spool).dropped())
     }
 
-    async fn heartbeats(self: Arc<Self>) {
+    /// Heartbeats every interval and holds the command long poll in between, one
+    /// request at a time: an agent keeps a single connection to the hub, which is what
+    /// lets one hub carry thousands of agents. Heartbeats keep a fixed schedule; a poll
+    /// asks for whole seconds, so a heartbeat goes out less than a second late.
+    async fn session(self: Arc<Self>) {
         let mut backoff = Backoff::new();
         let mut refused = false;
+        let mut due = Instant::now();
         loop {
-            let counters = self.tunnel.counters().await;
-            let facts = facts::collect(counters, self.log_lines_dropped());
-            let answer = self.client.heartbeat(&facts).await;
-            let wait = match answer {
-                Ok(answer) => {
+            match self.heartbeat(&mut refused).await {
+                Some(interval) => {
                     backoff.reset();
-                    if std::mem::take(&mut refused) {
-                        tracing::info!("the hub accepts this agent again; tunnel back up");
-                        self.reapply().await;
+                    due += interval;
+                    // After a long stall (a suspended machine), start the schedule anew.
+                    if due < Instant::now() {
+                        due = Instant::now() + interval;
                     }
-                    self.follow_config(&answer).await;
-                    self.note_heartbeat(counters, Ok(&answer));
-                    Duration::from_secs(answer.interval_s.clamp(1, 3600))
+                    self.poll_until(due).await;
                 }
-                Err(e) => {
-                    if matches!(e, ClientError::Unauthorized) && !refused {
-                        tracing::warn!("the hub refused this agent's key; stopping the tunnel");
-                        self.tunnel.stop().await;
-                        refused = true;
-                    } else {
-                        tracing::warn!(error = %e, "heartbeat failed");
-                    }
-                    self.note_heartbeat(counters, Err(&e));
-                    backoff.wait()
+                None => {
+                    // Polls would fail the same way: retry the heartbeat alone.
+                    tokio::time::sleep(backoff.wait()).await;
+                    due = Instant::now();
                 }
-            };
-            tokio::time::sleep(wait).await;
+            }
+        }
+    }
+
+    /// One heartbeat: the interval until the next, or `None` when it failed.
+    async fn heartbeat(&self, refused: &mut bool) -> Option<Duration> {
+        let counters = self.tunnel.counters().await;
+        let facts = facts::collect(counters, self.log_lines_dropped());
+        match self.client.heartbeat(&facts).await {
+            Ok(answer) => {
+                if std::mem::take(refused) {
+                    tracing::info!("the hub accepts this agent again; tunnel back up");
+                    self.reapply().await;
+                }
+                self.follow_config(&answer).await;
+                self.note_heartbeat(counters, Ok(&answer));
+                Some(Duration::from_secs(answer.interval_s.clamp(1, 3600)))
+            }
+            Err(e) => {
+                if matches!(e, ClientError::Unauthorized) && !*refused {
+                    tracing::warn!("the hub refused this agent's key; stopping the tunnel");
+                    self.tunnel.stop().await;
+                    *refused = true;
+                } else {
+                    tracing::warn!(error = %e, "heartbeat failed");
+                }
+                self.note_heartbeat(counters, Err(&e));
+                None
+            }
         }
     }
 
@@ -215,10 +234,16 @@ impl<T: Tunnel> Agent<T> {
         }
     }
 
-    async fn command_poll(self: Arc<Self>) {
+    /// Long polls for commands until `due` (the next heartbeat), taking what arrives.
+    async fn poll_until(self: &Arc<Self>, due: Instant) {
         let mut backoff = Backoff::new();
         loop {
-            match self.client.poll_commands(POLL_WAIT).await {
+            let left = due.saturating_duration_since(Instant::now());
+            let wait = poll_wait(left);
+            if wait.is_zero() {
+                return;
+            }
+            match self.client.poll_commands(wait).await {
                 Ok(orders) => {
                     backoff.reset();
                     for order in orders.commands {
@@ -227,7 +252,7 @@ impl<T: Tunnel> Agent<T> {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "command poll failed");
-                    tokio::time::sleep(backoff.wait()).await;
+                    tokio::time::sleep(backoff.wait().min(left)).await;
                 }
             }
         }
@@ -299,6 +324,16 @@ impl<T: Tunnel> Agent<T> {
     }
 }
 
+/// The long poll's wait for `left` until the next heartbeat: whole seconds (what the
+/// API takes), rounded up so that no time passes without a poll open, and at most the
+/// hub's cap. Zero: the heartbeat is due.
+fn poll_wait(left: Duration) -> Duration {
+    if left.is_zero() {
+        return Duration::ZERO;
+    }
+    Duration::from_secs(left.as_secs_f64().ceil() as u64).min(POLL_WAIT)
+}
+
 fn refused(order: &CommandOrder, now: u64) -> CommandReport {
     CommandReport {
         id: order.id.clone(),
@@ -319,4 +354,21 @@ fn refused(order: &CommandOrder, now: u64) -> CommandReport {
 fn lock<V>(m: &Mutex<V>) -> std::sync::MutexGuard<'_, V> {
     // No invariant spans a panic: every holder writes whole values.
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_wait_rounds_up_to_whole_seconds_within_the_cap() {
+        assert_eq!(poll_wait(Duration::ZERO), Duration::ZERO);
+        assert_eq!(poll_wait(Duration::from_millis(1)), Duration::from_secs(1));
+        assert_eq!(
+            poll_wait(Duration::from_millis(1500)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(poll_wait(Duration::from_secs(2)), Duration::from_secs(2));
+        assert_eq!(poll_wait(Duration::from_secs(3600)), POLL_WAIT);
+    }
 }

@@ -231,11 +231,19 @@ impl Store {
 /// can only belong to a handle of this process that sled's IO threads are still
 /// closing (a store dropped and reopened in one process); wait for it. Under heavy IO
 /// load the release has been seen to take seconds, hence the generous bound.
+/// sled's page cache: a fleet's devices, tokens and settings fit many times over.
+const CACHE_BYTES: u64 = 32 << 20;
+
 fn open_sled(path: &Path) -> Result<sled::Db> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         // Every write flushes itself, so sled's periodic flusher thread is not needed.
-        match sled::Config::new().path(path).flush_every_ms(None).open() {
+        // sled's page cache defaults to 1 GiB; the store is devices, tokens and settings.
+        let config = sled::Config::new()
+            .path(path)
+            .flush_every_ms(None)
+            .cache_capacity(CACHE_BYTES);
+        match config.open() {
             // sled reports a busy lock as WouldBlock, or wrapped as Other with this text.
             Err(sled::Error::Io(e))
                 if (e.kind() == std::io::ErrorKind::WouldBlock

@@ -1,5 +1,6 @@
 //! `watchgrid`: the Watchgrid appliance in one binary.
 
+mod allocator;
 mod cli;
 mod control;
 mod dataplane;
@@ -34,6 +35,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    allocator::limit_arenas();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Wg(args) => wg::run(args),

@@ -3,10 +3,10 @@
 //!
 //! Phases: (1) as admin, finish setup if a setup token is waiting, sign in, create an
 //! API token and an enrollment token; (2) register the agents (ten per loopback source
-//! address, the hub's per-IP registration limit), with bounded concurrency; (3) open two
-//! TLS connections per agent, one for heartbeats and one holding the long poll
-//! `GET /api/commands/?wait=…` (re-issued as soon as it answers); (4) heartbeat every
-//! interval with start times spread uniformly over the first interval; a warm-up, then
+//! address, the hub's per-IP registration limit), with bounded concurrency; (3) open one
+//! TLS connection per agent; (4) on it, as the agent does, heartbeat every interval
+//! (start times spread uniformly over the first interval) and in between hold the long
+//! poll `GET /api/commands/?wait=…` until the next heartbeat is due; a warm-up, then
 //! a measured window in which heartbeat latency (request write to full response), the
 //! hub's CPU, RSS and open connections and the driver's own CPU are recorded; (5) one
 //! summary block. A benchmark: it prints numbers and asserts nothing about them.
@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpSocket;
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
@@ -761,46 +761,85 @@ struct Schedule {
     window_start: Instant,
     /// Heartbeats due from this on are not sent.
     window_end: Instant,
+    /// The longest long poll, in seconds (the hub allows up to 30).
+    poll_wait: u64,
 }
 
-/// The long poll: always one pending, re-issued as soon as it answers. The first one
-/// waits `first_wait` seconds, so that the polls' cycle is spread like the heartbeats.
-async fn poll_loop(
+/// One agent as `watchgrid agent run` behaves: heartbeats at `first`, `first +
+/// interval`, … and in between the command long poll, on the same connection. After
+/// the window's last heartbeat it says so on `done` and goes on polling, so that its
+/// connection stays open until the counting is done.
+async fn session_loop(
     net: Arc<Net>,
     stats: Arc<Stats>,
     agent: Arc<Agent>,
     conn: Conn,
-    first_wait: u64,
-    steady_wait: u64,
+    first: Instant,
+    sched: Arc<Schedule>,
+    done: oneshot::Sender<()>,
 ) {
     let mut conn = Some(conn);
-    let mut wait = first_wait;
+    let mut done = Some(done);
+    let mut due = first;
     loop {
-        let c = match &mut conn {
-            Some(c) if !c.is_closed() => c,
-            _ => {
-                stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                match net.connect(Some(agent.src)).await {
-                    Ok(c) => conn.insert(c),
-                    Err(f) => {
-                        stats.error("poll", &f);
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                }
+        if due >= sched.window_end {
+            if let Some(d) = done.take() {
+                let _ = d.send(());
             }
+        }
+        poll_until(&net, &stats, &agent, &mut conn, due, sched.poll_wait).await;
+        if due < sched.window_end {
+            heartbeat(&net, &stats, &agent, &mut conn, due, &sched).await;
+        }
+        due += sched.interval;
+    }
+}
+
+/// The agent's connection, reopened when the hub closed it.
+async fn live<'a>(
+    net: &Net,
+    stats: &Stats,
+    agent: &Agent,
+    conn: &'a mut Option<Conn>,
+    op: &str,
+) -> Option<&'a mut Conn> {
+    if conn.as_ref().is_none_or(|c| c.is_closed()) {
+        stats.reconnects.fetch_add(1, Ordering::Relaxed);
+        match net.connect(Some(agent.src)).await {
+            Ok(c) => *conn = Some(c),
+            Err(f) => {
+                stats.error(op, &f);
+                *conn = None;
+            }
+        }
+    }
+    conn.as_mut()
+}
+
+/// Long polls until `due`: whole seconds, rounded up, as the agent asks.
+async fn poll_until(
+    net: &Net,
+    stats: &Stats,
+    agent: &Agent,
+    conn: &mut Option<Conn>,
+    due: Instant,
+    cap: u64,
+) {
+    loop {
+        let left = due.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let wait = (left.as_secs_f64().ceil() as u64).clamp(1, cap.max(1));
+        let Some(c) = live(net, stats, agent, conn, "poll").await else {
+            tokio::time::sleep(left.min(Duration::from_secs(1))).await;
+            continue;
         };
         let path = format!("/api/commands/?wait={wait}");
         let limit = Duration::from_secs(wait) + CALL_TIMEOUT;
+        let headers = [(header::AUTHORIZATION, agent.bearer.as_str())];
         let answer = net
-            .call(
-                c,
-                Method::GET,
-                &path,
-                &[(header::AUTHORIZATION, &agent.bearer)],
-                None,
-                limit,
-            )
+            .call(c, Method::GET, &path, &headers, None, limit)
             .await
             .and_then(|a| a.ok("poll"));
         match answer {
@@ -809,75 +848,58 @@ async fn poll_loop(
             }
             Err(f) => {
                 stats.error("poll", &f);
-                conn = None;
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                *conn = None;
+                tokio::time::sleep(left.min(Duration::from_secs(1))).await;
             }
         }
-        wait = steady_wait;
     }
 }
 
-/// Heartbeats at `first`, `first + interval`, … until the window ends; returns the
-/// connection, so that it stays open until the counting is done.
-async fn heartbeat_loop(
-    net: Arc<Net>,
-    stats: Arc<Stats>,
-    agent: Arc<Agent>,
-    conn: Conn,
-    first: Instant,
-    sched: Arc<Schedule>,
-) -> Option<Conn> {
-    let mut conn = Some(conn);
-    let mut due = first;
-    while due < sched.window_end {
-        tokio::time::sleep_until(due).await;
-        let measured = due >= sched.window_start;
-        let c = match &mut conn {
-            Some(c) if !c.is_closed() => c,
-            _ => {
-                stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                match net.connect(Some(agent.src)).await {
-                    Ok(c) => conn.insert(c),
-                    Err(f) => {
-                        stats.error("heartbeat", &f);
-                        due += sched.interval;
-                        continue;
-                    }
-                }
-            }
-        };
-        let start = Instant::now();
-        let answer = net
-            .call(
-                c,
-                Method::POST,
-                "/api/heartbeat",
-                &[(header::AUTHORIZATION, &agent.bearer)],
-                Some(&agent.heartbeat),
-                CALL_TIMEOUT,
-            )
-            .await
-            .and_then(|a| a.ok("heartbeat"));
-        let took = start.elapsed();
-        match answer {
-            Ok(_) => {
-                stats.heartbeats.fetch_add(1, Ordering::Relaxed);
-                let mut lat = stats.latency.lock().expect("stats lock");
-                lat[usize::from(measured)].push(micros(took));
-                drop(lat);
-                if measured {
-                    let late = start.saturating_duration_since(due);
-                    stats.lag.lock().expect("stats lock").push(micros(late));
-                }
-            }
-            Err(f) => {
-                stats.error("heartbeat", &f);
-                conn = None;
+/// The heartbeat due at `due`: its latency, and how late it went out, when measured.
+async fn heartbeat(
+    net: &Net,
+    stats: &Stats,
+    agent: &Agent,
+    conn: &mut Option<Conn>,
+    due: Instant,
+    sched: &Schedule,
+) {
+    tokio::time::sleep_until(due).await;
+    let measured = due >= sched.window_start;
+    let Some(c) = live(net, stats, agent, conn, "heartbeat").await else {
+        return;
+    };
+    let start = Instant::now();
+    let headers = [(header::AUTHORIZATION, agent.bearer.as_str())];
+    let body = Some(&agent.heartbeat);
+    let answer = net
+        .call(
+            c,
+            Method::POST,
+            "/api/heartbeat",
+            &headers,
+            body,
+            CALL_TIMEOUT,
+        )
+        .await
+        .and_then(|a| a.ok("heartbeat"));
+    let took = start.elapsed();
+    match answer {
+        Ok(_) => {
+            stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+            let mut lat = stats.latency.lock().expect("stats lock");
+            lat[usize::from(measured)].push(micros(took));
+            drop(lat);
+            if measured {
+                let late = start.saturating_duration_since(due);
+                stats.lag.lock().expect("stats lock").push(micros(late));
             }
         }
-        due += sched.interval;
+        Err(f) => {
+            stats.error("heartbeat", &f);
+            *conn = None;
+        }
     }
-    conn
 }
 
 // ---------------------------------------------------------------------------------------
@@ -960,8 +982,8 @@ async fn credentials(
     Ok((keys, registration))
 }
 
-/// Two connections an agent, `--connect-concurrency` agents at a time; the long poll
-/// starts on its own at once. Returns each connected agent with its heartbeat connection.
+/// One connection an agent (the agent's heartbeats and long polls share it),
+/// `--connect-concurrency` agents at a time.
 async fn connect_all(
     args: &Args,
     net: &Arc<Net>,
@@ -975,34 +997,15 @@ async fn connect_all(
     for (pos, agent) in agents.iter().enumerate() {
         let permit = limit.clone().acquire_owned().await?;
         let (net, stats, agent) = (net.clone(), stats.clone(), agent.clone());
-        // First waits spread over 1..=poll_wait s, so polls answer evenly over time.
-        let poll_wait = args.poll_wait;
-        let first_wait = 1 + (pos as u64 * poll_wait.saturating_sub(1)) / count as u64;
         tasks.spawn(async move {
             let _permit = permit;
-            let hb = match net.connect(Some(agent.src)).await {
-                Ok(c) => c,
+            match net.connect(Some(agent.src)).await {
+                Ok(c) => Some((agent, c)),
                 Err(f) => {
                     stats.error("connect", &f);
-                    return None;
+                    None
                 }
-            };
-            let poll = match net.connect(Some(agent.src)).await {
-                Ok(c) => c,
-                Err(f) => {
-                    stats.error("connect", &f);
-                    return None;
-                }
-            };
-            tokio::spawn(poll_loop(
-                net.clone(),
-                stats.clone(),
-                agent.clone(),
-                poll,
-                first_wait,
-                poll_wait,
-            ));
-            Some((agent, hb))
+            }
         });
         if pos > 0 && pos % 5000 == 0 {
             println!(
@@ -1053,12 +1056,12 @@ async fn run(args: Args, nofile: u64) -> Result<()> {
     ensure!(!agents.is_empty(), "no agent registered");
     let idle = hub_proc();
 
-    // Each connected agent costs two sockets on both sides: stay within the open file
+    // Each connected agent costs a socket on both sides: stay within the open file
     // limits (a hard limit only CAP_SYS_RESOURCE raises).
-    let mut room = nofile.saturating_sub(FD_MARGIN) / 2;
+    let mut room = nofile.saturating_sub(FD_MARGIN);
     let mut why = format!("driver open file limit {nofile}");
     if let Some((limit, used)) = hub_pid.as_deref().and_then(hub_fds) {
-        let hub_room = limit.saturating_sub(used + FD_MARGIN) / 2;
+        let hub_room = limit.saturating_sub(used + FD_MARGIN);
         if hub_room < room {
             room = hub_room;
             why = format!("hub open file limit {limit}, {used} in use");
@@ -1066,7 +1069,7 @@ async fn run(args: Args, nofile: u64) -> Result<()> {
     }
     let agents = if (room as usize) < agents.len() {
         println!(
-            "bench-agents: only {room} of {} agents connect: {why}, 2 sockets an agent; the rest stay registered and idle",
+            "bench-agents: only {room} of {} agents connect: {why}, a socket an agent; the rest stay registered and idle",
             agents.len()
         );
         agents[..room as usize].to_vec()
@@ -1087,18 +1090,22 @@ async fn run(args: Args, nofile: u64) -> Result<()> {
         interval,
         window_start,
         window_end: window_start + Duration::from_secs(args.window),
+        poll_wait: args.poll_wait,
     });
     let m = connected.len();
-    let mut beats = JoinSet::new();
-    for (pos, (agent, hb)) in connected.into_iter().enumerate() {
+    let mut finished = Vec::with_capacity(m);
+    for (pos, (agent, conn)) in connected.into_iter().enumerate() {
         let first = t0 + interval.mul_f64(pos as f64 / m as f64);
-        beats.spawn(heartbeat_loop(
+        let (done, rx) = oneshot::channel();
+        finished.push(rx);
+        tokio::spawn(session_loop(
             net.clone(),
             stats.clone(),
             agent,
-            hb,
+            conn,
             first,
             sched.clone(),
+            done,
         ));
     }
     println!(
@@ -1139,10 +1146,9 @@ async fn run(args: Args, nofile: u64) -> Result<()> {
         None => vec![None; 3],
     };
     // The window's last heartbeats may still be on their way.
-    let mut idle_conns = Vec::new();
     let drain = tokio::time::timeout(CALL_TIMEOUT, async {
-        while let Some(c) = beats.join_next().await {
-            idle_conns.push(c);
+        for rx in finished {
+            let _ = rx.await;
         }
     })
     .await;
