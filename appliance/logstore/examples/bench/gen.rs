@@ -48,6 +48,15 @@ fn message(r: &mut Rng) -> (&'static str, String) {
     let port = 1024 + r.below(60000);
     let pid = 100 + r.below(400_000);
     match r.below(10) {
+        kind @ 0..=2 => sshd_message(r, kind, port),
+        kind @ 3..=4 => system_message(r, kind, pid),
+        kind => service_message(r, kind, port, pid),
+    }
+}
+
+/// Sign-in lines, the kinds the login-event parser looks for.
+fn sshd_message(r: &mut Rng, kind: u64, port: u64) -> (&'static str, String) {
+    match kind {
         0 => (
             "sshd.service",
             format!(
@@ -65,7 +74,7 @@ fn message(r: &mut Rng) -> (&'static str, String) {
         ),
             )
         }
-        2 => (
+        _ => (
             "sshd.service",
             format!(
                 "pam_unix(sshd:session): session opened for user {}(uid={}) by (uid=0)",
@@ -73,6 +82,12 @@ fn message(r: &mut Rng) -> (&'static str, String) {
                 1000 + r.below(5000)
             ),
         ),
+    }
+}
+
+/// Kernel and systemd lines.
+fn system_message(r: &mut Rng, kind: u64, pid: u64) -> (&'static str, String) {
+    match kind {
         3 => (
             "kernel",
             format!(
@@ -81,7 +96,7 @@ fn message(r: &mut Rng) -> (&'static str, String) {
                 r.below(5000)
             ),
         ),
-        4 => (
+        _ => (
             "systemd",
             format!(
                 "Started {}.service - {} (pid {pid}).",
@@ -102,6 +117,12 @@ fn message(r: &mut Rng) -> (&'static str, String) {
                 ])
             ),
         ),
+    }
+}
+
+/// Application and daemon lines.
+fn service_message(r: &mut Rng, kind: u64, port: u64, pid: u64) -> (&'static str, String) {
+    match kind {
         5 => (
             "nginx.service",
             format!(
