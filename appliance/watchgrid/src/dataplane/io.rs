@@ -1,68 +1,96 @@
 //! Moving packets: draining the TUN device and the UDP sockets into the engine, and
 //! writing out what the engine produced, one batch per wake-up.
 //!
-//! Batching: each wake-up drains up to `BATCH` packets from the ready source into the
-//! engine, collecting its output in one buffer, then writes the whole batch out. This
-//! is the shape TUN offload (GSO/GRO) and UDP `sendmmsg`/GSO slot into later.
+//! With TUN offload the kernel hands over TCP super-packets of up to 64 KiB, which
+//! tun-rs splits (GSO) into MTU-sized packets before they are encrypted; decrypted
+//! packets of one flow are coalesced again (GRO) into few TUN writes. On the UDP side
+//! quinn-udp receives many datagrams per call (`recvmmsg` and UDP GRO) and the batch's
+//! runs of equal-sized datagrams go out as one `UDP_SEGMENT` send each.
 
+use super::batch::HEADROOM;
 use super::Dataplane;
 use anyhow::Context;
-use std::io;
-use std::net::SocketAddr;
+use quinn_udp::RecvMeta;
+use std::io::{self, IoSliceMut};
 use std::time::Instant;
-use watchgrid_core::Output;
+use tun_rs::{GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
-/// Packets taken from one source before the batch is written out.
-const BATCH: usize = 64;
+/// The largest IP packet or UDP datagram (with GRO, the largest coalesced datagram).
+const BUF: usize = 65536;
 
-/// The engine's output for one batch, in one contiguous buffer.
-#[derive(Default)]
-pub struct Batch {
-    bytes: Vec<u8>,
-    datagrams: Vec<(SocketAddr, usize, usize)>,
-    packets: Vec<(usize, usize)>,
+/// Packets or datagrams taken from one source before the batch is written out: enough
+/// to amortise the system calls, few enough that the other direction is not starved.
+const ROUND: usize = 256;
+
+/// Messages one UDP receive call asks for; with GRO each carries up to 64 datagrams.
+const UDP_MESSAGES: usize = 8;
+
+/// Receive buffers, allocated once per dataplane run and reused for every round.
+pub struct Buffers {
+    /// One raw TUN read: the virtio header and a packet of up to 64 KiB.
+    tun_raw: Vec<u8>,
+    /// The packets one TUN read splits into.
+    tun_packets: Vec<Vec<u8>>,
+    tun_sizes: Vec<usize>,
+    udp: Vec<Vec<u8>>,
+    udp_meta: Vec<RecvMeta>,
+    /// Coalescing state for writing decrypted packets to TUN.
+    gro: GROTable,
 }
 
-impl Output for Batch {
-    fn send_datagram(&mut self, to: SocketAddr, datagram: &[u8]) {
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(datagram);
-        self.datagrams.push((to, start, self.bytes.len()));
-    }
-
-    fn write_packet(&mut self, packet: &[u8]) {
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(packet);
-        self.packets.push((start, self.bytes.len()));
-    }
-}
-
-impl Batch {
-    fn clear(&mut self) {
-        self.bytes.clear();
-        self.datagrams.clear();
-        self.packets.clear();
+impl Buffers {
+    pub fn new() -> Buffers {
+        // Zeroed allocations come from fresh pages: memory is touched only as packets
+        // of that size arrive.
+        let bufs = |n: usize| (0..n).map(|_| vec![0u8; BUF]).collect::<Vec<_>>();
+        Buffers {
+            tun_raw: vec![0u8; VIRTIO_NET_HDR_LEN + BUF],
+            tun_packets: bufs(IDEAL_BATCH_SIZE),
+            tun_sizes: vec![0; IDEAL_BATCH_SIZE],
+            udp: bufs(UDP_MESSAGES),
+            udp_meta: vec![RecvMeta::default(); UDP_MESSAGES],
+            gro: GROTable::default(),
+        }
     }
 }
 
 impl Dataplane {
-    pub(super) fn drain_tun(&mut self, buf: &mut [u8]) -> anyhow::Result<()> {
+    pub(super) fn drain_tun(&mut self, bufs: &mut Buffers) -> anyhow::Result<()> {
         let now = Instant::now();
-        for _ in 0..BATCH {
-            match self.tun.try_recv(buf) {
-                Ok(n) => {
-                    let packet = buf.get(..n).unwrap_or_default();
-                    self.engine
-                        .handle_tunnel_packet(now, packet, &mut self.batch);
-                }
+        let mut taken = 0;
+        while taken < ROUND {
+            let result = self.tun.try_recv_multiple(
+                &mut bufs.tun_raw,
+                &mut bufs.tun_packets,
+                &mut bufs.tun_sizes,
+                0,
+            );
+            let n = match result {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e).context("reading from the TUN device"),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error().is_some() => {
+                    return Err(e).context("reading from the TUN device")
+                }
+                // A super-packet tun-rs cannot split (malformed offload metadata): it
+                // has been read, so dropping it loses only that packet.
+                Err(e) => {
+                    tracing::debug!(error = %e, "dropping a packet from TUN");
+                    continue;
+                }
+            };
+            let packets = bufs.tun_packets.iter().zip(&bufs.tun_sizes).take(n);
+            for (buf, &size) in packets {
+                let packet = buf.get(..size).unwrap_or_default();
+                self.engine
+                    .handle_tunnel_packet(now, packet, &mut self.batch);
             }
+            taken += n.max(1);
         }
         Ok(())
     }
 
-    pub(super) fn drain_udp(&mut self, v6: bool, buf: &mut [u8]) {
+    pub(super) fn drain_udp(&mut self, v6: bool, bufs: &mut Buffers) {
         let now = Instant::now();
         let socket = if v6 {
             self.sockets.v6.as_ref()
@@ -70,74 +98,61 @@ impl Dataplane {
             Some(&self.sockets.v4)
         };
         let Some(socket) = socket else { return };
-        for _ in 0..BATCH {
-            match socket.try_recv_from(buf) {
-                Ok((n, from)) => {
-                    let datagram = buf.get(..n).unwrap_or_default();
-                    self.engine
-                        .handle_datagram(now, from, datagram, &mut self.batch);
-                }
+        let mut taken = 0;
+        while taken < ROUND {
+            let result = {
+                let mut slices: Vec<IoSliceMut<'_>> =
+                    bufs.udp.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+                socket.try_recv(&mut slices, &mut bufs.udp_meta)
+            };
+            let n = match result {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // ICMP errors for earlier sends surface here; they are not fatal.
                 Err(e) => {
                     tracing::debug!(error = %e, "UDP receive error");
                     break;
                 }
+            };
+            for (meta, buf) in bufs.udp_meta.iter().zip(&bufs.udp).take(n) {
+                let coalesced = buf.get(..meta.len).unwrap_or_default();
+                // GRO joins datagrams of one sender, `stride` bytes apart.
+                for datagram in coalesced.chunks(meta.stride.max(1)) {
+                    self.engine
+                        .handle_datagram(now, meta.addr, datagram, &mut self.batch);
+                    taken += 1;
+                }
             }
+            taken += usize::from(n == 0);
         }
     }
 
     /// Writes out everything the engine produced in this round.
-    pub(super) async fn flush(&mut self) {
+    pub(super) async fn flush(&mut self, bufs: &mut Buffers) {
         self.send_datagrams().await;
-        self.write_packets().await;
+        self.write_packets(&mut bufs.gro).await;
         self.batch.clear();
     }
 
     async fn send_datagrams(&self) {
-        let Batch {
-            bytes, datagrams, ..
-        } = &self.batch;
-        for (to, start, end) in datagrams {
-            let Some(socket) = self.sockets.for_dest(to) else {
-                continue;
-            };
-            let data = bytes.get(*start..*end).unwrap_or_default();
-            loop {
-                match socket.try_send_to(data, *to) {
-                    Ok(_) => break,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if socket.writable().await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, to = %to, "UDP send failed");
-                        break;
-                    }
-                }
+        if self.batch.datagram_count() == 0 {
+            return;
+        }
+        for run in self.batch.runs(self.sockets.max_segments()) {
+            if let Some(socket) = self.sockets.for_dest(&run.to) {
+                socket.send(run.to, run.bytes, run.segment).await;
             }
         }
     }
 
-    async fn write_packets(&self) {
-        let Batch { bytes, packets, .. } = &self.batch;
-        for (start, end) in packets {
-            let data = bytes.get(*start..*end).unwrap_or_default();
-            loop {
-                match self.tun.try_send(data) {
-                    Ok(_) => break,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if self.tun.writable().await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "TUN write failed");
-                        break;
-                    }
-                }
-            }
+    async fn write_packets(&mut self, gro: &mut GROTable) {
+        if self.batch.packet_count() == 0 {
+            return;
+        }
+        let packets = self.batch.packets_mut();
+        if let Err(e) = self.tun.send_multiple(gro, packets, HEADROOM).await {
+            tracing::debug!(error = %e, "TUN write failed");
         }
     }
 }

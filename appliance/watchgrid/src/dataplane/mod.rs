@@ -2,6 +2,7 @@
 //! sockets, and moves packets between them in batches. Configuration arrives as
 //! [`Command`]s on a channel, so nothing else ever locks engine state.
 
+mod batch;
 pub mod command;
 mod configure;
 mod io;
@@ -24,9 +25,6 @@ use tun_rs::AsyncDevice;
 use udp::Sockets;
 use watchgrid_core::{Engine, PublicKey};
 
-/// Receive buffer: the largest IP packet or UDP datagram.
-const BUF: usize = 65536;
-
 enum Event {
     Shutdown,
     Command(Option<Command>),
@@ -41,7 +39,7 @@ pub struct Dataplane {
     engine: Engine,
     tun: AsyncDevice,
     sockets: Sockets,
-    batch: io::Batch,
+    batch: batch::Batch,
     /// Peer count for readers outside this task (metrics, health).
     peer_gauge: Arc<AtomicUsize>,
 }
@@ -52,7 +50,7 @@ impl Dataplane {
             engine: Engine::without_key(),
             tun,
             sockets: Sockets::bind(listen_port, 0)?,
-            batch: io::Batch::default(),
+            batch: batch::Batch::default(),
             peer_gauge: Arc::new(AtomicUsize::new(0)),
         })
     }
@@ -94,8 +92,8 @@ impl Dataplane {
     ) -> anyhow::Result<Vec<(PublicKey, SocketAddr)>> {
         tokio::pin!(shutdown);
         // Whatever was produced before the loop (start-up handshakes) goes out first.
-        self.flush().await;
-        let mut buf = vec![0u8; BUF];
+        let mut bufs = io::Buffers::new();
+        self.flush(&mut bufs).await;
         let mut deadline = timer::Deadline::new();
         loop {
             deadline.set(self.engine.poll_timeout());
@@ -104,9 +102,9 @@ impl Dataplane {
                 _ = &mut shutdown => Event::Shutdown,
                 cmd = commands.recv() => Event::Command(cmd),
                 _ = deadline.expired() => Event::Timer,
-                r = self.sockets.v4.readable() => Event::UdpReadable(false, r),
+                r = self.sockets.v4.socket.readable() => Event::UdpReadable(false, r),
                 r = async { match &self.sockets.v6 {
-                        Some(s) => s.readable().await,
+                        Some(s) => s.socket.readable().await,
                         None => std::future::pending().await,
                     } } => Event::UdpReadable(true, r),
                 r = self.tun.readable() => Event::TunReadable(r),
@@ -117,14 +115,14 @@ impl Dataplane {
                 Event::Timer => self.engine.handle_timeout(Instant::now(), &mut self.batch),
                 Event::TunReadable(r) => {
                     r.context("waiting for the TUN device")?;
-                    self.drain_tun(&mut buf)?;
+                    self.drain_tun(&mut bufs)?;
                 }
                 Event::UdpReadable(v6, r) => {
                     r.context("waiting for the UDP socket")?;
-                    self.drain_udp(v6, &mut buf);
+                    self.drain_udp(v6, &mut bufs);
                 }
             }
-            self.flush().await;
+            self.flush(&mut bufs).await;
         }
     }
 

@@ -1,8 +1,12 @@
-//! The WireGuard UDP sockets: one IPv4 and one IPv6 socket on the same port.
+//! The WireGuard UDP sockets: one IPv4 and one IPv6 socket on the same port, each with
+//! quinn-udp's state for batched receive (`recvmmsg`, UDP GRO) and segmented send
+//! (`UDP_SEGMENT`), which turns GSO off by itself where the kernel refuses it.
 
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 /// Kernel buffer size we ask for; bursts at line rate overflow the small defaults.
@@ -23,10 +27,16 @@ impl BindError {
     }
 }
 
+/// One bound socket and its offload state.
+pub struct Udp {
+    pub socket: UdpSocket,
+    state: UdpSocketState,
+}
+
 pub struct Sockets {
-    pub v4: UdpSocket,
+    pub v4: Udp,
     /// Absent when the host has IPv6 disabled.
-    pub v6: Option<UdpSocket>,
+    pub v6: Option<Udp>,
     pub port: u16,
     pub fwmark: u32,
 }
@@ -44,7 +54,11 @@ impl Sockets {
         for _ in 0..10 {
             let v4 = new_socket(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), fwmark)
                 .map_err(|e| failed("IPv4", e))?;
-            let bound = v4.local_addr().map_err(|e| failed("IPv4", e))?.port();
+            let bound = v4
+                .socket
+                .local_addr()
+                .map_err(|e| failed("IPv4", e))?
+                .port();
             match new_socket(SocketAddr::from((Ipv6Addr::UNSPECIFIED, bound)), fwmark) {
                 Ok(v6) => {
                     return Ok(Sockets {
@@ -72,35 +86,171 @@ impl Sockets {
         Err(failed("no port free for both IPv4 and IPv6", source))
     }
 
-    pub fn for_dest(&self, to: &SocketAddr) -> Option<&UdpSocket> {
+    pub fn for_dest(&self, to: &SocketAddr) -> Option<&Udp> {
         match to {
             SocketAddr::V4(_) => Some(&self.v4),
             SocketAddr::V6(_) => self.v6.as_ref(),
         }
     }
 
+    /// Segments one send may carry on either socket.
+    pub fn max_segments(&self) -> usize {
+        let v6 = self.v6.as_ref().map_or(usize::MAX, Udp::max_segments);
+        self.v4.max_segments().min(v6)
+    }
+
     pub fn set_fwmark(&mut self, mark: u32) -> io::Result<()> {
-        socket2::SockRef::from(&self.v4).set_mark(mark)?;
+        socket2::SockRef::from(&self.v4.socket).set_mark(mark)?;
         if let Some(v6) = &self.v6 {
-            socket2::SockRef::from(v6).set_mark(mark)?;
+            socket2::SockRef::from(&v6.socket).set_mark(mark)?;
         }
         self.fwmark = mark;
         Ok(())
     }
 }
 
-fn new_socket(addr: SocketAddr, fwmark: u32) -> io::Result<UdpSocket> {
+fn new_socket(addr: SocketAddr, fwmark: u32) -> io::Result<Udp> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
     socket.set_nonblocking(true)?;
-    // Best effort: a smaller buffer costs throughput, not correctness.
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    grow_buffers(&socket);
     if fwmark != 0 {
         socket.set_mark(fwmark)?;
     }
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    let state = UdpSocketState::new((&socket).into())?;
+    allow_fragments(&socket, addr.is_ipv6());
+    Ok(Udp {
+        socket: UdpSocket::from_std(socket.into())?,
+        state,
+    })
+}
+
+/// Asks for large kernel buffers: bursts at line rate overflow the small defaults. The
+/// forcing variants pass `net.core.rmem_max`/`wmem_max` but need CAP_NET_ADMIN; without
+/// it the plain ones get what the limits allow. A smaller buffer costs throughput only.
+fn grow_buffers(socket: &Socket) {
+    use std::os::fd::AsRawFd;
+    let fd = socket.as_raw_fd();
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        if set_int(fd, libc::SOL_SOCKET, force, SOCKET_BUFFER as libc::c_int).is_err() {
+            let _ = set_int(fd, libc::SOL_SOCKET, plain, SOCKET_BUFFER as libc::c_int);
+        }
+    }
+}
+
+/// quinn-udp sets the don't-fragment bit for QUIC's path MTU probing. A WireGuard
+/// datagram that is too big for the path must still arrive, fragmented, as with the
+/// kernel's WireGuard, so the bit is cleared again. Best effort.
+fn allow_fragments(socket: &Socket, v6: bool) {
+    use std::os::fd::AsRawFd;
+    let fd = socket.as_raw_fd();
+    let _ = if v6 {
+        set_int(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DONT,
+        )
+    } else {
+        set_int(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DONT,
+        )
+    };
+}
+
+fn set_int(
+    fd: libc::c_int,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `value` outlives the call and its size is passed alongside it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+impl Udp {
+    /// Segments one send may carry (1 once the kernel refused GSO on this socket).
+    pub fn max_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// Receives up to `bufs.len()` datagrams (each possibly several coalesced by GRO,
+    /// `meta.stride` bytes apart) without waiting.
+    pub fn try_recv(
+        &self,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> io::Result<usize> {
+        self.socket.try_io(Interest::READABLE, || {
+            self.state.recv((&self.socket).into(), bufs, meta)
+        })
+    }
+
+    /// Sends `bytes` to `to` as datagrams of `segment` bytes (one datagram when `None`),
+    /// waiting while the socket buffer is full. When the kernel refuses segmentation the
+    /// segments go out one by one, so nothing the engine produced is dropped for it.
+    pub async fn send(&self, to: SocketAddr, bytes: &[u8], segment: Option<usize>) {
+        match self.send_one(to, bytes, segment).await {
+            Err(e) if segment.is_some() && refused_gso(&e) => {
+                tracing::info!(error = %e, "UDP segmentation offload refused; sending datagrams one by one");
+                for part in bytes.chunks(segment.unwrap_or(bytes.len()).max(1)) {
+                    if let Err(e) = self.send_one(to, part, None).await {
+                        tracing::debug!(error = %e, to = %to, "UDP send failed");
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, to = %to, "UDP send failed"),
+            Ok(()) => {}
+        }
+    }
+
+    async fn send_one(
+        &self,
+        to: SocketAddr,
+        bytes: &[u8],
+        segment: Option<usize>,
+    ) -> io::Result<()> {
+        let transmit = Transmit {
+            destination: to,
+            ecn: None,
+            contents: bytes,
+            segment_size: segment,
+            src_ip: None,
+        };
+        loop {
+            match self.socket.try_io(Interest::WRITABLE, || {
+                self.state.try_send((&self.socket).into(), &transmit)
+            }) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.socket.writable().await?,
+                other => return other,
+            }
+        }
+    }
+}
+
+/// The errors Linux gives for a GSO send the device or path cannot segment.
+fn refused_gso(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL))
 }
