@@ -137,6 +137,59 @@ variants!(tcp_iperf3 {
     tcp_iperf3_ours_ours => (Impl::Ours, Impl::Ours),
 });
 
+/// Bytes and packets a link has counted, in one namespace, as (bytes, packets).
+fn link_counters(ns: &watchgrid_netns_tests::Netns, ifname: &str, dir: &str) -> Result<(u64, u64)> {
+    let read = |what: &str| -> Result<u64> {
+        let path = format!("/sys/class/net/{ifname}/statistics/{dir}_{what}");
+        let text = ns.exec(&["cat", path.as_str()])?;
+        text.trim()
+            .parse()
+            .with_context(|| format!("{path}: {text:?}"))
+    };
+    Ok((read("bytes")?, read("packets")?))
+}
+
+/// The offloads are in use, seen from the kernel's link counters during a bulk TCP
+/// transfer A->B (each counts one per write or send, whatever its size): A reads TCP
+/// super-packets from its TUN device (TSO), sends the encrypted segments as UDP GSO
+/// batches on the wire, and B writes coalesced (GRO) packets to its TUN device. Without
+/// them every counter would average one MTU-sized packet.
+fn offloads(a: Impl, b: Impl) -> Result<()> {
+    let p = Pair::new(a, b, Outer::V4)?;
+    p.establish()?;
+    let _server = iperf3_server(&p.ns_b, 5201)?;
+    let links = [
+        ("A's TUN reads (TSO)", &p.ns_a, p.a.ifname.as_str(), "tx"),
+        ("A's UDP sends (GSO)", &p.ns_a, "eth0", "tx"),
+        ("B's TUN writes (GRO)", &p.ns_b, p.b.ifname.as_str(), "rx"),
+    ];
+    let before = links
+        .iter()
+        .map(|(_, ns, ifname, dir)| link_counters(ns, ifname, dir))
+        .collect::<Result<Vec<_>>>()?;
+    let up = iperf3_client(&p.ns_a, Pair::B_TUN4, 5201, 2, false)?;
+    ensure!(up.received_bytes > 0, "iperf3 moved nothing: {up:?}");
+    for ((what, ns, ifname, dir), (bytes0, packets0)) in links.iter().zip(before) {
+        let (bytes1, packets1) = link_counters(ns, ifname, dir)?;
+        let (bytes, packets) = (bytes1 - bytes0, (packets1 - packets0).max(1));
+        eprintln!(
+            "{what}: {bytes} bytes in {packets} ({} per packet)",
+            bytes / packets
+        );
+        // Two MTUs (1420) per packet on average is far beyond what single packets reach.
+        ensure!(
+            bytes / packets > 2 * 1420,
+            "{what}: {} bytes per packet, so no offload ({bytes} bytes, {packets} packets)",
+            bytes / packets
+        );
+    }
+    Ok(())
+}
+
+variants!(offloads {
+    offloads_ours_ours => (Impl::Ours, Impl::Ours),
+});
+
 /// After traffic, `wg show IFNAME dump` on our side (A) reports the peer with its endpoint and
 /// allowed-ips, non-zero transfer both ways and a recent handshake.
 fn wg_show_dump(a: Impl, b: Impl) -> Result<()> {

@@ -12,6 +12,11 @@ pub const HEADROOM: usize = tun_rs::VIRTIO_NET_HDR_LEN;
 /// Largest UDP payload one GSO send may carry (the kernel's limit for one datagram).
 const GSO_MAX_BYTES: usize = 65_000;
 
+/// Room for a packet buffer: GRO appends a flow's later segments to its first packet,
+/// up to 64 KiB, and tun-rs coalesces only into a buffer that already has the room
+/// (so it never reallocates). Pages are touched only as far as a buffer fills.
+const PACKET_CAPACITY: usize = 2 * HEADROOM + 65_535;
+
 /// Packet buffers kept between rounds. Buffers that GRO grew to 64 KiB stay that large,
 /// so this bounds what a burst leaves behind (16 MiB at most).
 const RETAINED_PACKET_BUFFERS: usize = 256;
@@ -46,7 +51,7 @@ impl Output for Batch {
 
     fn write_packet(&mut self, packet: &[u8]) {
         if self.packets_used == self.packets.len() {
-            self.packets.push(Vec::with_capacity(HEADROOM + 2048));
+            self.packets.push(Vec::with_capacity(PACKET_CAPACITY));
         }
         if let Some(buf) = self.packets.get_mut(self.packets_used) {
             buf.clear();
@@ -63,6 +68,10 @@ impl Batch {
         self.datagrams.clear();
         self.packets_used = 0;
         self.packets.truncate(RETAINED_PACKET_BUFFERS);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.datagrams.is_empty() && self.packets_used == 0
     }
 
     pub fn datagram_count(&self) -> usize {

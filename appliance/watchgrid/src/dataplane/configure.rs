@@ -26,13 +26,13 @@ impl Dataplane {
             }
         }
         if new_sockets.is_none() {
-            if let Some(mark) = config.fwmark.filter(|m| *m != self.sockets.fwmark) {
+            if let Some(mark) = config.fwmark.filter(|m| *m != self.sockets.fwmark()) {
                 self.sockets.set_fwmark(mark).map_err(ConfigError::Fwmark)?;
             }
         }
         // From here on nothing fails for a request the parser accepted.
         if let Some(s) = new_sockets {
-            self.sockets = s;
+            self.sockets = std::sync::Arc::new(s);
         }
         match config.private_key {
             Some(Some(k)) => self.engine.set_private_key(now, k)?,
@@ -61,7 +61,7 @@ impl Dataplane {
     fn rebind(&self, config: &DeviceConfig) -> Result<Option<Sockets>, ConfigError> {
         match config.listen_port {
             Some(port) if port != self.sockets.port || port == 0 => {
-                let mark = config.fwmark.unwrap_or(self.sockets.fwmark);
+                let mark = config.fwmark.unwrap_or(self.sockets.fwmark());
                 Ok(Some(Sockets::bind(port, mark)?))
             }
             _ => Ok(None),

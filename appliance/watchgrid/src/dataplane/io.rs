@@ -1,19 +1,17 @@
-//! Moving packets: draining the TUN device and the UDP sockets into the engine, and
-//! writing out what the engine produced, one batch per wake-up.
+//! Moving packets in: draining the TUN device and the UDP sockets into the engine, one
+//! batch per wake-up (the writer thread sends the batch out).
 //!
 //! With TUN offload the kernel hands over TCP super-packets of up to 64 KiB, which
 //! tun-rs splits (GSO) into MTU-sized packets before they are encrypted; decrypted
 //! packets of one flow are coalesced again (GRO) into few TUN writes. On the UDP side
-//! quinn-udp receives many datagrams per call (`recvmmsg` and UDP GRO) and the batch's
-//! runs of equal-sized datagrams go out as one `UDP_SEGMENT` send each.
+//! quinn-udp receives many datagrams per call (`recvmmsg` and UDP GRO).
 
-use super::batch::HEADROOM;
 use super::Dataplane;
 use anyhow::Context;
 use quinn_udp::RecvMeta;
 use std::io::{self, IoSliceMut};
 use std::time::Instant;
-use tun_rs::{GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+use tun_rs::{IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
 /// The largest IP packet or UDP datagram (with GRO, the largest coalesced datagram).
 const BUF: usize = 65536;
@@ -34,8 +32,6 @@ pub struct Buffers {
     tun_sizes: Vec<usize>,
     udp: Vec<Vec<u8>>,
     udp_meta: Vec<RecvMeta>,
-    /// Coalescing state for writing decrypted packets to TUN.
-    gro: GROTable,
 }
 
 impl Buffers {
@@ -49,7 +45,6 @@ impl Buffers {
             tun_sizes: vec![0; IDEAL_BATCH_SIZE],
             udp: bufs(UDP_MESSAGES),
             udp_meta: vec![RecvMeta::default(); UDP_MESSAGES],
-            gro: GROTable::default(),
         }
     }
 }
@@ -125,34 +120,6 @@ impl Dataplane {
                 }
             }
             taken += usize::from(n == 0);
-        }
-    }
-
-    /// Writes out everything the engine produced in this round.
-    pub(super) async fn flush(&mut self, bufs: &mut Buffers) {
-        self.send_datagrams().await;
-        self.write_packets(&mut bufs.gro).await;
-        self.batch.clear();
-    }
-
-    async fn send_datagrams(&self) {
-        if self.batch.datagram_count() == 0 {
-            return;
-        }
-        for run in self.batch.runs(self.sockets.max_segments()) {
-            if let Some(socket) = self.sockets.for_dest(&run.to) {
-                socket.send(run.to, run.bytes, run.segment).await;
-            }
-        }
-    }
-
-    async fn write_packets(&mut self, gro: &mut GROTable) {
-        if self.batch.packet_count() == 0 {
-            return;
-        }
-        let packets = self.batch.packets_mut();
-        if let Err(e) = self.tun.send_multiple(gro, packets, HEADROOM).await {
-            tracing::debug!(error = %e, "TUN write failed");
         }
     }
 }

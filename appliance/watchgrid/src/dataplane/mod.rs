@@ -11,6 +11,7 @@ pub mod tun;
 pub mod uapi;
 pub mod udp;
 pub mod wgconf;
+mod writer;
 
 pub use command::{ask, Command, ConfigError, DeviceConfig, DeviceStatus, PeerChange, Stopped};
 
@@ -37,19 +38,24 @@ enum Event {
 pub struct Dataplane {
     /// Inert until a private key is configured, as wireguard-go is.
     engine: Engine,
-    tun: AsyncDevice,
-    sockets: Sockets,
+    /// Shared with the writer thread, which writes to it.
+    tun: Arc<AsyncDevice>,
+    /// Replaced on a rebind; batches already made go out on the sockets they were made for.
+    sockets: Arc<Sockets>,
     batch: batch::Batch,
+    writer: writer::Writer,
     /// Peer count for readers outside this task (metrics, health).
     peer_gauge: Arc<AtomicUsize>,
 }
 
 impl Dataplane {
     pub fn new(tun: AsyncDevice, listen_port: u16) -> anyhow::Result<Dataplane> {
+        let tun = Arc::new(tun);
         Ok(Dataplane {
             engine: Engine::without_key(),
+            writer: writer::Writer::start(tun.clone()).context("starting the writer thread")?,
             tun,
-            sockets: Sockets::bind(listen_port, 0)?,
+            sockets: Arc::new(Sockets::bind(listen_port, 0)?),
             batch: batch::Batch::default(),
             peer_gauge: Arc::new(AtomicUsize::new(0)),
         })
@@ -93,7 +99,7 @@ impl Dataplane {
         tokio::pin!(shutdown);
         // Whatever was produced before the loop (start-up handshakes) goes out first.
         let mut bufs = io::Buffers::new();
-        self.flush(&mut bufs).await;
+        self.flush().await;
         let mut deadline = timer::Deadline::new();
         loop {
             deadline.set(self.engine.poll_timeout());
@@ -122,8 +128,13 @@ impl Dataplane {
                     self.drain_udp(v6, &mut bufs);
                 }
             }
-            self.flush(&mut bufs).await;
+            self.flush().await;
         }
+    }
+
+    /// Hands what the engine produced in this round to the writer thread.
+    async fn flush(&mut self) {
+        self.writer.hand_over(&mut self.batch, &self.sockets).await;
     }
 
     /// Carries out one command; a requester that has gone away misses its answer.
@@ -162,7 +173,7 @@ impl Dataplane {
         DeviceStatus {
             private_key: self.engine.private_key().cloned(),
             listen_port: self.sockets.port,
-            fwmark: self.sockets.fwmark,
+            fwmark: self.sockets.fwmark(),
             peers: self.engine.peer_status(Instant::now()),
             unix_now: SystemTime::now()
                 .duration_since(UNIX_EPOCH)

@@ -6,11 +6,16 @@ use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::{self, IoSliceMut};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 /// Kernel buffer size we ask for; bursts at line rate overflow the small defaults.
 const SOCKET_BUFFER: usize = 4 << 20;
+
+/// How long a send waits for room in a full socket buffer before the datagram is
+/// dropped (as a lost packet, which WireGuard tolerates).
+const SEND_WAIT_MS: libc::c_int = 1000;
 
 /// A port that could not be bound; the io error's kind tells "in use" apart.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +43,8 @@ pub struct Sockets {
     /// Absent when the host has IPv6 disabled.
     pub v6: Option<Udp>,
     pub port: u16,
-    pub fwmark: u32,
+    /// Shared with the writer thread, so a new mark is set in place.
+    fwmark: AtomicU32,
 }
 
 impl Sockets {
@@ -65,7 +71,7 @@ impl Sockets {
                         v4,
                         v6: Some(v6),
                         port: bound,
-                        fwmark,
+                        fwmark: AtomicU32::new(fwmark),
                     })
                 }
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse && port == 0 => last_err = Some(e),
@@ -77,7 +83,7 @@ impl Sockets {
                         v4,
                         v6: None,
                         port: bound,
-                        fwmark,
+                        fwmark: AtomicU32::new(fwmark),
                     });
                 }
             }
@@ -99,12 +105,16 @@ impl Sockets {
         self.v4.max_segments().min(v6)
     }
 
-    pub fn set_fwmark(&mut self, mark: u32) -> io::Result<()> {
+    pub fn fwmark(&self) -> u32 {
+        self.fwmark.load(Ordering::Relaxed)
+    }
+
+    pub fn set_fwmark(&self, mark: u32) -> io::Result<()> {
         socket2::SockRef::from(&self.v4.socket).set_mark(mark)?;
         if let Some(v6) = &self.v6 {
             socket2::SockRef::from(&v6.socket).set_mark(mark)?;
         }
-        self.fwmark = mark;
+        self.fwmark.store(mark, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -211,12 +221,13 @@ impl Udp {
     /// Sends `bytes` to `to` as datagrams of `segment` bytes (one datagram when `None`),
     /// waiting while the socket buffer is full. When the kernel refuses segmentation the
     /// segments go out one by one, so nothing the engine produced is dropped for it.
-    pub async fn send(&self, to: SocketAddr, bytes: &[u8], segment: Option<usize>) {
-        match self.send_one(to, bytes, segment).await {
+    /// Blocking: called on the writer thread.
+    pub fn send_blocking(&self, to: SocketAddr, bytes: &[u8], segment: Option<usize>) {
+        match self.send_one(to, bytes, segment) {
             Err(e) if segment.is_some() && refused_gso(&e) => {
                 tracing::info!(error = %e, "UDP segmentation offload refused; sending datagrams one by one");
                 for part in bytes.chunks(segment.unwrap_or(bytes.len()).max(1)) {
-                    if let Err(e) = self.send_one(to, part, None).await {
+                    if let Err(e) = self.send_one(to, part, None) {
                         tracing::debug!(error = %e, to = %to, "UDP send failed");
                     }
                 }
@@ -226,12 +237,7 @@ impl Udp {
         }
     }
 
-    async fn send_one(
-        &self,
-        to: SocketAddr,
-        bytes: &[u8],
-        segment: Option<usize>,
-    ) -> io::Result<()> {
+    fn send_one(&self, to: SocketAddr, bytes: &[u8], segment: Option<usize>) -> io::Result<()> {
         let transmit = Transmit {
             destination: to,
             ecn: None,
@@ -240,12 +246,33 @@ impl Udp {
             src_ip: None,
         };
         loop {
-            match self.socket.try_io(Interest::WRITABLE, || {
-                self.state.try_send((&self.socket).into(), &transmit)
-            }) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.socket.writable().await?,
+            match self.state.try_send((&self.socket).into(), &transmit) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_writable()?,
                 other => return other,
             }
+        }
+    }
+
+    /// Waits (bounded) until the socket buffer has room again.
+    fn wait_writable(&self) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let mut poll = libc::pollfd {
+            fd: self.socket.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, its count passed alongside.
+        match unsafe { libc::poll(&mut poll, 1, SEND_WAIT_MS) } {
+            0 => Err(io::Error::from(io::ErrorKind::TimedOut)),
+            n if n < 0 => {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+            _ => Ok(()),
         }
     }
 }
