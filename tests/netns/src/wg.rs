@@ -14,7 +14,13 @@ pub enum Impl {
     Ours,
     /// The reference userspace implementation, `wireguard-go -f IFNAME`.
     WireguardGo,
+    /// Ours with the kernel refusing TUN offload and UDP GSO/GRO (`scripts/without-offload`),
+    /// as on an older kernel or in a sandbox.
+    OursWithoutOffload,
 }
+
+/// Runs a program with the dataplane offloads refused by a seccomp filter.
+const WITHOUT_OFFLOAD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/without-offload");
 
 enum Program {
     Watchgrid(String),
@@ -44,8 +50,8 @@ impl Impl {
     fn program(self) -> Result<Program> {
         match self {
             Impl::WireguardGo => Ok(Program::WireguardGo),
-            Impl::Ours if ours_substituted() => Ok(Program::WireguardGo),
-            Impl::Ours => {
+            Impl::Ours | Impl::OursWithoutOffload if ours_substituted() => Ok(Program::WireguardGo),
+            Impl::Ours | Impl::OursWithoutOffload => {
                 let bin = watchgrid_bin();
                 if !Path::new(&bin).is_file() {
                     bail!(
@@ -63,10 +69,13 @@ impl Impl {
     pub fn describe(self) -> String {
         match self {
             Impl::WireguardGo => "wireguard-go".to_owned(),
-            Impl::Ours if ours_substituted() => {
+            Impl::Ours | Impl::OursWithoutOffload if ours_substituted() => {
                 "ours (substituted by wireguard-go: WATCHGRID_NETNS_OURS=wireguard-go)".to_owned()
             }
             Impl::Ours => format!("ours ({})", watchgrid_bin()),
+            Impl::OursWithoutOffload => {
+                format!("ours without offloads ({})", watchgrid_bin())
+            }
         }
     }
 
@@ -74,6 +83,7 @@ impl Impl {
         match self {
             Impl::Ours => "ours",
             Impl::WireguardGo => "wggo",
+            Impl::OursWithoutOffload => "plain",
         }
     }
 }
@@ -313,10 +323,13 @@ impl WgDevice {
             bail!("interface name {ifname} longer than 15 characters");
         }
         remove_stale_socket(ifname);
-        let argv: Vec<String> = match imp.program()? {
+        let mut argv: Vec<String> = match imp.program()? {
             Program::Watchgrid(bin) => vec![bin, "wg".into(), "--foreground".into(), ifname.into()],
             Program::WireguardGo => vec!["wireguard-go".into(), "-f".into(), ifname.into()],
         };
+        if imp == Impl::OursWithoutOffload && imp.watchgrid_binary().is_some() {
+            argv.splice(0..0, ["python3".to_owned(), WITHOUT_OFFLOAD.to_owned()]);
+        }
         let proc = ns.spawn(&format!("{ifname}-{}", imp.short()), &argv)?;
         let mut dev = WgDevice {
             proc,

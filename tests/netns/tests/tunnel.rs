@@ -3,9 +3,14 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use std::time::Duration;
-use watchgrid_netns_tests::{iperf3_client, iperf3_server, unix_now, variants, Impl, Outer, Pair};
+use watchgrid_netns_tests::{
+    iperf3_client, iperf3_server, unix_now, variants, Impl, Netns, Outer, Pair,
+};
 
 const TEN: Duration = Duration::from_secs(10);
+
+/// The tunnel MTU both implementations default to.
+const MTU: u64 = 1420;
 
 /// Pings both tunnel families in both directions.
 fn ping_all(p: &Pair) -> Result<()> {
@@ -138,7 +143,7 @@ variants!(tcp_iperf3 {
 });
 
 /// Bytes and packets a link has counted, in one namespace, as (bytes, packets).
-fn link_counters(ns: &watchgrid_netns_tests::Netns, ifname: &str, dir: &str) -> Result<(u64, u64)> {
+fn link_counters(ns: &Netns, ifname: &str, dir: &str) -> Result<(u64, u64)> {
     let read = |what: &str| -> Result<u64> {
         let path = format!("/sys/class/net/{ifname}/statistics/{dir}_{what}");
         let text = ns.exec(&["cat", path.as_str()])?;
@@ -149,26 +154,18 @@ fn link_counters(ns: &watchgrid_netns_tests::Netns, ifname: &str, dir: &str) -> 
     Ok((read("bytes")?, read("packets")?))
 }
 
-/// The offloads are in use, seen from the kernel's link counters during a bulk TCP
-/// transfer A->B (each counts one per write or send, whatever its size): A reads TCP
-/// super-packets from its TUN device (TSO), sends the encrypted segments as UDP GSO
-/// batches on the wire, and B writes coalesced (GRO) packets to its TUN device. Without
-/// them every counter would average one MTU-sized packet.
-fn offloads(a: Impl, b: Impl) -> Result<()> {
-    let p = Pair::new(a, b, Outer::V4)?;
-    p.establish()?;
-    let _server = iperf3_server(&p.ns_b, 5201)?;
-    let links = [
-        ("A's TUN reads (TSO)", &p.ns_a, p.a.ifname.as_str(), "tx"),
-        ("A's UDP sends (GSO)", &p.ns_a, "eth0", "tx"),
-        ("B's TUN writes (GRO)", &p.ns_b, p.b.ifname.as_str(), "rx"),
-    ];
+/// A link counter to watch: what it shows, where, and which direction.
+type Link<'a> = (&'static str, &'a Netns, &'a str, &'static str);
+
+/// Runs `transfer` and returns, for each link, the bytes per packet it counted meanwhile
+/// (the kernel counts one per write or send, whatever its size).
+fn bytes_per_packet(links: &[Link<'_>], transfer: impl FnOnce() -> Result<()>) -> Result<Vec<u64>> {
     let before = links
         .iter()
         .map(|(_, ns, ifname, dir)| link_counters(ns, ifname, dir))
         .collect::<Result<Vec<_>>>()?;
-    let up = iperf3_client(&p.ns_a, Pair::B_TUN4, 5201, 2, false)?;
-    ensure!(up.received_bytes > 0, "iperf3 moved nothing: {up:?}");
+    transfer()?;
+    let mut sizes = Vec::new();
     for ((what, ns, ifname, dir), (bytes0, packets0)) in links.iter().zip(before) {
         let (bytes1, packets1) = link_counters(ns, ifname, dir)?;
         let (bytes, packets) = (bytes1 - bytes0, (packets1 - packets0).max(1));
@@ -176,11 +173,36 @@ fn offloads(a: Impl, b: Impl) -> Result<()> {
             "{what}: {bytes} bytes in {packets} ({} per packet)",
             bytes / packets
         );
+        sizes.push(bytes / packets);
+    }
+    Ok(sizes)
+}
+
+fn bulk_a_to_b(p: &Pair) -> Result<()> {
+    let up = iperf3_client(&p.ns_a, Pair::B_TUN4, 5201, 2, false)?;
+    ensure!(up.received_bytes > 0, "iperf3 A->B moved nothing: {up:?}");
+    Ok(())
+}
+
+/// The offloads are in use, seen from the kernel's link counters during a bulk TCP
+/// transfer A->B: A reads TCP super-packets from its TUN device (TSO), sends the
+/// encrypted segments as UDP GSO batches on the wire, and B writes coalesced (GRO)
+/// packets to its TUN device. Without them every counter would average one packet.
+fn offloads(a: Impl, b: Impl) -> Result<()> {
+    let p = Pair::new(a, b, Outer::V4)?;
+    p.establish()?;
+    let _server = iperf3_server(&p.ns_b, 5201)?;
+    let links: [Link<'_>; 3] = [
+        ("A's TUN reads (TSO)", &p.ns_a, &p.a.ifname, "tx"),
+        ("A's UDP sends (GSO)", &p.ns_a, "eth0", "tx"),
+        ("B's TUN writes (GRO)", &p.ns_b, &p.b.ifname, "rx"),
+    ];
+    let sizes = bytes_per_packet(&links, || bulk_a_to_b(&p))?;
+    for ((what, ..), size) in links.iter().zip(sizes) {
         // Two MTUs (1420) per packet on average is far beyond what single packets reach.
         ensure!(
-            bytes / packets > 2 * 1420,
-            "{what}: {} bytes per packet, so no offload ({bytes} bytes, {packets} packets)",
-            bytes / packets
+            size > 2 * MTU,
+            "{what}: {size} bytes per packet, so no offload"
         );
     }
     Ok(())
@@ -188,6 +210,38 @@ fn offloads(a: Impl, b: Impl) -> Result<()> {
 
 variants!(offloads {
     offloads_ours_ours => (Impl::Ours, Impl::Ours),
+});
+
+/// A side whose kernel refuses TUN offload and UDP GSO/GRO falls back to single packets
+/// (the counters show it) and still carries TCP both ways, to a peer with offloads and
+/// to one without.
+fn offloads_refused(a: Impl, b: Impl) -> Result<()> {
+    let mut p = Pair::new(a, b, Outer::V4)?;
+    p.establish()?;
+    let _server = iperf3_server(&p.ns_b, 5201)?;
+    let links: [Link<'_>; 2] = [
+        ("A's TUN reads (no TSO)", &p.ns_a, &p.a.ifname, "tx"),
+        ("A's UDP sends (no GSO)", &p.ns_a, "eth0", "tx"),
+    ];
+    let sizes = bytes_per_packet(&links, || bulk_a_to_b(&p))?;
+    for ((what, ..), size) in links.iter().zip(sizes) {
+        // One packet each: the MTU plus WireGuard's and the outer headers at most.
+        ensure!(
+            size <= 1500,
+            "{what}: {size} bytes per packet, so offload was on"
+        );
+    }
+    let down = iperf3_client(&p.ns_a, Pair::B_TUN6, 5201, 2, true)?;
+    ensure!(
+        down.received_bytes > 0,
+        "iperf3 B->A moved nothing: {down:?}"
+    );
+    p.ensure_running()
+}
+
+variants!(offloads_refused {
+    offloads_refused_ours_plain_ours => (Impl::OursWithoutOffload, Impl::Ours),
+    offloads_refused_ours_plain_wggo => (Impl::OursWithoutOffload, Impl::WireguardGo),
 });
 
 /// After traffic, `wg show IFNAME dump` on our side (A) reports the peer with its endpoint and
