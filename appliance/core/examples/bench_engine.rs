@@ -19,9 +19,12 @@ const INITIATORS: u32 = 2_000;
 const RESPONSE: u8 = 2;
 const COOKIE_REPLY: u8 = 3;
 
+/// A datagram and where it came from or goes.
+type Datagram = (SocketAddr, Vec<u8>);
+
 /// Datagrams the engine sent; packets for the TUN device are not needed here.
 #[derive(Default)]
-struct Sent(Vec<(SocketAddr, Vec<u8>)>);
+struct Sent(Vec<Datagram>);
 
 impl Output for Sent {
     fn send_datagram(&mut self, to: SocketAddr, datagram: &[u8]) {
@@ -109,7 +112,7 @@ fn ten_thousand_peers() -> Result<()> {
 }
 
 /// A responder that knows `INITIATORS` peers, and one initiation from each.
-fn responder_and_initiations() -> Result<(Engine, Vec<(SocketAddr, Vec<u8>)>)> {
+fn responder_and_initiations() -> Result<(Engine, Vec<Datagram>)> {
     let responder_key = Secret::generate_private();
     let responder_public = responder_key.public_key();
     let mut responder = Engine::new(responder_key)?;
