@@ -184,21 +184,35 @@ fn bulk_a_to_b(p: &Pair) -> Result<()> {
     Ok(())
 }
 
-/// The offloads are in use, seen from the kernel's link counters during a bulk TCP
-/// transfer A->B: A reads TCP super-packets from its TUN device (TSO), sends the
-/// encrypted segments as UDP GSO batches on the wire, and B writes coalesced (GRO)
-/// packets to its TUN device. Without them every counter would average one packet.
+/// The offloads are in use, seen from the kernel's link counters during bulk TCP
+/// transfers, A->B over inner IPv4 and B->A over inner IPv6: the sender reads TCP
+/// super-packets from its TUN device (TSO), sends the encrypted segments as UDP GSO
+/// batches on the wire, and the receiver writes coalesced (GRO) packets to its TUN
+/// device. Without them every counter would average one packet.
 fn offloads(a: Impl, b: Impl) -> Result<()> {
     let p = Pair::new(a, b, Outer::V4)?;
     p.establish()?;
     let _server = iperf3_server(&p.ns_b, 5201)?;
-    let links: [Link<'_>; 3] = [
-        ("A's TUN reads (TSO)", &p.ns_a, &p.a.ifname, "tx"),
+    let a_to_b: [Link<'_>; 3] = [
+        ("A's TUN reads (TSO, IPv4)", &p.ns_a, &p.a.ifname, "tx"),
         ("A's UDP sends (GSO)", &p.ns_a, "eth0", "tx"),
-        ("B's TUN writes (GRO)", &p.ns_b, &p.b.ifname, "rx"),
+        ("B's TUN writes (GRO, IPv4)", &p.ns_b, &p.b.ifname, "rx"),
     ];
-    let sizes = bytes_per_packet(&links, || bulk_a_to_b(&p))?;
-    for ((what, ..), size) in links.iter().zip(sizes) {
+    let b_to_a: [Link<'_>; 3] = [
+        ("B's TUN reads (TSO, IPv6)", &p.ns_b, &p.b.ifname, "tx"),
+        ("B's UDP sends (GSO)", &p.ns_b, "eth0", "tx"),
+        ("A's TUN writes (GRO, IPv6)", &p.ns_a, &p.a.ifname, "rx"),
+    ];
+    let mut seen = bytes_per_packet(&a_to_b, || bulk_a_to_b(&p))?;
+    seen.extend(bytes_per_packet(&b_to_a, || {
+        let down = iperf3_client(&p.ns_a, Pair::B_TUN6, 5201, 2, true)?;
+        ensure!(
+            down.received_bytes > 0,
+            "iperf3 B->A moved nothing: {down:?}"
+        );
+        Ok(())
+    })?);
+    for ((what, ..), size) in a_to_b.iter().chain(&b_to_a).zip(seen) {
         // Two MTUs (1420) per packet on average is far beyond what single packets reach.
         ensure!(
             size > 2 * MTU,
