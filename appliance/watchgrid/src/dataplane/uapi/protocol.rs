@@ -22,9 +22,9 @@ pub enum UapiError {
     /// The request text is malformed; nothing was applied.
     #[error("{0}")]
     Invalid(String),
-    /// Neither `get=1` nor `set=1`.
-    #[error("unknown operation {0:?}")]
-    UnknownOperation(String),
+    /// Neither `get=1` nor `set=1`; holds only the line's length (it may be anything).
+    #[error("unknown operation (a {0}-byte line)")]
+    UnknownOperation(usize),
     /// A well-formed request the dataplane could not apply; nothing was applied.
     #[error(transparent)]
     Refused(#[from] ConfigError),
@@ -50,10 +50,12 @@ impl UapiError {
 pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<DeviceConfig, UapiError> {
     let mut req = DeviceConfig::default();
     let mut peer: Option<PeerChange> = None;
-    for line in lines {
-        let (key, value) = line
-            .split_once('=')
-            .ok_or_else(|| UapiError::invalid(format!("line without '=': {line:?}")))?;
+    // Error messages name keys and line numbers, never values or whole lines: they reach
+    // the journal, and a value may be a private key.
+    for (n, line) in lines.into_iter().enumerate() {
+        let (key, value) = line.split_once('=').ok_or_else(|| {
+            UapiError::invalid(format!("line {} has no '=' ({} bytes)", n + 1, line.len()))
+        })?;
         if key == "public_key" {
             if let Some(p) = peer.take() {
                 req.peers.push(p);
@@ -92,7 +94,7 @@ fn parse_device_key(req: &mut DeviceConfig, key: &str, value: &str) -> Result<()
         "listen_port" => req.listen_port = Some(parse_num(key, value)?),
         "fwmark" => req.fwmark = Some(parse_num(key, value)?),
         "replace_peers" => req.replace_peers = parse_true(key, value)?,
-        _ => return Err(UapiError::invalid(format!("unknown device key {key:?}"))),
+        _ => return Err(unknown_key("device", key)),
     }
     Ok(())
 }
@@ -108,7 +110,7 @@ fn parse_peer_key(p: &mut PeerChange, key: &str, value: &str) -> Result<(), Uapi
         "endpoint" => {
             let ep: SocketAddr = value
                 .parse()
-                .map_err(|_| UapiError::invalid(format!("invalid endpoint {value:?}")))?;
+                .map_err(|_| UapiError::invalid("endpoint is not an address:port"))?;
             p.update.endpoint = Some(ep);
         }
         "persistent_keepalive_interval" => {
@@ -118,19 +120,28 @@ fn parse_peer_key(p: &mut PeerChange, key: &str, value: &str) -> Result<(), Uapi
         "allowed_ip" => {
             let prefix: IpPrefix = value
                 .parse()
-                .map_err(|e| UapiError::invalid(format!("allowed_ip {value:?}: {e}")))?;
+                .map_err(|_| UapiError::invalid("allowed_ip is not a prefix"))?;
             p.update.allowed_ips.push(prefix);
         }
         "protocol_version" => {
             if value != "1" {
-                return Err(UapiError::invalid(format!(
-                    "unsupported protocol_version {value:?}"
-                )));
+                return Err(UapiError::invalid("unsupported protocol_version"));
             }
         }
-        _ => return Err(UapiError::invalid(format!("unknown peer key {key:?}"))),
+        _ => return Err(unknown_key("peer", key)),
     }
     Ok(())
+}
+
+/// A key the protocol does not have, named only when it looks like a key name (a
+/// garbled line could put secret material before its '=').
+fn unknown_key(kind: &str, key: &str) -> UapiError {
+    let plausible = key.len() <= 32 && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    if plausible {
+        UapiError::invalid(format!("unknown {kind} key {key:?}"))
+    } else {
+        UapiError::invalid(format!("unknown {kind} key ({} bytes)", key.len()))
+    }
 }
 
 /// A 32-byte key as 64 hex digits.
@@ -144,7 +155,7 @@ pub fn parse_key(value: &str) -> Result<[u8; 32], UapiError> {
 fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, UapiError> {
     value
         .parse()
-        .map_err(|_| UapiError::invalid(format!("{key}: {value:?} is not a valid number")))
+        .map_err(|_| UapiError::invalid(format!("{key} is not a valid number")))
 }
 
 fn parse_true(key: &str, value: &str) -> Result<bool, UapiError> {
@@ -206,6 +217,40 @@ mod tests {
 
     const K1: &str = "e84b5a6d2717c1003a13b431570353dbaca9146cf150c5f8575680feba52027a";
     const K2: &str = "b85996fecc9c7f1fc6d2572a76eda11d59bcd20be8e543b15ce4bd85a8e75a33";
+
+    /// Finding 14: a malformed request's error (which is logged) never carries a value or
+    /// the line itself, whatever the line holds.
+    #[test]
+    fn uapi_errors_never_echo_a_value_or_line() {
+        let secret = K1;
+        let bodies = [
+            format!("private_key {secret}"),
+            format!("{secret}=1"),
+            format!("{secret}{secret}=1"),
+            format!("listen_port={secret}"),
+            format!("fwmark={secret}"),
+            format!("replace_peers={secret}"),
+            format!("private_key={secret}x"),
+            format!("public_key={K2}\nendpoint={secret}"),
+            format!("public_key={K2}\nallowed_ip={secret}"),
+            format!("public_key={K2}\nprotocol_version={secret}"),
+            format!("public_key={K2}\npersistent_keepalive_interval={secret}"),
+            format!("public_key={K2}\n{secret}"),
+        ];
+        for body in &bodies {
+            let Err(e) = parse_set(body.lines()) else {
+                panic!("{body:?} was accepted");
+            };
+            let message = e.to_string();
+            assert!(
+                !message.contains(&secret[..16]),
+                "{body:?} logs {message:?}"
+            );
+        }
+        let op = format!("private_key={secret}");
+        let message = UapiError::UnknownOperation(op.len()).to_string();
+        assert!(!message.contains(&secret[..16]), "{message:?}");
+    }
 
     #[test]
     fn parses_the_example_from_the_protocol_page() {
@@ -339,6 +384,6 @@ mod tests {
         assert_eq!(fwmark.errno(), EIO);
         let own = ConfigError::Engine(watchgrid_core::EngineError::OwnPublicKey);
         assert_eq!(UapiError::from(own).errno(), EINVAL);
-        assert_eq!(UapiError::UnknownOperation("x=1".into()).errno(), EPROTO);
+        assert_eq!(UapiError::UnknownOperation(3).errno(), EPROTO);
     }
 }

@@ -37,10 +37,20 @@ pub fn socket_path(ifname: &str) -> PathBuf {
 impl UapiSocket {
     /// Binds the socket, refusing to steal one that a live process still answers on.
     pub fn bind(ifname: &str) -> anyhow::Result<UapiSocket> {
-        std::fs::create_dir_all(SOCKET_DIR).with_context(|| format!("creating {SOCKET_DIR}"))?;
-        std::fs::set_permissions(SOCKET_DIR, std::fs::Permissions::from_mode(0o755))
-            .with_context(|| format!("setting permissions of {SOCKET_DIR}"))?;
-        let path = socket_path(ifname);
+        UapiSocket::bind_in(Path::new(SOCKET_DIR), ifname)
+    }
+
+    /// As [`UapiSocket::bind`], in `dir`. A missing `dir` is created owner-only; an
+    /// existing one keeps its mode (systemd's RuntimeDirectory makes it 0700, and the
+    /// sockets in it carry private keys).
+    fn bind_in(dir: &Path, ifname: &str) -> anyhow::Result<UapiSocket> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(format!("{ifname}.sock"));
         if path.exists() {
             if std::os::unix::net::UnixStream::connect(&path).is_ok() {
                 bail!(
@@ -109,7 +119,7 @@ async fn handle_connection(
             },
             "get=1" => format!("errno={EINVAL}\n\n"),
             _ => {
-                let e = UapiError::UnknownOperation(op);
+                let e = UapiError::UnknownOperation(op.len());
                 tracing::warn!(error = %e, "UAPI request rejected");
                 format!("errno={}\n\n", e.errno())
             }
@@ -152,4 +162,36 @@ async fn read_line(
     }
     line.pop();
     Ok(Some(line))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).map_or(0, |m| m.permissions().mode() & 0o7777)
+    }
+
+    /// Finding 14: binding keeps the runtime directory's mode instead of opening it to
+    /// 0755, and creates a missing one owner-only.
+    #[tokio::test]
+    async fn uapi_runtime_dir_keeps_its_mode() -> anyhow::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let existing = tmp.path().join("wireguard");
+        std::fs::create_dir(&existing)?;
+        std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o700))?;
+        let socket = UapiSocket::bind_in(&existing, "wg0")?;
+        assert_eq!(mode(&existing), 0o700);
+        assert_eq!(mode(&existing.join("wg0.sock")), 0o600);
+        drop(socket);
+        assert!(
+            !existing.join("wg0.sock").exists(),
+            "the socket is removed on drop"
+        );
+
+        let missing = tmp.path().join("run").join("wireguard");
+        let _socket = UapiSocket::bind_in(&missing, "wg1")?;
+        assert_eq!(mode(&missing), 0o700);
+        Ok(())
+    }
 }
