@@ -140,14 +140,30 @@ pub async fn admin_fence(State(state): State<AppState>, req: Request, next: Next
     next.run(Request::from_parts(parts, body)).await
 }
 
-/// Counts requests by matched route (never the raw path, which would explode labels).
+/// The method as a label: the ones the API answers, anything else one value, so clients
+/// sending made-up methods cannot grow the registry.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// Counts requests by matched route template (never the raw path), a bounded method
+/// label and the status the server chose: every label has a bounded set of values.
 pub async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().to_string();
+    let method = method_label(req.method()).to_string();
     let start = std::time::Instant::now();
     let resp = next.run(req).await;
     state

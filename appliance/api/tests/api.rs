@@ -2213,3 +2213,47 @@ async fn webhooks_that_point_at_the_hub_are_refused_and_the_secret_is_shown_once
     );
     assert!(!settings.text.contains(&secret), "the secret is shown once");
 }
+
+/// Hardening finding 4: made-up methods and paths do not grow the metrics registry; the
+/// method label is one of the known ones or OTHER, unmatched paths share one route value.
+#[tokio::test]
+async fn metric_labels_are_bounded() {
+    let a = app();
+    for i in 0..50 {
+        let method = axum::http::Method::from_bytes(format!("X{i}").as_bytes()).expect("method");
+        for path in [
+            "/".to_string(),
+            format!("/api/nowhere/{i}"),
+            format!("/x{i}"),
+        ] {
+            let req = Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header(header::HOST, "vpn.example.com")
+                .body(Body::empty())
+                .expect("request");
+            a.call(req).await;
+        }
+    }
+    let metrics = watchgrid_api::render_metrics(&a.state);
+    let series: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("watchgrid_http_requests_total{"))
+        .collect();
+    assert!(
+        series.iter().all(|l| !l.contains("method=\"X")),
+        "{series:#?}"
+    );
+    assert!(
+        series
+            .iter()
+            .all(|l| !l.contains("nowhere") && !l.contains("/x")),
+        "{series:#?}"
+    );
+    assert!(
+        series.iter().any(|l| l.contains("method=\"OTHER\"")),
+        "{series:#?}"
+    );
+    // 150 distinct method/path pairs, a handful of series.
+    assert!(series.len() <= 6, "{series:#?}");
+}

@@ -105,3 +105,26 @@ pub async fn shutdown_signal() {
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Enrollment tokens are URL-safe base64, so one in 32 begins with '-'; clap must take
+    /// it as the value of --token, not as an unknown option.
+    #[test]
+    fn an_enrollment_token_may_begin_with_a_hyphen() {
+        for token in ["-K7abc", "--x", "-1"] {
+            let parsed = Cli::try_parse_from([
+                "watchgrid",
+                "agent",
+                "enroll",
+                "--server",
+                "https://hub",
+                "--token",
+                token,
+            ]);
+            assert!(parsed.is_ok(), "--token {token}: {:?}", parsed.err());
+        }
+    }
+}

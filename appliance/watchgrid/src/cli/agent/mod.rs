@@ -53,8 +53,13 @@ struct EnrollArgs {
     #[arg(long, env = "WATCHGRID_SERVER")]
     server: String,
     /// An enrollment token from the hub (prefer the environment: arguments are visible
-    /// to other users in `ps`).
-    #[arg(long, env = "WATCHGRID_TOKEN", hide_env_values = true)]
+    /// to other users in `ps`). Tokens are URL-safe base64 and may begin with '-'.
+    #[arg(
+        long,
+        env = "WATCHGRID_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     token: String,
     /// SHA-256 of the hub's internal CA (or TLS certificate) as its console shows it.
     #[arg(long, env = "WATCHGRID_CA_FINGERPRINT")]
