@@ -30,10 +30,6 @@ impl Drop for UapiSocket {
     }
 }
 
-pub fn socket_path(ifname: &str) -> PathBuf {
-    Path::new(SOCKET_DIR).join(format!("{ifname}.sock"))
-}
-
 impl UapiSocket {
     /// Binds the socket, refusing to steal one that a live process still answers on.
     pub fn bind(ifname: &str) -> anyhow::Result<UapiSocket> {
