@@ -33,6 +33,8 @@ pub struct ApiConfig {
     pub heartbeat_interval_s: u64,
     /// The metrics listener's port (alert webhooks may not point at it).
     pub metrics_port: Option<u16>,
+    /// The file that carries the setup token to the console; removed once setup completes.
+    pub setup_token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -49,6 +51,7 @@ impl Default for ApiConfig {
             device_keepalive: 25,
             heartbeat_interval_s: 30,
             metrics_port: Some(9100),
+            setup_token_file: None,
         }
     }
 }

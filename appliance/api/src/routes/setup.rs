@@ -342,9 +342,25 @@ async fn run_setup(
         }
         return Err(e);
     }
+    forget_token_file(state);
     audit(state, &req.admin_username, "setup.complete", &req.endpoint)?;
     // The VPN subnet may have moved: the default fence and the masquerade follow it.
     super::firewall::refresh_fence(state)?;
     state.firewall_changed().await;
     Ok(())
+}
+
+/// The token is dead once setup completes: its file goes, so the console stops showing
+/// it. A failure is logged, not returned: setup has already been recorded.
+fn forget_token_file(state: &AppState) {
+    let Some(path) = &state.config.setup_token_file else {
+        return;
+    };
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "removing the setup token file")
+        }
+    }
 }

@@ -5,10 +5,13 @@ use crate::control::tls::TlsMaterial;
 use anyhow::{bail, Context};
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use watchgrid_api::ApiConfig;
 use watchgrid_store::{Sensitive, Store};
+
+/// The setup token's file name in the runtime directory (the console reads it).
+pub const TOKEN_FILE: &str = "setup-token";
 
 /// Headless provisioning from the environment (SPEC §3). An empty variable counts as
 /// unset, as a blank line in an env file means "not given".
@@ -69,7 +72,7 @@ pub async fn first_boot(
     runtime_dir: &Path,
     config: &ApiConfig,
 ) -> anyhow::Result<Option<String>> {
-    let token_path = runtime_dir.join("setup-token");
+    let token_path = runtime_dir.join(TOKEN_FILE);
     if store.settings.get(watchgrid_store::SETTINGS_KEY)?.is_some() {
         let _ = fs::remove_file(&token_path);
         return Ok(None);
@@ -99,17 +102,36 @@ pub async fn first_boot(
         return Ok(None);
     }
     let token = watchgrid_api::secrets::new_token();
+    write_token_file(runtime_dir, &token_path, &token)?;
+    Ok(Some(token))
+}
+
+/// The setup token's file is made fresh on every start: whatever sits at its path is
+/// removed (a symlink itself, never its target), then the file is created exclusively
+/// (`O_EXCL|O_NOFOLLOW`) with 0600, so nothing planted there can redirect the secret
+/// or widen its mode.
+pub fn write_token_file(runtime_dir: &Path, path: &Path, token: &str) -> anyhow::Result<()> {
     fs::create_dir_all(runtime_dir)
         .with_context(|| format!("creating {}", runtime_dir.display()))?;
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing the old {}", path.display())),
+    }
     let mut f = fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .mode(0o600)
-        .open(&token_path)
-        .with_context(|| format!("creating {}", token_path.display()))?;
-    writeln!(f, "{token}").with_context(|| format!("writing {}", token_path.display()))?;
-    Ok(Some(token))
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    // The umask can only take bits away from 0600; this makes the mode exact.
+    f.set_permissions(fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    writeln!(f, "{token}").with_context(|| format!("writing {}", path.display()))?;
+    f.sync_all()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 /// What the console shows once the daemon is ready.
@@ -143,7 +165,7 @@ pub fn print_banner(b: &Banner) {
     if let Some(t) = token {
         out.push_str(&format!(
             "  setup token   {t}\n  (also in {})\n",
-            b.runtime_dir.join("setup-token").display()
+            b.runtime_dir.join(TOKEN_FILE).display()
         ));
     } else {
         out.push_str("  setup is complete; sign in as the admin\n");
@@ -163,4 +185,44 @@ pub fn print_banner(b: &Banner) {
     out.push_str("watchgrid: ready\n");
     print!("{out}");
     let _ = std::io::stdout().flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::symlink_metadata(path)
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    #[test]
+    fn finding_03_setup_token_file_never_follows_a_symlink() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "keep me\n").expect("write");
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let path = dir.path().join(TOKEN_FILE);
+        std::os::unix::fs::symlink(&victim, &path).expect("symlink");
+        write_token_file(dir.path(), &path, "tok").expect("token file");
+        assert_eq!(fs::read_to_string(&victim).expect("read"), "keep me\n");
+        assert_eq!(mode(&victim), 0o644, "the symlink's target is untouched");
+        assert!(fs::symlink_metadata(&path).expect("stat").is_file());
+        assert_eq!(fs::read_to_string(&path).expect("read"), "tok\n");
+        assert_eq!(mode(&path), 0o600);
+    }
+
+    #[test]
+    fn finding_03_setup_token_file_is_0600_even_when_one_exists() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(TOKEN_FILE);
+        fs::write(&path, "an old, longer token\n").expect("write");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
+        write_token_file(dir.path(), &path, "new").expect("token file");
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(fs::read_to_string(&path).expect("read"), "new\n");
+    }
 }

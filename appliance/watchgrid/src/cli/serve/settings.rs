@@ -57,6 +57,7 @@ pub fn resolve(args: &ServeArgs, p: &Provisioning, store: &Store) -> anyhow::Res
         vpn_prefix: prefix,
         hub_address: hub,
         heartbeat_interval_s: args.heartbeat_interval,
+        setup_token_file: Some(args.runtime_dir.join(super::first_boot::TOKEN_FILE)),
         ..ApiConfig::default()
     };
     let metrics_listen = if args.metrics_listen.is_empty() {
