@@ -47,11 +47,12 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// Same-origin by Host, plus WATCHGRID_ALLOWED_ORIGINS; anything else is 403.
+/// Same-origin by Host, plus WATCHGRID_ALLOWED_ORIGINS; anything else is 403. The API
+/// is served only over HTTPS, so `http://` with our host is another origin (a page on
+/// the port-80 listener, or one a network attacker injects there), never ours.
 fn origin_allowed(origin: &str, host: Option<&str>, extra: &[String]) -> bool {
     let same_host = origin
         .strip_prefix("https://")
-        .or_else(|| origin.strip_prefix("http://"))
         .is_some_and(|rest| host.is_some_and(|h| rest.eq_ignore_ascii_case(h)));
     same_host || extra.iter().any(|o| o.eq_ignore_ascii_case(origin))
 }
@@ -218,6 +219,20 @@ mod tests {
             &extra
         ));
         assert!(!origin_allowed("null", Some("vpn.example.com"), &extra));
+    }
+
+    #[test]
+    fn finding_16_plain_http_is_never_our_origin() {
+        assert!(!origin_allowed(
+            "http://vpn.example.com",
+            Some("vpn.example.com"),
+            &[]
+        ));
+        assert!(!origin_allowed(
+            "http://vpn.example.com:443",
+            Some("vpn.example.com:443"),
+            &[]
+        ));
     }
 
     #[test]

@@ -82,24 +82,32 @@ pub async fn serve_plain(listener: TcpListener, app: Router) {
     }
 }
 
-/// Every plain-HTTP request is sent to the same path over HTTPS.
-pub fn redirect_router(https_port: u16) -> Router {
-    Router::new().fallback(move |req: Request<Body>| async move { redirect(&req, https_port) })
+/// Every plain-HTTP request is sent to the same path over HTTPS, on one of the names
+/// the appliance answers to: the client's Host when it is one of them, else the first.
+/// The Host header is the client's to choose, so it never picks an arbitrary target.
+pub fn redirect_router(https_port: u16, names: Vec<String>) -> Router {
+    let names = std::sync::Arc::new(names);
+    Router::new().fallback(move |req: Request<Body>| {
+        let names = names.clone();
+        async move { redirect(&req, https_port, &names) }
+    })
 }
 
-fn redirect(req: &Request<Body>, https_port: u16) -> Response {
-    let host = req
+fn redirect(req: &Request<Body>, https_port: u16, names: &[String]) -> Response {
+    let asked = req
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(strip_port)
-        .filter(|h| {
-            !h.is_empty()
-                && h.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
-        });
-    let Some(host) = host else {
-        return (StatusCode::BAD_REQUEST, "missing Host header").into_response();
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'));
+    let known = |h: &str| names.iter().find(|n| n.eq_ignore_ascii_case(h));
+    let Some(host) = asked.and_then(known).or(names.first()) else {
+        return (StatusCode::BAD_REQUEST, "no name to redirect to").into_response();
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.clone()
     };
     let port = if https_port == 443 {
         String::new()
@@ -163,30 +171,54 @@ async fn accept_failed(e: &std::io::Error) {
 mod tests {
     use super::*;
 
+    fn names() -> Vec<String> {
+        ["vpn.example.com", "192.168.1.50", "fd00::1"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    fn location(host: &str, port: u16) -> String {
+        let req = Request::get("/api/x?y=1")
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .expect("req");
+        let resp = redirect(&req, port, &names());
+        assert_eq!(resp.status(), StatusCode::PERMANENT_REDIRECT);
+        resp.headers()[header::LOCATION]
+            .to_str()
+            .expect("ascii")
+            .to_string()
+    }
+
     #[test]
     fn redirect_keeps_path_and_drops_http_port() {
-        let req = Request::get("/api/x?y=1")
-            .header(header::HOST, "vpn.example.com:80")
-            .body(Body::empty())
-            .expect("req");
-        let resp = redirect(&req, 443);
-        assert_eq!(resp.status(), StatusCode::PERMANENT_REDIRECT);
         assert_eq!(
-            resp.headers()[header::LOCATION],
+            location("VPN.example.com:80", 443),
             "https://vpn.example.com/api/x?y=1"
         );
-        let req = Request::get("/")
-            .header(header::HOST, "[fd00::1]:8080")
-            .body(Body::empty())
-            .expect("req");
         assert_eq!(
-            redirect(&req, 8443).headers()[header::LOCATION],
-            "https://[fd00::1]:8443/"
+            location("192.168.1.50", 8443),
+            "https://192.168.1.50:8443/api/x?y=1"
         );
-        let req = Request::get("/")
-            .header(header::HOST, "evil\"host")
-            .body(Body::empty())
-            .expect("req");
-        assert_eq!(redirect(&req, 443).status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            location("[fd00::1]:8080", 8443),
+            "https://[fd00::1]:8443/api/x?y=1"
+        );
+    }
+
+    #[test]
+    fn finding_16_redirect_goes_only_to_configured_names() {
+        for host in ["evil.example", "evil\"host", "vpn.example.com.evil", ""] {
+            assert_eq!(
+                location(host, 443),
+                "https://vpn.example.com/api/x?y=1",
+                "Host {host:?}"
+            );
+        }
+        let req = Request::get("/").body(Body::empty()).expect("req");
+        assert_eq!(
+            redirect(&req, 443, &names()).headers()[header::LOCATION],
+            "https://vpn.example.com/"
+        );
     }
 }

@@ -93,7 +93,7 @@ impl Daemon {
         let (state, setup_token) = self.control_state(&hub, &tls).await?;
         let firewall = self.start_firewall(&state).await?;
         let live_tls = self.install_tls_switch(&state, &tls);
-        self.spawn_listeners(&state, live_tls).await?;
+        self.spawn_listeners(&state, live_tls, &shown_names).await?;
         maintenance::spawn(&state, self.renewal(&tls));
         tokio::spawn(watchgrid_api::alerts::webhook::run(state.clone()));
         let uapi = tokio::spawn(uapi.serve(hub.commands.clone()));
@@ -228,7 +228,13 @@ impl Daemon {
     }
 
     /// HTTPS (API, wizard, dashboard), the HTTP redirect and the metrics listeners.
-    async fn spawn_listeners(&self, state: &AppState, tls: LiveTls) -> anyhow::Result<()> {
+    /// The redirect goes only to `shown` names and the certificate's.
+    async fn spawn_listeners(
+        &self,
+        state: &AppState,
+        tls: LiveTls,
+        shown: &[String],
+    ) -> anyhow::Result<()> {
         let args = &self.args;
         let https = TcpListener::bind(args.https_listen)
             .await
@@ -244,10 +250,16 @@ impl Daemon {
             watchgrid_api::router(state.clone()),
         ));
         if let Some(addr) = args.http_listen {
+            let mut names = shown.to_vec();
+            names.extend(self.settings.tls_names.iter().cloned());
+            names.dedup();
             let l = TcpListener::bind(addr).await.with_context(|| {
                 format!("binding HTTP on {addr} (see --http-listen, or pass off)")
             })?;
-            tokio::spawn(serve_plain(l, redirect_router(args.https_listen.port())));
+            tokio::spawn(serve_plain(
+                l,
+                redirect_router(args.https_listen.port(), names),
+            ));
         }
         // Metrics are optional: a missing VPN address must not stop the daemon.
         for addr in &self.settings.metrics_listen {

@@ -49,7 +49,7 @@ pub fn resolve(args: &ServeArgs, p: &Provisioning, store: &Store) -> anyhow::Res
         addresses.push((IpAddr::V6(v6), 64));
     }
     let mut api = ApiConfig {
-        allowed_origins: non_empty(&args.allowed_origins),
+        allowed_origins: https_origins(&args.allowed_origins)?,
         trusted_proxies: parse_cidrs("--trusted-proxies", &args.trusted_proxies)?,
         admin_cidrs: parse_cidrs("--admin-cidrs", &args.admin_cidrs)?,
         jwt_secret: p.jwt_secret.clone(),
@@ -126,4 +126,39 @@ fn parse_cidrs(what: &str, items: &[String]) -> anyhow::Result<Vec<IpPrefix>> {
                 .with_context(|| format!("{what}: {s:?}"))
         })
         .collect()
+}
+
+/// WATCHGRID_ALLOWED_ORIGINS: each an `https://HOST[:PORT]` origin. A plain-HTTP page
+/// can be written by anyone on the path, so trusting one would undo CORS.
+fn https_origins(items: &[String]) -> anyhow::Result<Vec<String>> {
+    let items = non_empty(items);
+    for o in &items {
+        let Some(rest) = o.strip_prefix("https://") else {
+            anyhow::bail!("--allowed-origins: {o:?} is not an https:// origin");
+        };
+        if rest.is_empty() || rest.contains('/') {
+            anyhow::bail!("--allowed-origins: {o:?} must be https://HOST[:PORT], no path");
+        }
+    }
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finding_16_extra_origins_must_be_https() {
+        let ok = https_origins(&["https://a.example".into(), "".into()]).expect("https");
+        assert_eq!(ok, vec!["https://a.example".to_string()]);
+        for bad in [
+            "http://a.example",
+            "a.example",
+            "https://",
+            "https://a.example/x",
+        ] {
+            let e = https_origins(&[bad.into()]).expect_err(bad).to_string();
+            assert!(e.contains(bad), "{e}");
+        }
+    }
 }
