@@ -33,17 +33,47 @@ pub fn hash_password_blocking(password: &str) -> Result<String, ApiError> {
         .map_err(ApiError::internal)
 }
 
+/// Password hashes running at once. Each argon2id hash holds 19 MiB for tens of
+/// milliseconds; without a cap, a burst of logins from many addresses would run one per
+/// blocking thread (up to 512) and could exhaust memory.
+pub const HASH_CONCURRENCY: u32 = 4;
+
+/// How long a request waits in line for a hash slot before it is told to come back.
+pub const HASH_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The hash slots; public so tests can occupy them.
+pub static HASH_SLOTS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(HASH_CONCURRENCY as usize);
+
+/// Runs `work` on a blocking thread once a hash slot is free: queued up to
+/// [`HASH_QUEUE_WAIT`], then 503 with Retry-After.
+async fn hashing<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let permit = tokio::time::timeout(HASH_QUEUE_WAIT, HASH_SLOTS.acquire())
+        .await
+        .map_err(|_| ApiError::Busy {
+            retry_after_secs: 2,
+        })?
+        .map_err(ApiError::internal)?;
+    let result = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        work()
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    result
+}
+
 /// Hashes a password off the async runtime.
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || hash_password_blocking(&password))
-        .await
-        .map_err(ApiError::internal)?
+    hashing(move || hash_password_blocking(&password)).await
 }
 
 /// Verifies a password off the async runtime. With no stored hash, a dummy hash is
 /// checked anyway so unknown users take as long as wrong passwords.
 pub async fn verify_password(password: String, stored: Option<String>) -> Result<bool, ApiError> {
-    tokio::task::spawn_blocking(move || {
+    hashing(move || {
         let dummy = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2VpMb3lAqNYk3uPVpOqvOMbZOY2VkjwZDBvXfrRB8z8";
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| dummy.to_string());
@@ -52,7 +82,6 @@ pub async fn verify_password(password: String, stored: Option<String>) -> Result
         Ok(known && ok)
     })
     .await
-    .map_err(ApiError::internal)?
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

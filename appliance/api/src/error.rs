@@ -28,6 +28,9 @@ pub enum ApiError {
     /// A dependency (the firewall) could not apply a change; nothing changed.
     #[error("{0}")]
     Unavailable(String),
+    /// The server is saturated (password hashing); try again after the delay.
+    #[error("busy: try again shortly")]
+    Busy { retry_after_secs: u64 },
     #[error("setup is not complete: finish it in the setup wizard first")]
     SetupRequired,
     /// Logged in full, answered with generic text.
@@ -49,7 +52,9 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::SetupRequired | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::SetupRequired | ApiError::Unavailable(_) | ApiError::Busy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -72,7 +77,9 @@ impl IntoResponse for ApiError {
             Json(serde_json::json!({ "error": self.to_string() })),
         )
             .into_response();
-        if let ApiError::TooManyRequests { retry_after_secs } = self {
+        if let ApiError::TooManyRequests { retry_after_secs }
+        | ApiError::Busy { retry_after_secs } = self
+        {
             if let Ok(v) = HeaderValue::from_str(&retry_after_secs.max(1).to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }

@@ -58,7 +58,7 @@ impl Limits {
     /// Takes one token for `ip` from the named limiter, or says when to retry.
     pub fn check(&self, limiter: &'static str, ip: IpAddr) -> Result<(), ApiError> {
         self.limiter
-            .check_key(&(limiter, ip))
+            .check_key(&(limiter, bucket_of(ip)))
             .map_err(|not_until| self.retry_after(not_until))
     }
 
@@ -90,6 +90,18 @@ impl Limits {
 
     pub fn tracked(&self) -> usize {
         self.limiter.len() + self.agents.len()
+    }
+}
+
+/// The bucket an address counts against: IPv4 by address, IPv6 by its /64. One
+/// subscriber or host usually gets a whole /64, so keying by full address would give
+/// an attacker 2^64 fresh buckets (the dataplane's source limiter does the same).
+pub fn bucket_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6) & !((1u128 << 64) - 1),
+        )),
+        v4 => v4,
     }
 }
 
@@ -178,6 +190,22 @@ mod tests {
         // Other limiters and other clients have their own buckets.
         l.check(REGISTER, ip("192.0.2.1")).expect("other limiter");
         l.check(LOGIN, ip("192.0.2.2")).expect("other client");
+    }
+
+    #[test]
+    fn finding_06_ipv6_clients_share_one_bucket_per_64() {
+        let l = Limits::default();
+        for i in 0..10u16 {
+            l.check(LOGIN, ip(&format!("2001:db8:1:2::{:x}", i + 1)))
+                .expect("within burst");
+        }
+        let other_host = ip("2001:db8:1:2:ffff:1:2:3");
+        assert!(matches!(
+            l.check(LOGIN, other_host),
+            Err(ApiError::TooManyRequests { .. })
+        ));
+        l.check(LOGIN, ip("2001:db8:1:3::1")).expect("another /64");
+        assert_eq!(l.tracked(), 2, "one bucket per /64");
     }
 
     #[test]
