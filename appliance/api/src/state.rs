@@ -66,6 +66,9 @@ pub struct Inner {
     pub presence: crate::presence::Presence,
     /// Wakes agents' long polls when a command is queued.
     pub command_bell: crate::command_bell::CommandBell,
+    /// Held from the public-key check until the new device is stored, so two requests
+    /// with one key cannot both pass the check.
+    pub device_adds: tokio::sync::Mutex<()>,
     /// Failed sign-ins per source, for the burst alert.
     pub burst_windows: crate::alerts::BurstWindows,
     /// Wakes the alert webhook sender.
@@ -113,6 +116,7 @@ impl AppState {
             metrics,
             presence: Default::default(),
             command_bell: Default::default(),
+            device_adds: tokio::sync::Mutex::new(()),
             burst_windows: Default::default(),
             alert_bell: tokio::sync::Notify::new(),
             logs: std::sync::OnceLock::new(),

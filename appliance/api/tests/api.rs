@@ -239,7 +239,7 @@ async fn register_makes_the_peer_live_and_one_use_tokens_work_once_under_concurr
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let token = r.json["token"].as_str().expect("token").to_string();
     let mut tasks = Vec::new();
-    for i in 0..100u8 {
+    for i in 1..=100u8 {
         let router = a.router.clone();
         let body = serde_json::json!({"token": token, "public_key": wg_key(i), "hostname": format!("h{i}")});
         tasks.push(tokio::spawn(async move {

@@ -64,3 +64,125 @@ async fn finding_06_an_ipv6_64_is_one_client_for_the_login_limit() {
         "another /64 has its own bucket"
     );
 }
+
+async fn enrollment_token(a: &App, admin: &str, uses: u32) -> String {
+    let r = a
+        .call(bearer(
+            post("/api/enrollment-tokens", &serde_json::json!({"uses": uses})),
+            admin,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    r.json["token"].as_str().expect("token").to_string()
+}
+
+fn hex_key(h: &str) -> String {
+    use base64::Engine as _;
+    let bytes: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[tokio::test]
+async fn finding_15_low_order_keys_are_refused() {
+    let a = app();
+    let admin = a.admin_token().await;
+    let token = enrollment_token(&a, &admin, 1).await;
+    let low_order = [
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+    ];
+    for h in low_order {
+        let key = hex_key(h);
+        let body = serde_json::json!({"token": token, "public_key": key, "hostname": "h"});
+        let r = a.call(post("/api/register", &body)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{h}: {}",
+            r.text
+        );
+        assert!(r.text.contains("small order"), "{}", r.text);
+        let body = serde_json::json!({"name": "h", "public_key": key});
+        let r = a.call(bearer(post("/api/devices", &body), &admin)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{h}: {}",
+            r.text
+        );
+    }
+    assert_eq!(a.hub.peer_count(), 0);
+    // The refusals did not use the single-use token.
+    let body = serde_json::json!({"token": token, "public_key": wg_key(9), "hostname": "h"});
+    let r = a.call(post("/api/register", &body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
+#[tokio::test]
+async fn finding_15_a_hub_failure_gives_the_token_use_back() {
+    let a = app();
+    let admin = a.admin_token().await;
+    let token = enrollment_token(&a, &admin, 1).await;
+    let body = serde_json::json!({"token": token, "public_key": wg_key(9), "hostname": "h"});
+    *a.hub.fail.lock().expect("lock") = true;
+    let r = a.call(post("/api/register", &body)).await;
+    assert!(r.status.is_server_error(), "{}: {}", r.status, r.text);
+    let devices = a.call(bearer(get("/api/devices"), &admin)).await;
+    assert_eq!(
+        devices.json["devices"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        devices.text
+    );
+    // Once the hub is back, the same single-use token enrolls the device.
+    *a.hub.fail.lock().expect("lock") = false;
+    let r = a.call(post("/api/register", &body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(a.hub.peer_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_15_one_key_registers_once_under_concurrency() {
+    let a = app();
+    let admin = a.admin_token().await;
+    let token = enrollment_token(&a, &admin, 20).await;
+    let mut tasks = Vec::new();
+    for i in 1..=20u8 {
+        let router = a.router.clone();
+        let body = serde_json::json!({"token": token, "public_key": wg_key(42), "hostname": format!("h{i}")});
+        tasks.push(tokio::spawn(async move {
+            let mut req = post("/api/register", &body);
+            let addr: SocketAddr = format!("10.9.0.{i}:5000").parse().expect("addr");
+            req.extensions_mut().insert(ConnectInfo(addr));
+            router.oneshot(req).await.expect("infallible").status()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.expect("task"));
+    }
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert_eq!(ok, 1, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::CONFLICT),
+        "{statuses:?}"
+    );
+    let devices = a.call(bearer(get("/api/devices"), &admin)).await;
+    assert_eq!(
+        devices.json["devices"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        devices.text
+    );
+    // The 19 refused registrations gave their uses back: 19 other keys still enroll.
+    for i in 1..=19u8 {
+        let body = serde_json::json!({"token": token, "public_key": wg_key(100 + i), "hostname": format!("o{i}")});
+        let peer = format!("10.9.1.{i}:5000");
+        let r = a.call_from(&peer, post("/api/register", &body)).await;
+        assert_eq!(r.status, StatusCode::OK, "use {i}: {}", r.text);
+    }
+}

@@ -49,6 +49,20 @@ impl fmt::Debug for PublicKey {
     }
 }
 
+impl PublicKey {
+    /// True for keys no honest peer has: points of small order (the all-zero key among
+    /// them). Every Diffie-Hellman with one gives the same all-zero secret whatever our
+    /// private key is, so a "peer" with such a key contributes nothing to the session.
+    /// X25519 clamps scalars to multiples of the cofactor 8, which sends exactly these
+    /// points to zero: one multiplication with any clamped scalar tells them apart.
+    pub fn is_low_order(&self) -> bool {
+        let probe = x25519::StaticSecret::from([0x5a; 32]);
+        !probe
+            .diffie_hellman(&x25519::PublicKey::from(self.0))
+            .was_contributory()
+    }
+}
+
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&encode_base64_key(&self.0))
@@ -124,6 +138,34 @@ impl Secret {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn low_order_points_are_told_apart_from_real_keys() {
+        use super::PublicKey;
+        // The canonical small-order points of Curve25519 (x = 0, 1, the two of order 8,
+        // p-1, p, p+1) as listed by Bernstein's "cr.yp.to/ecdh.html#validate".
+        let hex = [
+            "0000000000000000000000000000000000000000000000000000000000000000",
+            "0100000000000000000000000000000000000000000000000000000000000000",
+            "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+            "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+            "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        ];
+        for h in hex {
+            let mut k = [0u8; 32];
+            for (i, b) in k.iter_mut().enumerate() {
+                *b = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).expect("hex");
+            }
+            assert!(PublicKey(k).is_low_order(), "{h}");
+        }
+        for _ in 0..16 {
+            assert!(!super::Secret::generate_private()
+                .public_key()
+                .is_low_order());
+        }
+    }
+
     use super::*;
 
     // RFC 7748 §6.1: Alice's private and public key.

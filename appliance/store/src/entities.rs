@@ -209,6 +209,29 @@ impl Store {
         })
     }
 
+    /// Gives back one use of a redeemed token whose registration then failed, so a
+    /// hub error does not burn a single-use token. `redeemed` is the token as
+    /// [`Redemption::Accepted`] returned it; a token that was used up (and so deleted)
+    /// comes back with one use.
+    pub fn return_enrollment_use(&self, redeemed: &EnrollmentToken) -> Result<()> {
+        let outcome = self
+            .enrollment_tokens
+            .update(&redeemed.token_hash, |current| {
+                Ok::<_, ()>(Some(match current {
+                    Some(t) => EnrollmentToken {
+                        uses_left: t.uses_left.saturating_add(1),
+                        ..t
+                    },
+                    None => EnrollmentToken {
+                        uses_left: 1,
+                        ..redeemed.clone()
+                    },
+                }))
+            })?;
+        debug_assert!(outcome.is_ok());
+        Ok(())
+    }
+
     /// Stores a new device on the lowest free host address of `subnet_base/prefix`
     /// (the first host is the hub), atomically claiming the address so concurrent
     /// registrations never share one. Returns the device as stored.

@@ -194,6 +194,39 @@ fn expired_and_unknown_tokens_are_rejected_alike() {
 }
 
 #[test]
+fn a_returned_use_is_redeemable_again_even_after_the_last_one() {
+    let dir = private_dir();
+    let s = Store::open(dir.path()).expect("open");
+    s.enrollment_tokens
+        .put("one", &token("one", 1, None))
+        .expect("put");
+    s.enrollment_tokens
+        .put("two", &token("two", 2, None))
+        .expect("put");
+    for hash in ["one", "two"] {
+        let Redemption::Accepted(redeemed) = s.redeem_enrollment_token(hash, 1).expect("r") else {
+            panic!("{hash} must redeem");
+        };
+        s.return_enrollment_use(&redeemed).expect("return");
+        let left = s
+            .enrollment_tokens
+            .get(hash)
+            .expect("get")
+            .map(|t| t.uses_left);
+        assert_eq!(left, Some(redeemed.uses_left), "{hash}: the use is back");
+    }
+    // The single-use token came back from deletion and still works exactly once.
+    assert!(matches!(
+        s.redeem_enrollment_token("one", 1).expect("r"),
+        Redemption::Accepted(_)
+    ));
+    assert_eq!(
+        s.redeem_enrollment_token("one", 1).expect("r"),
+        Redemption::Rejected
+    );
+}
+
+#[test]
 fn concurrent_device_creation_never_shares_an_address() {
     let dir = private_dir();
     let s = Arc::new(Store::open(dir.path()).expect("open"));

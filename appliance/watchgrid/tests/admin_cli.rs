@@ -12,6 +12,7 @@ fn provisioned_dir() -> tempfile::TempDir {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
     let store = Store::open(dir.path()).expect("store");
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .expect("rt");
     rt.block_on(watchgrid_api::routes::setup::provision(
@@ -84,6 +85,7 @@ fn reset_password_replaces_the_hash_and_refuses_weak_input() {
     let store = Store::open(dir.path()).expect("store");
     let a = store.admins.get("admin").expect("get").expect("admin");
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .expect("rt");
     let verify = |p: &str| {

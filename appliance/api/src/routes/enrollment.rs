@@ -156,8 +156,15 @@ pub(crate) struct RegisterRequest {
 
 /// A public key from a request, with a 422 that says what is wrong with it.
 pub(crate) fn parse_public_key(s: &str) -> Result<PublicKey, ApiError> {
-    s.parse()
-        .map_err(|e| ApiError::Invalid(format!("public_key: {e}")))
+    let key: PublicKey = s
+        .parse()
+        .map_err(|e| ApiError::Invalid(format!("public_key: {e}")))?;
+    if key.is_low_order() {
+        return Err(ApiError::Invalid(
+            "public_key: a point of small order (like all zeros) is not a usable key".into(),
+        ));
+    }
+    Ok(key)
 }
 
 pub(crate) fn validate_hostname(h: &str) -> Result<(), ApiError> {
@@ -195,11 +202,11 @@ pub(crate) async fn register(
         .get(SETTINGS_KEY)?
         .ok_or(ApiError::SetupRequired)?;
     let now = unix_now();
-    let groups = match state
+    let redeemed = match state
         .store
         .redeem_enrollment_token(&token_hash(&req.token), now)?
     {
-        Redemption::Accepted(t) => t.groups,
+        Redemption::Accepted(t) => t,
         Redemption::Rejected => {
             tracing::warn!(client = %ip, "registration with an invalid enrollment token");
             return Err(ApiError::Unauthorized);
@@ -207,11 +214,11 @@ pub(crate) async fn register(
     };
     let agent_key = Sensitive::new(new_token());
     // The peer is live before we answer (SPEC §5).
-    let device = super::add_device(
+    let added = super::add_device(
         &state,
         &settings,
         super::NewDevice {
-            groups,
+            groups: redeemed.groups.clone(),
             name: req.hostname.clone(),
             public_key: key,
             expires_at: None,
@@ -219,7 +226,15 @@ pub(crate) async fn register(
             allow_commands: req.allow_commands,
         },
     )
-    .await?;
+    .await;
+    // Redeeming and adding are one unit: a device that was not added gives its use back.
+    let device = match added {
+        Ok(d) => d,
+        Err(e) => {
+            state.store.return_enrollment_use(&redeemed)?;
+            return Err(e);
+        }
+    };
     if !device.groups.is_empty() {
         state.firewall_changed().await;
     }

@@ -59,12 +59,14 @@ pub(crate) struct NewDevice {
 
 /// Stores a device on free addresses and puts its peer on the hub before returning
 /// (SPEC §5); if the hub refuses, the device and its addresses are released again.
-/// The caller has checked that no device has this public key.
+/// The key check and the insert are one step: a second device with the key is a 409.
 pub(crate) async fn add_device(
     state: &AppState,
     settings: &watchgrid_store::Settings,
     new: NewDevice,
 ) -> Result<watchgrid_store::Device, ApiError> {
+    let _one_at_a_time = state.device_adds.lock().await;
+    ensure_new_key(state, &new.public_key)?;
     let device = state.store.create_device(
         watchgrid_store::Device {
             id: format!("dev-{}", state.store.next_id()?),

@@ -20,6 +20,8 @@ pub use watchgrid_store::Store;
 pub struct FakeHub {
     pub peers: Mutex<Vec<(PublicKey, Vec<IpPrefix>)>>,
     pub address: Mutex<Option<(std::net::Ipv4Addr, u8)>>,
+    /// While set, `set_peer` fails as a stopped dataplane does.
+    pub fail: Mutex<bool>,
 }
 
 impl Hub for FakeHub {
@@ -27,6 +29,9 @@ impl Hub for FakeHub {
         PublicKey([0x1d; 32])
     }
     fn set_peer(&self, key: PublicKey, allowed: Vec<IpPrefix>) -> HubFuture {
+        if self.fail.lock().map(|f| *f).unwrap_or(false) {
+            return Box::pin(async { Err(watchgrid_api::hub::HubError::Stopped) });
+        }
         if let Ok(mut p) = self.peers.lock() {
             p.retain(|(k, _)| *k != key);
             p.push((key, allowed));
