@@ -186,3 +186,29 @@ async fn finding_15_one_key_registers_once_under_concurrency() {
         assert_eq!(r.status, StatusCode::OK, "use {i}: {}", r.text);
     }
 }
+
+#[tokio::test]
+async fn finding_08_an_empty_admin_fence_needs_open_to_all() {
+    let a = app();
+    let token = a.admin_token().await;
+    let empty = serde_json::json!({"egress": false, "rules": [], "admin_cidrs": []});
+    let r = a.call(bearer(put("/api/firewall", &empty), &token)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("open_to_all"), "{}", r.text);
+    // Nothing changed: the default fence still keeps the WAN out.
+    let outside = a
+        .call_from("203.0.113.7:1", bearer(get("/api/devices"), &token))
+        .await;
+    assert_eq!(outside.status, StatusCode::FORBIDDEN);
+    let view = a.call(bearer(get("/api/firewall"), &token)).await;
+    assert_eq!(view.json["admin_cidrs_default"], true, "{}", view.text);
+    // Said explicitly, it is the operator's choice.
+    let open =
+        serde_json::json!({"egress": false, "rules": [], "admin_cidrs": [], "open_to_all": true});
+    let r = a.call(bearer(put("/api/firewall", &open), &token)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let outside = a
+        .call_from("203.0.113.7:1", bearer(get("/api/devices"), &token))
+        .await;
+    assert_eq!(outside.status, StatusCode::OK, "{}", outside.text);
+}

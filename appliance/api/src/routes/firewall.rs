@@ -59,6 +59,10 @@ pub struct PolicyBody {
     /// Networks that may use the setup wizard, admin pages and admin API; `null`
     /// restores the default (loopback, the VPN, private LAN ranges).
     pub admin_cidrs: Option<Vec<String>>,
+    /// Required with an empty `admin_cidrs`, which opens the admin surface to every
+    /// address: an empty list is otherwise refused, so it is never sent by mistake.
+    #[serde(default)]
+    pub open_to_all: bool,
     /// Let peers reach networks behind the hub, masqueraded as the hub.
     pub egress: bool,
     pub rules: Vec<RuleBody>,
@@ -268,6 +272,13 @@ pub(crate) async fn update(
         .map(|(i, r)| validate_rule(i, r))
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(list) = &body.admin_cidrs {
+        if list.is_empty() && !body.open_to_all {
+            return Err(ApiError::Invalid(
+                "admin_cidrs: an empty list opens the admin surface to every address; \
+                 send \"open_to_all\": true to mean that, or null for the default fence"
+                    .into(),
+            ));
+        }
         if list.len() > MAX_CIDRS {
             return Err(ApiError::Invalid(format!(
                 "admin_cidrs: at most {MAX_CIDRS}"
