@@ -140,7 +140,6 @@ impl Secret {
 mod tests {
     #[test]
     fn low_order_points_are_told_apart_from_real_keys() {
-        use super::PublicKey;
         // The canonical small-order points of Curve25519 (x = 0, 1, the two of order 8,
         // p-1, p, p+1) as listed by Bernstein's "cr.yp.to/ecdh.html#validate".
         let hex = [
@@ -160,9 +159,7 @@ mod tests {
             assert!(PublicKey(k).is_low_order(), "{h}");
         }
         for _ in 0..16 {
-            assert!(!super::Secret::generate_private()
-                .public_key()
-                .is_low_order());
+            assert!(!Secret::generate_private().public_key().is_low_order());
         }
     }
 

@@ -170,7 +170,6 @@ pub(crate) async fn create(
         Some(s) => Some(now + s),
         None => None,
     };
-    super::ensure_new_key(&state, &public_key)?;
     let settings = state
         .store
         .settings

@@ -195,7 +195,6 @@ pub(crate) async fn register(
     // Validate everything before redeeming, so bad input never burns a token.
     let key = parse_public_key(&req.public_key)?;
     validate_hostname(&req.hostname)?;
-    super::ensure_new_key(&state, &key)?;
     let settings = state
         .store
         .settings

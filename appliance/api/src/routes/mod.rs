@@ -26,10 +26,7 @@ pub(crate) fn limit(state: &AppState, limiter: &'static str, ip: IpAddr) -> Resu
 }
 
 /// Refuses a public key that an existing device already has.
-pub(crate) fn ensure_new_key(
-    state: &AppState,
-    key: &watchgrid_core::PublicKey,
-) -> Result<(), ApiError> {
+fn ensure_new_key(state: &AppState, key: &watchgrid_core::PublicKey) -> Result<(), ApiError> {
     if state
         .store
         .devices
