@@ -20,7 +20,7 @@
 use crate::middleware::{admin_fence, check_origin, setup_gate};
 use crate::routes::{
     self, agents, alerts, commands, devices, enrollment, firewall, fleet_pages, logs, pages,
-    session,
+    password, session, tokens,
 };
 use crate::state::AppState;
 use axum::http::StatusCode;
@@ -63,6 +63,8 @@ pub(crate) fn setup(state: &AppState) -> Router<AppState> {
 pub(crate) fn admin(state: &AppState) -> Router<AppState> {
     let signed_in = Router::new()
         .merge(session::router())
+        .merge(tokens::router())
+        .merge(password::router())
         .merge(enrollment::admin_router())
         .merge(devices::router())
         .merge(commands::admin_router())

@@ -90,6 +90,9 @@ pub struct Claims {
     pub jti: String,
     pub iat: u64,
     pub exp: u64,
+    /// The admin's credential epoch at sign-in; a password change moves it on.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 fn jwt_secret(state: &AppState) -> Result<watchgrid_store::Sensitive<String>, ApiError> {
@@ -107,11 +110,18 @@ fn jwt_secret(state: &AppState) -> Result<watchgrid_store::Sensitive<String>, Ap
 /// Issues a session token and the Set-Cookie value that carries it.
 pub fn issue_session(state: &AppState, username: &str) -> Result<(String, String), ApiError> {
     let now = unix_now();
+    let epoch = state
+        .store
+        .admins
+        .get(username)?
+        .ok_or(ApiError::Unauthorized)?
+        .credential_epoch;
     let claims = Claims {
         sub: username.to_string(),
         jti: crate::secrets::new_token(),
         iat: now,
         exp: now + state.config.session_ttl_secs,
+        epoch,
     };
     let token = encode(
         &Header::default(),
@@ -210,16 +220,7 @@ fn api_token_header(headers: &HeaderMap) -> Option<&str> {
 /// Checks the API token, or else the session cookie.
 fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Admin, ApiError> {
     if let Some(bearer) = api_token_header(headers) {
-        // The lookup is by SHA-256 of the token, so timing reveals nothing usable.
-        let token = state
-            .store
-            .api_tokens
-            .get(&token_hash(bearer.trim()))?
-            .ok_or(ApiError::Unauthorized)?;
-        return Ok(Admin {
-            username: token.username,
-            session: None,
-        });
+        return authenticate_token(bearer.trim(), state);
     }
     let cookie = headers
         .get_all(header::COOKIE)
@@ -245,11 +246,63 @@ fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Admin, ApiError
         .admins
         .get(&claims.sub)?
         .ok_or(ApiError::Unauthorized)?;
-    if claims.iat < admin.sessions_valid_after {
+    if claims.iat < admin.sessions_valid_after || claims.epoch != admin.credential_epoch {
         return Err(ApiError::Unauthorized);
     }
     Ok(Admin {
         username: admin.username,
         session: Some(claims),
     })
+}
+
+/// How often a token's `last_used_at` is written: often enough for a list to tell a
+/// live token from a forgotten one, rarely enough that automation does not turn every
+/// request into a store write.
+const LAST_USED_GRANULARITY_SECS: u64 = 60;
+
+/// An API token is good while it exists, has not expired and belongs to the admin's
+/// current credential epoch (a password change voids it even before it is deleted).
+fn authenticate_token(bearer: &str, state: &AppState) -> Result<Admin, ApiError> {
+    // The lookup is by SHA-256 of the token, so timing reveals nothing usable.
+    let token = state
+        .store
+        .api_tokens
+        .get(&token_hash(bearer))?
+        .ok_or(ApiError::Unauthorized)?;
+    let now = unix_now();
+    if token.expires_at.is_some_and(|at| now >= at) {
+        return Err(ApiError::Unauthorized);
+    }
+    let admin = state
+        .store
+        .admins
+        .get(&token.username)?
+        .ok_or(ApiError::Unauthorized)?;
+    if token.epoch != admin.credential_epoch {
+        return Err(ApiError::Unauthorized);
+    }
+    if token
+        .last_used_at
+        .is_none_or(|at| now.saturating_sub(at) >= LAST_USED_GRANULARITY_SECS)
+    {
+        note_token_use(state, &token.token_hash, now);
+    }
+    Ok(Admin {
+        username: admin.username,
+        session: None,
+    })
+}
+
+/// Records when a token was last used. A failed write costs only the list's accuracy,
+/// so it is logged rather than failing the request.
+fn note_token_use(state: &AppState, hash: &str, now: u64) {
+    let written = state.store.api_tokens.update(hash, |current| {
+        Ok::<_, ()>(current.map(|t| watchgrid_store::ApiToken {
+            last_used_at: Some(now),
+            ..t
+        }))
+    });
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "could not record an API token's last use");
+    }
 }

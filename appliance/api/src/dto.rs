@@ -44,7 +44,31 @@ pub struct Username {
 pub struct ApiTokenCreated {
     /// Shown once; only its hash is stored.
     pub token: String,
+    /// The token's id for `GET /api/tokens` and `DELETE /api/tokens/{id}`.
+    pub id: String,
     pub name: String,
+    /// Unix time after which the token is refused; absent: never.
+    pub expires_at: Option<u64>,
+}
+
+/// An API token as listed: never the token itself.
+#[derive(Serialize, ToSchema)]
+pub struct ApiTokenView {
+    pub id: String,
+    pub name: String,
+    /// The admin the token acts as.
+    pub username: String,
+    pub created_at: u64,
+    pub expires_at: Option<u64>,
+    /// To the minute; absent if never used.
+    pub last_used_at: Option<u64>,
+    /// True once `expires_at` has passed (the token is refused).
+    pub expired: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiTokenList {
+    pub tokens: Vec<ApiTokenView>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -12,6 +12,8 @@ use watchgrid_core::IpPrefix;
 pub const LOGIN: &str = "login";
 pub const REGISTER: &str = "register";
 pub const SETUP: &str = "setup";
+/// 2FA setup, enable and disable: each checks a code, so each is a guess.
+pub const SECOND_FACTOR: &str = "2fa";
 /// The limiter name the agent limit reports in metrics.
 pub const AGENT: &str = "agent";
 

@@ -4,7 +4,8 @@
 use crate::dto::*;
 use crate::routes::firewall::{FirewallView, GroupsBody, PolicyBody, RuleBody};
 use crate::routes::{
-    agents, alerts, commands, devices, enrollment, firewall, logs, public, session, setup,
+    agents, alerts, commands, devices, enrollment, firewall, logs, password, public, session,
+    setup, tokens,
 };
 use axum::routing::get;
 use axum::{Json, Router};
@@ -17,7 +18,8 @@ use utoipa::{Modify, OpenApi};
     paths(
         public::healthz,
         setup::setup,
-        session::login, session::logout, session::me, session::create_token,
+        session::login, session::logout, session::me, tokens::create, tokens::list,
+        tokens::revoke, password::change,
         session::totp_setup, session::totp_enable, session::totp_disable,
         enrollment::create, enrollment::list, enrollment::register,
         agents::heartbeat, agents::wg_config,
@@ -31,7 +33,7 @@ use utoipa::{Modify, OpenApi};
         firewall::show, firewall::update, firewall::set_groups,
     ),
     components(schemas(
-        ErrorBody, Status, Health, Username, ApiTokenCreated, TotpSetup, RecoveryCodes,
+        ErrorBody, Status, Health, Username, ApiTokenCreated, ApiTokenView, ApiTokenList, TotpSetup, RecoveryCodes,
         EnrollmentTokenCreated, EnrollmentTokenView, EnrollmentTokenList, Registration,
         DeviceView, DeviceList, DeviceCreated, AuditView, AuditList,
         FirewallView, PolicyBody, RuleBody, GroupsBody,

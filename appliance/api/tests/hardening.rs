@@ -202,3 +202,338 @@ async fn finding_08_an_empty_admin_fence_needs_open_to_all() {
         .await;
     assert_eq!(outside.status, StatusCode::OK, "{}", outside.text);
 }
+
+/// A new API token made with the session `cookie`, with extra request fields.
+async fn new_token(a: &App, cookie: &str, extra: serde_json::Value) -> Resp {
+    let mut body = serde_json::json!({"name": "automation"});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    a.call(with(post("/api/tokens", &body), header::COOKIE, cookie))
+        .await
+}
+
+fn delete(path: &str) -> Request<Body> {
+    Request::delete(path)
+        .header(header::HOST, "vpn.example.com")
+        .body(Body::empty())
+        .expect("request")
+}
+
+async fn me_with_token(a: &App, token: &str) -> StatusCode {
+    a.call(bearer(get("/api/auth/me"), token)).await.status
+}
+
+async fn me_with_cookie(a: &App, cookie: &str) -> StatusCode {
+    a.call(with(get("/api/auth/me"), header::COOKIE, cookie))
+        .await
+        .status
+}
+
+#[tokio::test]
+async fn finding_01_tokens_are_listed_without_the_secret_and_revoked_at_once() {
+    let a = app();
+    a.setup().await;
+    let cookie = a.login_cookie().await;
+    let made = new_token(&a, &cookie, serde_json::json!({})).await;
+    assert_eq!(made.status, StatusCode::OK, "{}", made.text);
+    let token = made.json["token"].as_str().expect("token").to_string();
+    let id = made.json["id"].as_str().expect("id").to_string();
+    assert_eq!(me_with_token(&a, &token).await, StatusCode::OK);
+
+    let list = a.call(bearer(get("/api/tokens"), &token)).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text);
+    assert!(!list.text.contains(&token), "the list shows the token");
+    let listed = &list.json["tokens"][0];
+    assert_eq!(listed["id"], id.as_str());
+    assert_eq!(listed["name"], "automation");
+    assert_eq!(listed["username"], "admin");
+    assert!(listed["created_at"].as_u64().is_some_and(|t| t > 0));
+    assert!(listed["last_used_at"].as_u64().is_some(), "{listed}");
+    assert_eq!(listed["expires_at"], serde_json::Value::Null);
+
+    let gone = a
+        .call(with(
+            delete(&format!("/api/tokens/{id}")),
+            header::COOKIE,
+            &cookie,
+        ))
+        .await;
+    assert_eq!(gone.status, StatusCode::OK, "{}", gone.text);
+    assert_eq!(me_with_token(&a, &token).await, StatusCode::UNAUTHORIZED);
+    let again = a
+        .call(with(
+            delete(&format!("/api/tokens/{id}")),
+            header::COOKIE,
+            &cookie,
+        ))
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn finding_01_a_token_past_its_expiry_is_refused() {
+    let a = app();
+    a.setup().await;
+    let cookie = a.login_cookie().await;
+    for bad in [0, 3651] {
+        let r = new_token(&a, &cookie, serde_json::json!({"expires_in_days": bad})).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            r.text
+        );
+    }
+    assert!(a.state.store.api_tokens.list().expect("list").is_empty());
+    let made = new_token(&a, &cookie, serde_json::json!({"expires_in_days": 1})).await;
+    let token = made.json["token"].as_str().expect("token").to_string();
+    let now = watchgrid_api::state::unix_now();
+    let expires = made.json["expires_at"].as_u64().expect("expires_at");
+    assert!(
+        (now + 86_390..=now + 86_410).contains(&expires),
+        "{expires}"
+    );
+    assert_eq!(me_with_token(&a, &token).await, StatusCode::OK);
+    // A day later, as the clock would have it:
+    let hash = watchgrid_api::secrets::token_hash(&token);
+    let mut record = a
+        .state
+        .store
+        .api_tokens
+        .get(&hash)
+        .expect("get")
+        .expect("token");
+    record.expires_at = Some(now - 1);
+    a.state.store.api_tokens.put(&hash, &record).expect("put");
+    assert_eq!(me_with_token(&a, &token).await, StatusCode::UNAUTHORIZED);
+    let list = a
+        .call(with(get("/api/tokens"), header::COOKIE, &cookie))
+        .await;
+    assert_eq!(list.json["tokens"][0]["expired"], true, "{}", list.text);
+}
+
+fn password_change(current: &str, new: &str) -> serde_json::Value {
+    serde_json::json!({"current_password": current, "new_password": new})
+}
+
+#[tokio::test]
+async fn finding_01_a_password_change_voids_every_session_and_token() {
+    let a = app();
+    let token = a.admin_token().await;
+    let cookie = a.login_cookie().await;
+    let other_cookie = a.login_cookie().await;
+    let new_password = "a much better passphrase";
+
+    // Wrong current password, or a weak new one: refused, nothing changes.
+    for (body, want) in [
+        (
+            password_change("not the password", new_password),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            password_change(PASSWORD, "short"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let r = a
+            .call(with(
+                post("/api/auth/password", &body),
+                header::COOKIE,
+                &cookie,
+            ))
+            .await;
+        assert_eq!(r.status, want, "{}", r.text);
+    }
+    assert_eq!(me_with_cookie(&a, &other_cookie).await, StatusCode::OK);
+    assert_eq!(me_with_token(&a, &token).await, StatusCode::OK);
+
+    let r = a
+        .call(with(
+            post(
+                "/api/auth/password",
+                &password_change(PASSWORD, new_password),
+            ),
+            header::COOKIE,
+            &cookie,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let fresh = r
+        .headers
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("a fresh session cookie")
+        .to_string();
+    assert_eq!(me_with_cookie(&a, &fresh).await, StatusCode::OK);
+    for old in [&cookie, &other_cookie] {
+        assert_eq!(me_with_cookie(&a, old).await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(me_with_token(&a, &token).await, StatusCode::UNAUTHORIZED);
+    assert!(a.state.store.api_tokens.list().expect("list").is_empty());
+    let old_login = a.call(post("/api/auth/login", &login_body(PASSWORD))).await;
+    assert_eq!(old_login.status, StatusCode::UNAUTHORIZED);
+    let new_login = a
+        .call(post("/api/auth/login", &login_body(new_password)))
+        .await;
+    assert_eq!(new_login.status, StatusCode::OK);
+}
+
+/// Turns 2FA on through the API; returns its secret and the recovery codes.
+async fn enable_2fa(a: &App, token: &str) -> (String, Vec<String>) {
+    let setup = a
+        .call(bearer(
+            post("/api/auth/2fa/setup", &serde_json::json!({})),
+            token,
+        ))
+        .await;
+    assert_eq!(setup.status, StatusCode::OK, "{}", setup.text);
+    let secret = setup.json["secret"].as_str().expect("secret").to_string();
+    let code =
+        watchgrid_api::totp::code_at(&secret, watchgrid_api::state::unix_now()).expect("code");
+    let en = a
+        .call(bearer(
+            post("/api/auth/2fa/enable", &serde_json::json!({"code": code})),
+            token,
+        ))
+        .await;
+    assert_eq!(en.status, StatusCode::OK, "{}", en.text);
+    let codes = en.json["recovery_codes"]
+        .as_array()
+        .expect("codes")
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_string))
+        .collect();
+    (secret, codes)
+}
+
+#[tokio::test]
+async fn finding_01_with_2fa_a_password_change_and_a_new_token_need_a_code() {
+    let a = app();
+    let token = a.admin_token().await;
+    let (_, recovery) = enable_2fa(&a, &token).await;
+    let no_code = a
+        .call(bearer(
+            post("/api/tokens", &serde_json::json!({"name": "second"})),
+            &token,
+        ))
+        .await;
+    assert_eq!(no_code.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(no_code.json["error"], "two-factor code required");
+    let with_code = a
+        .call(bearer(
+            post(
+                "/api/tokens",
+                &serde_json::json!({"name": "second", "totp": recovery[0]}),
+            ),
+            &token,
+        ))
+        .await;
+    assert_eq!(with_code.status, StatusCode::OK, "{}", with_code.text);
+
+    let change = password_change(PASSWORD, "a much better passphrase");
+    let r = a
+        .call(bearer(post("/api/auth/password", &change), &token))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        me_with_token(&a, &token).await,
+        StatusCode::OK,
+        "changed anyway"
+    );
+    let mut change = change;
+    change["totp"] = serde_json::json!(recovery[1]);
+    let r = a
+        .call(bearer(post("/api/auth/password", &change), &token))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(me_with_token(&a, &token).await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn finding_02_re_enrolment_needs_a_current_factor() {
+    let a = app();
+    let token = a.admin_token().await;
+    let (secret, recovery) = enable_2fa(&a, &token).await;
+    let before = a
+        .state
+        .store
+        .admins
+        .get("admin")
+        .expect("get")
+        .expect("admin");
+    for body in [serde_json::json!({}), serde_json::json!({"code": "000000"})] {
+        let r = a
+            .call(bearer(post("/api/auth/2fa/setup", &body), &token))
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{body}: {}", r.text);
+    }
+    let after = a
+        .state
+        .store
+        .admins
+        .get("admin")
+        .expect("get")
+        .expect("admin");
+    assert_eq!(after, before, "a refused re-enrolment changed the admin");
+    assert_eq!(
+        after.totp_secret.as_ref().map(|s| s.expose().clone()),
+        Some(secret)
+    );
+
+    let r = a
+        .call(bearer(
+            post(
+                "/api/auth/2fa/setup",
+                &serde_json::json!({"code": recovery[0]}),
+            ),
+            &token,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let after = a
+        .state
+        .store
+        .admins
+        .get("admin")
+        .expect("get")
+        .expect("admin");
+    assert!(after.totp_pending.is_some());
+}
+
+#[tokio::test]
+async fn finding_02_second_factor_changes_are_rate_limited() {
+    let a = app();
+    let token = a.admin_token().await;
+    enable_2fa(&a, &token).await;
+    // Guessing codes for disable: the burst of ten, then 429.
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let r = a
+            .call(bearer(
+                post(
+                    "/api/auth/2fa/disable",
+                    &serde_json::json!({"code": "000000"}),
+                ),
+                &token,
+            ))
+            .await;
+        statuses.push(r.status);
+    }
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    // And the same bucket covers re-enrolment.
+    let r = a
+        .call(bearer(
+            post(
+                "/api/auth/2fa/setup",
+                &serde_json::json!({"code": "000000"}),
+            ),
+            &token,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+}

@@ -124,6 +124,10 @@ pub struct AdminUser {
     /// Hex SHA-256 of unused recovery codes.
     #[serde(default)]
     pub recovery_code_hashes: Vec<String>,
+    /// Sessions and API tokens carry the epoch they were issued in; a password change
+    /// or reset moves it on, which voids every one of them in the same write.
+    #[serde(default)]
+    pub credential_epoch: u64,
 }
 
 /// An API token for automation. Only a hash of the token is stored.
@@ -135,6 +139,23 @@ pub struct ApiToken {
     pub name: String,
     pub username: String,
     pub created_at: u64,
+    /// Unix time after which the token is refused; `None` never expires.
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+    /// When the token last authenticated a request (updated at most once a minute).
+    #[serde(default)]
+    pub last_used_at: Option<u64>,
+    /// The owner's [`AdminUser::credential_epoch`] when the token was made.
+    #[serde(default)]
+    pub epoch: u64,
+}
+
+impl ApiToken {
+    /// The token's public name in lists and URLs: the first 16 hex digits of its hash.
+    /// The hash of a 256-bit random token gives nothing away about the token.
+    pub fn id(&self) -> &str {
+        self.token_hash.get(..16).unwrap_or(&self.token_hash)
+    }
 }
 
 /// A revoked session (logout), kept until the session would have expired anyway.

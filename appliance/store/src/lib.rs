@@ -12,6 +12,7 @@
 
 mod alerts;
 mod commands;
+mod credentials;
 pub mod durable;
 mod entities;
 mod logins;

@@ -122,6 +122,7 @@ fn debug_output_never_contains_secrets() {
         totp_pending: Some(Sensitive::new("PENDINGPENDINGPENDING".into())),
         totp_last_step: 0,
         recovery_code_hashes: Vec::new(),
+        credential_epoch: 0,
     };
     let shown = format!("{settings:?} {admin:?}");
     for secret in [jwt, "secret-hash", "TOTPSECRET", "PENDINGPENDING"] {

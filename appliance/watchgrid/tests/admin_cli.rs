@@ -65,6 +65,27 @@ fn status_reports_a_stopped_data_dir() {
     );
 }
 
+/// An API token of `username`, as `POST /api/tokens` stores it.
+fn plant_api_token(dir: &std::path::Path, username: &str) {
+    let store = Store::open(dir).expect("store");
+    store
+        .api_tokens
+        .put(
+            "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+            &watchgrid_store::ApiToken {
+                token_hash: "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+                    .into(),
+                name: "automation".into(),
+                username: username.into(),
+                created_at: 1,
+                expires_at: None,
+                last_used_at: None,
+                epoch: 0,
+            },
+        )
+        .expect("put token");
+}
+
 #[test]
 fn reset_password_replaces_the_hash_and_refuses_weak_input() {
     let dir = provisioned_dir();
@@ -76,6 +97,7 @@ fn reset_password_replaces_the_hash_and_refuses_weak_input() {
         "x\n",
     );
     assert!(!ok && err.contains("no admin named"), "{err}");
+    plant_api_token(dir.path(), "admin");
     let (ok, out, err) = admin(
         &["reset-password", "--data-dir", d],
         "the second password\n",
@@ -97,7 +119,14 @@ fn reset_password_replaces_the_hash_and_refuses_weak_input() {
     };
     assert!(verify("the second password"));
     assert!(!verify("first password here"));
-    assert!(a.sessions_valid_after > 0);
+    assert!(
+        a.credential_epoch > 0,
+        "sessions of the old epoch stay valid"
+    );
+    assert!(
+        store.api_tokens.list().expect("tokens").is_empty(),
+        "the reset left an API token working"
+    );
     let audit: Vec<String> = store
         .audit
         .list()

@@ -9,9 +9,11 @@ pub mod firewall;
 pub mod fleet_pages;
 pub mod logs;
 pub mod pages;
+pub mod password;
 pub mod public;
 pub mod session;
 pub mod setup;
+pub mod tokens;
 
 use crate::error::ApiError;
 use crate::state::{unix_now, AppState};

@@ -2,12 +2,12 @@
 
 use super::{audit, limit};
 use crate::auth::{clear_cookie, issue_session, verify_password, Admin, ClientIp};
-use crate::dto::{ApiTokenCreated, ErrorBody, RecoveryCodes, Status, TotpSetup, Username};
+use crate::dto::{ErrorBody, RecoveryCodes, Status, TotpSetup, Username};
 use crate::error::ApiError;
 use crate::json::{JsonOrForm, StrictJson};
-use crate::limits::LOGIN;
+use crate::limits::{LOGIN, SECOND_FACTOR};
 use crate::routes::pages::{login_form, page};
-use crate::secrets::{new_token, token_hash};
+use crate::secrets::token_hash;
 use crate::state::{unix_now, AppState};
 use crate::totp;
 use axum::extract::State;
@@ -18,7 +18,7 @@ use axum::response::{Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use watchgrid_store::{AdminUser, ApiToken, RevokedSession, Sensitive};
+use watchgrid_store::{AdminUser, RevokedSession, Sensitive};
 
 /// Signing in, which needs no session yet.
 pub fn sign_in_router() -> Router<AppState> {
@@ -30,7 +30,6 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/auth/logout", post(logout))
         .route("/api/auth/me", get(me))
-        .route("/api/tokens", post(create_token))
         .route("/api/auth/2fa/setup", post(totp_setup))
         .route("/api/auth/2fa/enable", post(totp_enable))
         .route("/api/auth/2fa/disable", post(totp_disable))
@@ -147,42 +146,30 @@ pub(crate) async fn me(admin: Admin) -> Json<Username> {
     })
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct TokenRequest {
-    #[schema(min_length = 1, max_length = 100)]
-    name: String,
-}
-
-/// Creates an API token for automation (works with 2FA on).
-#[utoipa::path(post, path = "/api/tokens", tag = "auth", request_body = TokenRequest,
-    responses((status = 200, body = ApiTokenCreated), (status = 401, body = ErrorBody),
-        (status = 422, body = ErrorBody)),
-    security(("bearer" = []), ("cookie" = [])))]
-pub(crate) async fn create_token(
-    State(state): State<AppState>,
-    admin: Admin,
-    StrictJson(req): StrictJson<TokenRequest>,
-) -> Result<Json<ApiTokenCreated>, ApiError> {
-    if req.name.is_empty() || req.name.len() > 100 {
-        return Err(ApiError::Invalid("name: 1 to 100 characters".into()));
+/// The step-up check of sensitive changes (password, 2FA, new API tokens): with 2FA on,
+/// `code` must be a current TOTP code or an unused recovery code, which it consumes.
+/// Without 2FA there is nothing to check.
+pub(crate) fn require_second_factor(
+    state: &AppState,
+    username: &str,
+    code: Option<&str>,
+) -> Result<(), ApiError> {
+    let admin = state
+        .store
+        .admins
+        .get(username)?
+        .ok_or(ApiError::Unauthorized)?;
+    let Some(secret) = admin.totp_secret else {
+        return Ok(());
+    };
+    let Some(code) = code.filter(|c| !c.trim().is_empty()) else {
+        return Err(ApiError::TwoFactorRequired);
+    };
+    if use_second_factor(state, username, secret.expose(), code)? {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
     }
-    let token = new_token();
-    state.store.api_tokens.put(
-        &token_hash(&token),
-        &ApiToken {
-            token_hash: token_hash(&token),
-            name: req.name.clone(),
-            username: admin.username.clone(),
-            created_at: unix_now(),
-        },
-    )?;
-    audit(&state, &admin.username, "token.create", &req.name)?;
-    // Shown once; only its hash is stored.
-    Ok(Json(ApiTokenCreated {
-        token,
-        name: req.name,
-    }))
 }
 
 /// Accepts a TOTP code newer than the last one used, or consumes a recovery code.
@@ -222,15 +209,29 @@ fn use_second_factor(
     Ok(used.is_ok())
 }
 
-/// Starts 2FA enrolment: a new secret, its otpauth URL and QR code.
-#[utoipa::path(post, path = "/api/auth/2fa/setup", tag = "auth",
-    responses((status = 200, body = TotpSetup), (status = 401, body = ErrorBody)),
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SetupRequest {
+    /// Re-enrolment while 2FA is on: a current TOTP code or a recovery code.
+    code: Option<String>,
+}
+
+/// Starts 2FA enrolment: a new secret, its otpauth URL and QR code. With 2FA already on
+/// (re-enrolment), it needs a current code, or a stolen session could swap the factor.
+#[utoipa::path(post, path = "/api/auth/2fa/setup", tag = "auth", request_body = SetupRequest,
+    responses((status = 200, body = TotpSetup), (status = 401, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("bearer" = []), ("cookie" = [])))]
 pub(crate) async fn totp_setup(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     admin: Admin,
+    body: Result<JsonOrForm<SetupRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
+    limit(&state, SECOND_FACTOR, ip)?;
+    let req = body?.value;
+    require_second_factor(&state, &admin.username, req.code.as_deref())?;
     let secret = Sensitive::new(totp::new_secret());
     let pending = secret.clone();
     state
@@ -285,13 +286,14 @@ pub(crate) struct CodeRequest {
     security(("bearer" = []), ("cookie" = [])))]
 pub(crate) async fn totp_enable(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     admin: Admin,
     body: Result<JsonOrForm<CodeRequest>, ApiError>,
 ) -> Response {
     let from_form = body.as_ref().is_ok_and(|b| b.from_form);
-    let result = match body {
-        Ok(b) => finish_enrolment(&state, &admin.username, &b.value.code),
-        Err(e) => Err(e),
+    let result = match (limit(&state, SECOND_FACTOR, ip), body) {
+        (Err(e), _) | (_, Err(e)) => Err(e),
+        (Ok(()), Ok(b)) => finish_enrolment(&state, &admin.username, &b.value.code),
     };
     let title = "Two-factor authentication";
     match (result, from_form) {
@@ -353,9 +355,11 @@ fn finish_enrolment(state: &AppState, username: &str, code: &str) -> Result<Vec<
     security(("bearer" = []), ("cookie" = [])))]
 pub(crate) async fn totp_disable(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     admin: Admin,
     StrictJson(req): StrictJson<CodeRequest>,
 ) -> Result<Json<Status>, ApiError> {
+    limit(&state, SECOND_FACTOR, ip)?;
     let user = state
         .store
         .admins

@@ -199,6 +199,7 @@ pub async fn provision(
             totp_pending: None,
             totp_last_step: 0,
             recovery_code_hashes: Vec::new(),
+            credential_epoch: 0,
         },
     )?;
     let created = store.settings.put_new(

@@ -3,7 +3,7 @@
 use anyhow::{bail, Context};
 use std::io::BufRead;
 use std::path::PathBuf;
-use watchgrid_store::{AdminUser, AuditEntry, Store, StoreError, SETTINGS_KEY};
+use watchgrid_store::{AuditEntry, Store, StoreError, SETTINGS_KEY};
 
 #[derive(clap::Args)]
 pub struct AdminArgs {
@@ -51,7 +51,7 @@ fn reset_password(dir: &std::path::Path, username: &str) -> anyhow::Result<()> {
         bail!("{} does not exist", dir.display());
     }
     let store = open(dir)?;
-    let Some(admin) = store.admins.get(username)? else {
+    if store.admins.get(username)?.is_none() {
         let known: Vec<String> = store
             .admins
             .list()?
@@ -59,7 +59,7 @@ fn reset_password(dir: &std::path::Path, username: &str) -> anyhow::Result<()> {
             .map(|a| a.username)
             .collect();
         bail!("no admin named {username:?} (admins: {})", known.join(", "));
-    };
+    }
     eprintln!("New password for {username} (at least 12 characters), then Enter:");
     let mut line = String::new();
     std::io::stdin()
@@ -72,22 +72,17 @@ fn reset_password(dir: &std::path::Path, username: &str) -> anyhow::Result<()> {
     let hash = watchgrid_api::auth::hash_password_blocking(password)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let now = watchgrid_api::state::unix_now();
-    store.admins.put(
-        username,
-        &AdminUser {
-            password_hash: hash.into(),
-            // Every session issued so far stops working.
-            sessions_valid_after: now + 1,
-            ..admin
-        },
-    )?;
+    // Every session and API token issued so far stops working.
+    store.change_admin_password(username, hash)?;
     store.audit(&AuditEntry {
         at: now,
         actor: "local-console".into(),
         action: "admin.reset_password".into(),
         target: username.into(),
     })?;
-    println!("password of {username} changed; existing sessions are signed out");
+    println!(
+        "password of {username} changed; its sessions are signed out and its API tokens revoked"
+    );
     Ok(())
 }
 
