@@ -5,6 +5,7 @@
 //!
 //! | audience | network     | before setup | browser Origin | credentials                |
 //! |----------|-------------|--------------|----------------|----------------------------|
+//! | health   | any         | answers      | not checked    | none                       |
 //! | public   | any         | answers      | not checked    | none                       |
 //! | agent    | any         | 503          | not checked    | their own, per handler     |
 //! | setup    | admin fence | answers      | checked (API)  | the setup token            |
@@ -16,8 +17,11 @@
 //! Only the admin API has a fallback of its own; the others' default fallbacks give way
 //! to it when the routers are merged. Layers run outermost first, in the order the
 //! checks happen: the Origin check, the fence, the setup gate, then authentication.
+//!
+//! Everything but `health` also fails closed while no firewall ruleset is in force
+//! ([`fail_closed`]), so a firewall that failed at start leaves only `/healthz` open.
 
-use crate::middleware::{admin_fence, check_origin, setup_gate};
+use crate::middleware::{admin_fence, check_origin, firewall_gate, setup_gate};
 use crate::routes::{
     self, agents, alerts, commands, devices, enrollment, firewall, fleet_pages, logs, pages,
     password, session, tokens,
@@ -27,9 +31,19 @@ use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::Router;
 
-/// Health and downloads (the CA certificate): every network, always.
+/// `/healthz`: every network, always, even with the firewall down.
+pub(crate) fn health() -> Router<AppState> {
+    routes::public::health_router()
+}
+
+/// Downloads (the CA certificate, the agent): every network.
 pub(crate) fn public() -> Router<AppState> {
     routes::public::router()
+}
+
+/// Answers 503 while no firewall ruleset is in force.
+pub(crate) fn fail_closed(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
+    routes.layer(from_fn_with_state(state.clone(), firewall_gate))
 }
 
 /// Devices and agents, from any network once setup is complete. They are not browsers,

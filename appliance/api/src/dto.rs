@@ -27,11 +27,12 @@ impl Status {
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
-    /// `ok`, or `degraded` when the firewall could not be applied.
+    /// `ok`, or `degraded` when the firewall could not be applied (while no ruleset is in
+    /// force, nothing but `/healthz` answers).
     pub status: String,
     pub setup_complete: bool,
-    pub wireguard_peers: u64,
-    /// `off`, `pending`, `applied` or `failed: <reason>`.
+    /// `off`, `pending`, `applied` or `failed` (the reason is in the admin API and the
+    /// journal, not here).
     pub firewall: String,
 }
 

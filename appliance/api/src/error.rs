@@ -33,6 +33,9 @@ pub enum ApiError {
     Busy { retry_after_secs: u64 },
     #[error("setup is not complete: finish it in the setup wizard first")]
     SetupRequired,
+    /// No firewall ruleset is in force: everything but `/healthz` stays shut.
+    #[error("the firewall is not applied: until it is, this appliance answers only /healthz (the journal and the metrics say why)")]
+    Unprotected,
     /// Logged in full, answered with generic text.
     #[error("internal error")]
     Internal(String),
@@ -52,9 +55,10 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::SetupRequired | ApiError::Unavailable(_) | ApiError::Busy { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::SetupRequired
+            | ApiError::Unprotected
+            | ApiError::Unavailable(_)
+            | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -112,5 +112,20 @@ pub enum FirewallStatus {
     Failed {
         at: u64,
         error: String,
+        /// An earlier ruleset of this run is still in force: nft replaces a ruleset
+        /// atomically, so a refused apply leaves the last good one.
+        in_force: bool,
     },
+}
+
+impl FirewallStatus {
+    /// Whether the appliance may answer beyond `/healthz`: a ruleset of this run is in
+    /// force, or the operator chose to manage no firewall (`--firewall off`).
+    pub fn protects(&self) -> bool {
+        match self {
+            FirewallStatus::Off | FirewallStatus::Applied { .. } => true,
+            FirewallStatus::Pending => false,
+            FirewallStatus::Failed { in_force, .. } => *in_force,
+        }
+    }
 }

@@ -36,11 +36,14 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// The application: one router per audience, each with its protection (see
 /// `audience`), and the request-wide policies around all of them.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let guarded = Router::new()
         .merge(audience::public())
         .merge(audience::agent(&state))
         .merge(audience::setup(&state))
-        .merge(audience::admin(&state))
+        .merge(audience::admin(&state));
+    Router::new()
+        .merge(audience::health())
+        .merge(audience::fail_closed(guarded, &state))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::record_metrics,

@@ -124,6 +124,16 @@ pub async fn setup_gate(State(state): State<AppState>, req: Request, next: Next)
     }
 }
 
+/// Fails closed while no firewall ruleset is in force (it failed at start): every
+/// route this wraps answers 503 until an apply succeeds.
+pub async fn firewall_gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if state.firewall_status().protects() {
+        next.run(req).await
+    } else {
+        ApiError::Unprotected.into_response()
+    }
+}
+
 /// What a client outside the admin fence is told.
 pub const FENCED: &str = "Forbidden: the admin interface does not answer this network";
 

@@ -537,3 +537,97 @@ async fn finding_02_second_factor_changes_are_rate_limited() {
         .await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
 }
+
+/// A firewall that failed at start: no ruleset in force until `works` is set.
+#[derive(Default)]
+struct StartFailedFirewall {
+    works: Mutex<bool>,
+}
+
+impl watchgrid_api::hub::Firewall for StartFailedFirewall {
+    fn reconcile(&self) -> FirewallFuture {
+        Box::pin(async { Ok(()) })
+    }
+    fn status(&self) -> watchgrid_api::hub::FirewallStatus {
+        if *self.works.lock().expect("lock") {
+            return watchgrid_api::hub::FirewallStatus::Applied { at: 2 };
+        }
+        watchgrid_api::hub::FirewallStatus::Failed {
+            at: 1,
+            error: "nft: /usr/sbin/nft: Operation not permitted (table inet watchgrid)".into(),
+            in_force: false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn finding_09_without_a_ruleset_only_healthz_answers() {
+    let a = app();
+    let fw = Arc::new(StartFailedFirewall::default());
+    assert!(a.state.firewall.set(fw.clone()).is_ok());
+    let health = a.call(get("/healthz")).await;
+    assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(health.json["status"], "degraded");
+    assert_eq!(health.json["firewall"], "failed");
+    for leak in ["nft", "Operation not permitted", "peers"] {
+        assert!(
+            !health.text.contains(leak),
+            "/healthz shows {leak:?}: {}",
+            health.text
+        );
+    }
+    // Nothing else answers: not the wizard, not sign-in, not agents, not downloads,
+    // not even an unknown path (which would tell the admin surface is there).
+    let shut = [
+        post("/api/setup", &setup_body(TOKEN)),
+        post("/api/auth/login", &login_body(PASSWORD)),
+        get("/setup"),
+        get("/downloads/ca.crt"),
+        post("/api/register", &serde_json::json!({})),
+        get("/no/such/path"),
+    ];
+    for req in shut {
+        let path = req.uri().to_string();
+        let r = a.call(req).await;
+        assert_eq!(
+            r.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{path}: {}",
+            r.text
+        );
+        assert!(
+            r.text.contains("firewall is not applied"),
+            "{path}: {}",
+            r.text
+        );
+    }
+    assert!(
+        a.state.store.admins.list().expect("admins").is_empty(),
+        "setup ran with the firewall down"
+    );
+
+    // Once an apply succeeds, the appliance opens.
+    *fw.works.lock().expect("lock") = true;
+    assert_eq!(a.call(get("/healthz")).await.json["status"], "ok");
+    a.setup().await;
+    a.login_cookie().await;
+}
+
+#[tokio::test]
+async fn finding_09_a_refused_change_keeps_the_surface_open_and_healthz_quiet() {
+    let a = app();
+    let fw = with_firewall(&a);
+    let token = admin_with_firewall(&a, &fw).await;
+    *fw.fail.lock().expect("lock") = Some("nft: syntax error near 10.0.0.0/8".into());
+    let health = a.call(get("/healthz")).await;
+    assert_eq!(health.json["status"], "degraded");
+    assert!(!health.text.contains("syntax error"), "{}", health.text);
+    // The last good ruleset is still in force, so the admin can fix the policy.
+    assert_eq!(me_with_token(&a, &token).await, StatusCode::OK);
+    let view = a.call(bearer(get("/api/firewall"), &token)).await;
+    assert!(
+        view.text.contains("syntax error"),
+        "the admin API shows why: {}",
+        view.text
+    );
+}

@@ -421,15 +421,28 @@ fn foreign_table() -> Result<()> {
         bearer,
     };
 
-    // An nft that cannot run: the daemon keeps serving and says it is degraded.
+    // An nft that cannot run: the tunnels stay up, but the daemon fails closed. Only
+    // /healthz answers (degraded, without nft's error text), and the journal says why.
     let mut daemon = serve(&["--nft", "/nonexistent/nft"])?;
     let (status, body) = local(None).call("GET", "/healthz", None)?;
     ensure!(
-        status == 503 && body.contains("degraded") && body.contains("/nonexistent/nft"),
+        status == 503 && body.contains("degraded") && !body.contains("nonexistent"),
         "healthz with a failing firewall: {status} {body}"
     );
+    let (status, body) = local(None).call(
+        "POST",
+        "/api/auth/login",
+        Some(Json(format!(
+            "{{\"username\":\"admin\",\"password\":\"{PASSWORD}\"}}"
+        ))),
+    )?;
     ensure!(
-        daemon.output().contains("firewall NOT applied"),
+        status == 503 && body.contains("firewall is not applied"),
+        "sign-in answered with the firewall down: {status} {body}"
+    );
+    ensure!(
+        daemon.output().contains("firewall NOT applied")
+            && daemon.output().contains("/nonexistent/nft"),
         "the failure is not logged:\n{}",
         daemon.output()
     );

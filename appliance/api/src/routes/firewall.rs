@@ -223,7 +223,7 @@ fn view(state: &AppState, policy: &FirewallPolicy) -> FirewallView {
         FirewallStatus::Off => ("off", None, None),
         FirewallStatus::Pending => ("pending", None, None),
         FirewallStatus::Applied { at } => ("applied", None, Some(at)),
-        FirewallStatus::Failed { at, error } => ("failed", Some(error), Some(at)),
+        FirewallStatus::Failed { at, error, .. } => ("failed", Some(error), Some(at)),
     };
     FirewallView {
         admin_cidrs: state.admin_fence_list(),

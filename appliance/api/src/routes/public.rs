@@ -12,9 +12,14 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 
+/// `/healthz`, the one route that answers while the firewall is down.
+pub fn health_router() -> Router<AppState> {
+    Router::new().route("/healthz", get(healthz))
+}
+
+/// The downloads: the CA certificate and what a machine needs to become an agent.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/healthz", get(healthz))
         .route("/downloads/ca.crt", get(ca_cert))
         .route("/downloads/watchgrid", get(downloads::binary))
         .route("/downloads/watchgrid.sha256", get(downloads::binary_sha256))
@@ -28,7 +33,9 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-/// Liveness and setup state.
+/// Liveness and setup state. It answers the WAN too, so it tells only whether the
+/// firewall is applied, never nft's error or how many peers there are (the metrics and
+/// the admin API have those).
 #[utoipa::path(get, path = "/healthz", tag = "public",
     responses((status = 200, body = Health), (status = 503, body = Health),
         (status = 500, body = ErrorBody)))]
@@ -36,12 +43,14 @@ pub(crate) async fn healthz(
     State(state): State<AppState>,
 ) -> Result<(axum::http::StatusCode, Json<Health>), ApiError> {
     use crate::hub::FirewallStatus;
-    let (firewall, degraded) = match state.firewall_status() {
-        FirewallStatus::Off => ("off".to_string(), false),
-        FirewallStatus::Pending => ("pending".to_string(), false),
-        FirewallStatus::Applied { .. } => ("applied".to_string(), false),
-        FirewallStatus::Failed { error, .. } => (format!("failed: {error}"), true),
+    let status = state.firewall_status();
+    let firewall = match status {
+        FirewallStatus::Off => "off",
+        FirewallStatus::Pending => "pending",
+        FirewallStatus::Applied { .. } => "applied",
+        FirewallStatus::Failed { .. } => "failed",
     };
+    let degraded = matches!(status, FirewallStatus::Failed { .. }) || !status.protects();
     // Degraded is 503 so that monitors alarm: the node runs, but unprotected.
     let code = if degraded {
         axum::http::StatusCode::SERVICE_UNAVAILABLE
@@ -53,8 +62,7 @@ pub(crate) async fn healthz(
         Json(Health {
             status: if degraded { "degraded" } else { "ok" }.into(),
             setup_complete: state.setup_done()?,
-            wireguard_peers: state.hub.peer_count() as u64,
-            firewall,
+            firewall: firewall.into(),
         }),
     ))
 }

@@ -214,7 +214,11 @@ impl watchgrid_api::hub::Firewall for FakeFirewall {
     }
     fn status(&self) -> watchgrid_api::hub::FirewallStatus {
         match self.fail.lock().map(|f| f.clone()).unwrap_or(None) {
-            Some(error) => watchgrid_api::hub::FirewallStatus::Failed { at: 1, error },
+            Some(error) => watchgrid_api::hub::FirewallStatus::Failed {
+                at: 1,
+                error,
+                in_force: true,
+            },
             None => watchgrid_api::hub::FirewallStatus::Applied { at: 1 },
         }
     }

@@ -45,20 +45,34 @@ impl NftFirewall {
         .map_err(|e| FirewallError::Task(e.to_string()))
         .and_then(|r| r);
         let at = watchgrid_api::state::unix_now();
-        let status = match &result {
+        let mut current = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let in_force = matches!(
+            *current,
+            FirewallStatus::Applied { .. } | FirewallStatus::Failed { in_force: true, .. }
+        );
+        *current = match &result {
             Ok(rules) => {
                 tracing::info!(table = watchgrid_firewall::TABLE, rules, "firewall applied");
                 FirewallStatus::Applied { at }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "firewall NOT applied; /healthz reports degraded");
+            Err(e) if in_force => {
+                tracing::error!(error = %e, "firewall change NOT applied; the previous ruleset stays in force");
                 FirewallStatus::Failed {
                     at,
                     error: e.to_string(),
+                    in_force,
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "firewall NOT applied; only /healthz answers (degraded) until it is");
+                FirewallStatus::Failed {
+                    at,
+                    error: e.to_string(),
+                    in_force,
                 }
             }
         };
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
+        drop(current);
         result.map(|_| ())
     }
 

@@ -3,7 +3,9 @@
 //! - every 5 minutes, idle rate-limit buckets are swept (SPEC §6);
 //! - every heartbeat interval, agents that missed three heartbeats are logged offline;
 //! - every 10 minutes, log lines and login events past their retention are deleted;
-//! - twice a day, the internal CA's leaf is checked and renewed before it expires.
+//! - twice a day, the internal CA's leaf is checked and renewed before it expires;
+//! - every 15 s while no firewall ruleset is in force (it failed at start), the
+//!   firewall is applied again, so the appliance opens once `nft` works.
 
 use crate::control::tls;
 use std::future::Future;
@@ -16,6 +18,7 @@ const EXPIRY: Duration = Duration::from_secs(30);
 const RATE_LIMIT_SWEEP: Duration = Duration::from_secs(300);
 const CERT_RENEWAL: Duration = Duration::from_secs(12 * 3600);
 const LOG_RETENTION: Duration = Duration::from_secs(600);
+const FIREWALL_RETRY: Duration = Duration::from_secs(15);
 
 /// What renewing the internal CA's leaf certificate needs.
 pub struct Renewal {
@@ -58,6 +61,15 @@ pub fn spawn(state: &AppState, renewal: Option<Renewal>) {
             let pruned = tokio::task::spawn_blocking(move || prune_logs(&state)).await;
             if let Ok(Err(e)) = pruned {
                 tracing::error!(error = %e, "log retention");
+            }
+        }
+    });
+    let firewall = state.clone();
+    every(FIREWALL_RETRY, move || {
+        let state = firewall.clone();
+        async move {
+            if !state.firewall_status().protects() {
+                state.firewall_changed().await;
             }
         }
     });
