@@ -8,6 +8,7 @@ mod certificate;
 mod data_dir;
 mod first_boot;
 mod host_addrs;
+mod secret_files;
 mod settings;
 
 pub use args::ServeArgs;
@@ -45,7 +46,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     crate::init_logging();
     validate_ifname(&args.wg_interface)?;
     let provisioning = args.provisioning.validated()?;
+    secret_files::private_umask();
     prepare_data_dir(&args.data_dir)?;
+    secret_files::check_secret_files(&args.data_dir, args.tls_key.as_deref())?;
     let store = Arc::new(Store::open(&args.data_dir).context("opening the store")?);
     // A stored forward rule that does not parse stops the start, naming the rule: a
     // firewall silently missing a rule is worse than one that does not start.
