@@ -4,6 +4,7 @@
 
 pub mod acme;
 pub mod acme_cache;
+pub mod connections;
 pub mod firewall;
 pub mod hub;
 pub mod listeners;

@@ -13,6 +13,7 @@ mod settings;
 
 pub use args::ServeArgs;
 
+use crate::control::connections::{Caps, ConnectionLimits};
 use crate::control::firewall::{FirewallHandle, NftFirewall};
 use crate::control::hub::DataplaneHub;
 use crate::control::listeners::{metrics_router, redirect_router, serve_https, serve_plain};
@@ -251,6 +252,7 @@ impl Daemon {
             https,
             tls,
             watchgrid_api::router(state.clone()),
+            ConnectionLimits::new(Caps::HTTPS),
         ));
         if let Some(addr) = args.http_listen {
             let mut names = shown.to_vec();
@@ -262,13 +264,15 @@ impl Daemon {
             tokio::spawn(serve_plain(
                 l,
                 redirect_router(args.https_listen.port(), names),
+                ConnectionLimits::new(Caps::PLAIN),
             ));
         }
         // Metrics are optional: a missing VPN address must not stop the daemon.
         for addr in &self.settings.metrics_listen {
             match TcpListener::bind(addr).await {
                 Ok(l) => {
-                    tokio::spawn(serve_plain(l, metrics_router(state.clone())));
+                    let limits = ConnectionLimits::new(Caps::PLAIN);
+                    tokio::spawn(serve_plain(l, metrics_router(state.clone()), limits));
                 }
                 Err(e) => {
                     tracing::warn!(address = %addr, error = %e, "metrics listener not available")
