@@ -173,6 +173,8 @@ pub struct DeviceCreated {
 
 #[derive(Serialize, ToSchema)]
 pub struct AuditView {
+    /// The entry's place in the log (also a page cursor).
+    pub id: String,
     pub at: u64,
     pub actor: String,
     pub action: String,
@@ -181,7 +183,10 @@ pub struct AuditView {
 
 #[derive(Serialize, ToSchema)]
 pub struct AuditList {
+    /// Newest first.
     pub entries: Vec<AuditView>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -631,3 +631,69 @@ async fn finding_09_a_refused_change_keeps_the_surface_open_and_healthz_quiet() 
         view.text
     );
 }
+
+#[tokio::test]
+async fn finding_07_the_audit_log_is_read_one_page_at_a_time() {
+    let a = app();
+    let token = a.admin_token().await;
+    for i in 0..250u64 {
+        a.state
+            .store
+            .audit(&watchgrid_store::AuditEntry {
+                at: 1_000 + i,
+                actor: "admin".into(),
+                action: "test.entry".into(),
+                target: i.to_string(),
+            })
+            .expect("audit");
+    }
+    let first = a.call(bearer(get("/api/audit"), &token)).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    let entries = first.json["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 100, "the default page");
+    assert_eq!(entries[0]["target"], "249", "newest first");
+
+    // Following the cursors visits every entry once, newest to oldest.
+    let mut targets = Vec::new();
+    let mut cursor = None::<String>;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/audit?limit=64&cursor={c}"),
+            None => "/api/audit?limit=64".into(),
+        };
+        let page = a.call(bearer(get(&path), &token)).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        let entries = page.json["entries"].as_array().expect("entries");
+        assert!(entries.len() <= 64);
+        targets.extend(
+            entries
+                .iter()
+                .filter(|e| e["action"] == "test.entry")
+                .filter_map(|e| e["target"].as_str().map(str::to_string)),
+        );
+        match page.json["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let want: Vec<String> = (0..250).rev().map(|i: u32| i.to_string()).collect();
+    assert_eq!(targets, want);
+
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "cursor=..%2F",
+        "cursor=12",
+        "page=2",
+    ] {
+        let r = a
+            .call(bearer(get(&format!("/api/audit?{bad}")), &token))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            r.text
+        );
+    }
+}

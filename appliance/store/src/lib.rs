@@ -15,6 +15,7 @@ mod commands;
 mod credentials;
 pub mod durable;
 mod entities;
+mod housekeeping;
 mod logins;
 mod migrate;
 mod sensitive;
@@ -28,6 +29,7 @@ pub use entities::{
     AdminUser, ApiToken, AuditEntry, Device, EnrollmentToken, FirewallPolicy, Network, Redemption,
     RevokedSession, Settings, TlsChoice,
 };
+pub use housekeeping::Pruned;
 pub use logins::{LoginIngest, LoginQuery, LoginRecord};
 pub use migrate::{Migration, MigrationError, MIGRATIONS};
 pub use sensitive::Sensitive;

@@ -89,6 +89,45 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
             .collect()
     }
 
+    /// Up to `limit` records whose keys sort before `before` (from the end when `None`),
+    /// last key first, each with its key: one page of a log read newest first.
+    pub fn page_before(&self, before: Option<&str>, limit: usize) -> Result<Vec<(String, T)>> {
+        let range = match before {
+            Some(key) => self.tree.range(..key.as_bytes()),
+            None => self.tree.range::<&[u8], _>(..),
+        };
+        range
+            .rev()
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    self.decode(&k, &v)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Removes, in one batch and one commit, every record `stale` picks; returns how
+    /// many. A record changed meanwhile is judged again at the next sweep.
+    pub fn remove_where(&self, mut stale: impl FnMut(&T) -> bool) -> Result<usize> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for kv in self.tree.iter() {
+            let (k, v) = kv?;
+            if stale(&self.decode(&k, &v)?) {
+                batch.remove(k);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.tree.apply_batch(batch)?;
+            self.commit()?;
+        }
+        Ok(n)
+    }
+
     /// The records whose keys start with `prefix`, in key order.
     pub fn list_prefix(&self, prefix: &str) -> Result<Vec<T>> {
         self.tree

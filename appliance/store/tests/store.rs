@@ -571,3 +571,87 @@ fn login_events_are_stored_once_per_seq_and_read_newest_first() {
         .expect("note"));
     assert_eq!(store.prune_login_events(25).expect("prune"), 2);
 }
+
+#[test]
+fn finding_07_expired_sessions_and_enrollment_tokens_are_pruned() {
+    let dir = private_dir();
+    let store = Store::open(dir.path()).expect("open");
+    for (jti, expires_at) in [("old", 99), ("edge", 100), ("live", 101)] {
+        store
+            .revoked_sessions
+            .put(
+                jti,
+                &watchgrid_store::RevokedSession {
+                    jti: jti.into(),
+                    expires_at,
+                },
+            )
+            .expect("put");
+    }
+    for t in [
+        token("expired", 3, Some(50)),
+        token("forever", 1, None),
+        token("later", 2, Some(500)),
+    ] {
+        store
+            .enrollment_tokens
+            .put(&t.token_hash.clone(), &t)
+            .expect("put");
+    }
+    let pruned = store.prune_expired(100).expect("prune");
+    assert_eq!(
+        pruned,
+        watchgrid_store::Pruned {
+            revoked_sessions: 2,
+            enrollment_tokens: 1
+        }
+    );
+    let sessions: Vec<String> = store
+        .revoked_sessions
+        .list()
+        .expect("list")
+        .into_iter()
+        .map(|r| r.jti)
+        .collect();
+    assert_eq!(sessions, ["live"]);
+    let tokens: Vec<String> = store
+        .enrollment_tokens
+        .list()
+        .expect("list")
+        .into_iter()
+        .map(|t| t.token_hash)
+        .collect();
+    assert_eq!(tokens, ["forever", "later"]);
+    // Nothing left to prune: a second sweep writes nothing.
+    assert_eq!(store.prune_expired(100).expect("prune"), Default::default());
+}
+
+#[test]
+fn audit_pages_run_newest_first_without_gaps_or_repeats() {
+    let dir = private_dir();
+    let store = Store::open(dir.path()).expect("open");
+    for i in 0..25u64 {
+        store
+            .audit(&AuditEntry {
+                at: i,
+                actor: "a".into(),
+                action: "x".into(),
+                target: i.to_string(),
+            })
+            .expect("audit");
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store
+            .audit
+            .page_before(cursor.as_deref(), 10)
+            .expect("page");
+        if page.is_empty() {
+            break;
+        }
+        cursor = page.last().map(|(k, _)| k.clone());
+        seen.extend(page.into_iter().map(|(_, e)| e.at));
+    }
+    assert_eq!(seen, (0..25).rev().collect::<Vec<u64>>());
+}

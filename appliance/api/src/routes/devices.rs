@@ -5,10 +5,12 @@ use super::enrollment::parse_public_key;
 use crate::auth::Admin;
 use crate::dto::{AuditList, AuditView, DeviceCreated, DeviceList, DeviceView, ErrorBody, Status};
 use crate::error::ApiError;
+use crate::json::StrictQuery;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use watchgrid_store::Device;
 
 pub fn router() -> Router<AppState> {
@@ -232,27 +234,61 @@ pub async fn expire_devices(state: &AppState) -> Result<usize, ApiError> {
     Ok(n)
 }
 
-/// The audit log, newest first (at most 1000 entries).
-#[utoipa::path(get, path = "/api/audit", tag = "admin",
-    responses((status = 200, body = AuditList), (status = 401, body = ErrorBody)),
+/// The default and the largest page of the audit log.
+const AUDIT_PAGE: usize = 100;
+const AUDIT_PAGE_MAX: usize = 1000;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditQuery {
+    /// Entries per page (1 to 1000, default 100).
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page: the entries older than it.
+    cursor: Option<String>,
+}
+
+/// The audit log, newest first, one page at a time: only the page is read.
+#[utoipa::path(get, path = "/api/audit", tag = "admin", params(AuditQuery),
+    responses((status = 200, body = AuditList), (status = 401, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
     security(("bearer" = []), ("cookie" = [])))]
 pub(crate) async fn audit_log(
     State(state): State<AppState>,
     _admin: Admin,
+    StrictQuery(query): StrictQuery<AuditQuery>,
 ) -> Result<Json<AuditList>, ApiError> {
-    let mut entries: Vec<AuditView> = state
+    let limit = query.limit.unwrap_or(AUDIT_PAGE);
+    if limit == 0 || limit > AUDIT_PAGE_MAX {
+        return Err(ApiError::Invalid(format!("limit: 1 to {AUDIT_PAGE_MAX}")));
+    }
+    // Ids are 20 zero-padded digits (`Store::audit`); anything else is no cursor of ours.
+    if let Some(c) = &query.cursor {
+        if c.len() != 20 || !c.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::Invalid(
+                "cursor: the next_cursor of a previous page".into(),
+            ));
+        }
+    }
+    let page = state
         .store
         .audit
-        .list()?
+        .page_before(query.cursor.as_deref(), limit + 1)?;
+    let more = page.len() > limit;
+    let entries: Vec<AuditView> = page
         .into_iter()
-        .map(|e| AuditView {
+        .take(limit)
+        .map(|(id, e)| AuditView {
+            id,
             at: e.at,
             actor: e.actor,
             action: e.action,
             target: e.target,
         })
         .collect();
-    entries.reverse();
-    entries.truncate(1000);
-    Ok(Json(AuditList { entries }))
+    let next_cursor = more.then(|| entries.last().map(|e| e.id.clone())).flatten();
+    Ok(Json(AuditList {
+        entries,
+        next_cursor,
+    }))
 }

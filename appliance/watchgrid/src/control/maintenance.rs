@@ -2,7 +2,8 @@
 //! - every 30 s, devices past their expiry date leave the hub;
 //! - every 5 minutes, idle rate-limit buckets are swept (SPEC §6);
 //! - every heartbeat interval, agents that missed three heartbeats are logged offline;
-//! - every 10 minutes, log lines and login events past their retention are deleted;
+//! - every 10 minutes, log lines and login events past their retention are deleted,
+//!   and so are revoked sessions and enrollment tokens past their expiry;
 //! - twice a day, the internal CA's leaf is checked and renewed before it expires;
 //! - every 15 s while no firewall ruleset is in force (it failed at start), the
 //!   firewall is applied again, so the appliance opens once `nft` works.
@@ -58,7 +59,11 @@ pub fn spawn(state: &AppState, renewal: Option<Renewal>) {
     every(LOG_RETENTION, move || {
         let state = retention.clone();
         async move {
-            let pruned = tokio::task::spawn_blocking(move || prune_logs(&state)).await;
+            let pruned = tokio::task::spawn_blocking(move || {
+                prune_records(&state);
+                prune_logs(&state)
+            })
+            .await;
             if let Ok(Err(e)) = pruned {
                 tracing::error!(error = %e, "log retention");
             }
@@ -75,6 +80,19 @@ pub fn spawn(state: &AppState, renewal: Option<Renewal>) {
     });
     if let Some(renewal) = renewal {
         tokio::spawn(renew_certificate(renewal));
+    }
+}
+
+/// Revoked sessions and enrollment tokens that have expired.
+fn prune_records(state: &AppState) {
+    match state.store.prune_expired(watchgrid_api::state::unix_now()) {
+        Ok(p) if p != watchgrid_store::Pruned::default() => tracing::info!(
+            revoked_sessions = p.revoked_sessions,
+            enrollment_tokens = p.enrollment_tokens,
+            "pruned expired records"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "pruning expired records"),
     }
 }
 
