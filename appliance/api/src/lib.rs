@@ -12,6 +12,7 @@ pub mod auth;
 pub mod command_bell;
 pub mod dto;
 pub mod error;
+pub mod expiry;
 pub mod hub;
 pub mod json;
 pub mod limits;

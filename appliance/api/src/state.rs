@@ -66,9 +66,12 @@ pub struct Inner {
     pub presence: crate::presence::Presence,
     /// Wakes agents' long polls when a command is queued.
     pub command_bell: crate::command_bell::CommandBell,
-    /// Held from the public-key check until the new device is stored, so two requests
-    /// with one key cannot both pass the check.
-    pub device_adds: tokio::sync::Mutex<()>,
+    /// Held over every device change, hub and store together (add, enable, disable,
+    /// delete): two requests with one key cannot both pass the key check, and the hub
+    /// and the store see changes in the same order.
+    pub device_changes: tokio::sync::Mutex<()>,
+    /// Rung when a device is added or enabled, so the expiry timer looks again.
+    pub expiry_bell: tokio::sync::Notify,
     /// Failed sign-ins per source, for the burst alert.
     pub burst_windows: crate::alerts::BurstWindows,
     /// Wakes the alert webhook sender.
@@ -116,7 +119,8 @@ impl AppState {
             metrics,
             presence: Default::default(),
             command_bell: Default::default(),
-            device_adds: tokio::sync::Mutex::new(()),
+            device_changes: tokio::sync::Mutex::new(()),
+            expiry_bell: tokio::sync::Notify::new(),
             burst_windows: Default::default(),
             alert_bell: tokio::sync::Notify::new(),
             logs: std::sync::OnceLock::new(),

@@ -697,3 +697,141 @@ async fn finding_07_the_audit_log_is_read_one_page_at_a_time() {
         );
     }
 }
+
+/// A device made through the API; returns its id and public key.
+async fn plain_device(a: &App, token: &str, key: u8) -> (String, PublicKey) {
+    let r = a
+        .call(bearer(
+            post(
+                "/api/devices",
+                &serde_json::json!({"name": format!("laptop{key}"), "public_key": wg_key(key)}),
+            ),
+            token,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let id = r.json["device"]["id"].as_str().expect("id").to_string();
+    (id, PublicKey([key; 32]))
+}
+
+fn on_hub(a: &App, key: &PublicKey) -> bool {
+    a.hub
+        .peers
+        .lock()
+        .expect("lock")
+        .iter()
+        .any(|(k, _)| k == key)
+}
+
+fn enabled_in_store(a: &App, id: &str) -> Option<bool> {
+    a.state
+        .store
+        .devices
+        .get(id)
+        .expect("get")
+        .map(|d| d.enabled)
+}
+
+#[tokio::test]
+async fn finding_10_a_hub_that_refuses_leaves_store_and_hub_as_they_were() {
+    let a = app();
+    let token = a.admin_token().await;
+    let (id, key) = plain_device(&a, &token, 21).await;
+    *a.hub.fail.lock().expect("lock") = true;
+
+    let r = a
+        .call(bearer(
+            post(
+                &format!("/api/devices/{id}/disable"),
+                &serde_json::json!({}),
+            ),
+            &token,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert!(r.text.contains("nothing changed"), "{}", r.text);
+    assert_eq!(
+        enabled_in_store(&a, &id),
+        Some(true),
+        "the store says disabled"
+    );
+    assert!(on_hub(&a, &key));
+
+    let r = a
+        .call(bearer(delete(&format!("/api/devices/{id}")), &token))
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert_eq!(
+        enabled_in_store(&a, &id),
+        Some(true),
+        "deleted from the store"
+    );
+    assert!(on_hub(&a, &key));
+
+    // And the other way round: a disabled device the hub will not take back.
+    *a.hub.fail.lock().expect("lock") = false;
+    let r = a
+        .call(bearer(
+            post(
+                &format!("/api/devices/{id}/disable"),
+                &serde_json::json!({}),
+            ),
+            &token,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(!on_hub(&a, &key));
+    *a.hub.fail.lock().expect("lock") = true;
+    let r = a
+        .call(bearer(
+            post(&format!("/api/devices/{id}/enable"), &serde_json::json!({})),
+            &token,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert_eq!(
+        enabled_in_store(&a, &id),
+        Some(false),
+        "the store says enabled"
+    );
+}
+
+#[tokio::test]
+async fn finding_10_a_device_leaves_the_hub_at_its_expiry() {
+    let a = app();
+    let token = a.admin_token().await;
+    tokio::spawn(watchgrid_api::expiry::run(a.state.clone()));
+    let (id, key) = plain_device(&a, &token, 22).await;
+    let (_, other) = plain_device(&a, &token, 23).await;
+    // Due in a second (the API's shortest expiry is a minute; the store is the clock's
+    // side of it). The timer has to be told, as the API tells it on every add.
+    let due = watchgrid_api::state::unix_now() + 1;
+    let mut d = a
+        .state
+        .store
+        .devices
+        .get(&id)
+        .expect("get")
+        .expect("device");
+    d.expires_at = Some(due);
+    a.state.store.devices.put(&id, &d).expect("put");
+    a.state.expiry_bell.notify_one();
+
+    // Bounded generously: the old sweep ran every 30 s; the timer fires on the second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while on_hub(&a, &key) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still a peer after its expiry"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        watchgrid_api::state::unix_now() >= due,
+        "removed before its time"
+    );
+    assert_eq!(enabled_in_store(&a, &id), Some(false));
+    assert!(on_hub(&a, &other), "a device without expiry was touched");
+    let audit = a.call(bearer(get("/api/audit"), &token)).await;
+    assert!(audit.text.contains("device.expire"), "{}", audit.text);
+}

@@ -44,28 +44,62 @@ pub(crate) async fn list(
     Ok(Json(DeviceList { devices }))
 }
 
+/// Enables or disables a device as one unit: the hub first, then the store; if the
+/// store write fails, the hub change is undone, so the two never disagree.
 async fn set_enabled(state: &AppState, id: &str, enabled: bool) -> Result<Device, ApiError> {
-    let updated = state.store.devices.update(id, |cur| match cur {
+    let _one_at_a_time = state.device_changes.lock().await;
+    let device = state.store.devices.get(id)?.ok_or(ApiError::NotFound)?;
+    if device.enabled == enabled {
+        return Ok(device);
+    }
+    hub_apply(state, &device, enabled).await?;
+    let stored = state.store.devices.update(id, |cur| match cur {
         Some(d) => Ok(Some(Device { enabled, ..d })),
         None => Err(()),
-    })?;
-    let device = updated
-        .map_err(|()| ApiError::NotFound)?
-        .ok_or(ApiError::NotFound)?;
-    let key = device.public_key;
-    let applied = if enabled {
-        state
-            .hub
-            .set_peer(key, super::device_prefixes(&device))
-            .await
-    } else {
-        state.hub.remove_peer(key).await
+    });
+    let device = match stored {
+        Ok(Ok(Some(d))) => d,
+        failed => {
+            rollback(state, &device, !enabled).await;
+            return Err(match failed {
+                Err(e) => e.into(),
+                _ => ApiError::NotFound,
+            });
+        }
     };
-    applied.map_err(|e| ApiError::internal(format!("updating the hub: {e}")))?;
+    if enabled && device.expires_at.is_some() {
+        state.expiry_bell.notify_one();
+    }
     if !device.groups.is_empty() {
         state.firewall_changed().await;
     }
     Ok(device)
+}
+
+/// Puts the device's peer on the hub (`present`) or takes it off.
+async fn hub_apply(state: &AppState, device: &Device, present: bool) -> Result<(), ApiError> {
+    let applied = if present {
+        state
+            .hub
+            .set_peer(device.public_key, super::device_prefixes(device))
+            .await
+    } else {
+        state.hub.remove_peer(device.public_key).await
+    };
+    applied.map_err(|e| {
+        ApiError::Unavailable(format!(
+            "the hub refused the change, so nothing changed: {e}"
+        ))
+    })
+}
+
+/// Undoes a hub change whose store write failed. If even that fails the hub and the
+/// store disagree until the next start (which rebuilds the hub from the store), so it
+/// is logged as an error.
+async fn rollback(state: &AppState, device: &Device, present: bool) {
+    if let Err(e) = hub_apply(state, device, present).await {
+        tracing::error!(device = %device.id, error = %e, "undoing a hub change failed; the hub is rebuilt from the store at the next start");
+    }
 }
 
 /// Disables a device: its peer leaves the hub before the answer.
@@ -111,13 +145,23 @@ pub(crate) async fn remove(
     admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Status>, ApiError> {
-    let d = state.store.delete_device(&id)?.ok_or(ApiError::NotFound)?;
+    let _one_at_a_time = state.device_changes.lock().await;
+    let d = state.store.devices.get(&id)?.ok_or(ApiError::NotFound)?;
+    // Off the hub first: a device the store no longer has must not stay a live peer.
+    hub_apply(&state, &d, false).await?;
+    match state.store.delete_device(&id) {
+        Ok(Some(_)) => {}
+        failed => {
+            if d.enabled {
+                rollback(&state, &d, true).await;
+            }
+            return Err(match failed {
+                Err(e) => e.into(),
+                _ => ApiError::NotFound,
+            });
+        }
+    }
     state.presence.forget(&d.id);
-    state
-        .hub
-        .remove_peer(d.public_key)
-        .await
-        .map_err(|e| ApiError::internal(format!("updating the hub: {e}")))?;
     if !d.groups.is_empty() {
         state.firewall_changed().await;
     }

@@ -64,7 +64,7 @@ pub(crate) async fn add_device(
     settings: &watchgrid_store::Settings,
     new: NewDevice,
 ) -> Result<watchgrid_store::Device, ApiError> {
-    let _one_at_a_time = state.device_adds.lock().await;
+    let _one_at_a_time = state.device_changes.lock().await;
     ensure_new_key(state, &new.public_key)?;
     let device = state.store.create_device(
         watchgrid_store::Device {
@@ -91,6 +91,9 @@ pub(crate) async fn add_device(
     {
         state.store.delete_device(&device.id)?;
         return Err(ApiError::internal(format!("adding peer to the hub: {e}")));
+    }
+    if device.expires_at.is_some() {
+        state.expiry_bell.notify_one();
     }
     Ok(device)
 }

@@ -39,6 +39,9 @@ impl Hub for FakeHub {
         Box::pin(async { Ok(()) })
     }
     fn remove_peer(&self, key: PublicKey) -> HubFuture {
+        if self.fail.lock().map(|f| *f).unwrap_or(false) {
+            return Box::pin(async { Err(watchgrid_api::hub::HubError::Stopped) });
+        }
         if let Ok(mut p) = self.peers.lock() {
             p.retain(|(k, _)| *k != key);
         }

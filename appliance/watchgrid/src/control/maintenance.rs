@@ -1,5 +1,5 @@
 //! Every periodic job of the daemon, in one place:
-//! - every 30 s, devices past their expiry date leave the hub;
+//! - at each device's expiry, to the second, it leaves the hub (`watchgrid_api::expiry`);
 //! - every 5 minutes, idle rate-limit buckets are swept (SPEC §6);
 //! - every heartbeat interval, agents that missed three heartbeats are logged offline;
 //! - every 10 minutes, log lines and login events past their retention are deleted,
@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use watchgrid_api::AppState;
 
-const EXPIRY: Duration = Duration::from_secs(30);
 const RATE_LIMIT_SWEEP: Duration = Duration::from_secs(300);
 const CERT_RENEWAL: Duration = Duration::from_secs(12 * 3600);
 const LOG_RETENTION: Duration = Duration::from_secs(600);
@@ -32,15 +31,7 @@ pub struct Renewal {
 
 /// Starts every periodic job; they run as long as the runtime does.
 pub fn spawn(state: &AppState, renewal: Option<Renewal>) {
-    let expirer = state.clone();
-    every(EXPIRY, move || {
-        let state = expirer.clone();
-        async move {
-            if let Err(e) = watchgrid_api::routes::devices::expire_devices(&state).await {
-                tracing::error!(error = %e, "expiring devices");
-            }
-        }
-    });
+    tokio::spawn(watchgrid_api::expiry::run(state.clone()));
     let sweeper = state.clone();
     every(RATE_LIMIT_SWEEP, move || {
         sweeper.limits.evict_idle();
