@@ -24,7 +24,7 @@
 use crate::middleware::{admin_fence, check_origin, firewall_gate, setup_gate};
 use crate::routes::{
     self, agents, alerts, commands, devices, enrollment, firewall, fleet_pages, logs, pages,
-    password, session, tokens,
+    password, session, tls, tokens,
 };
 use crate::state::AppState;
 use axum::http::StatusCode;
@@ -79,6 +79,7 @@ pub(crate) fn admin(state: &AppState) -> Router<AppState> {
         .merge(session::router())
         .merge(tokens::router())
         .merge(password::router())
+        .merge(tls::router())
         .merge(enrollment::admin_router())
         .merge(devices::router())
         .merge(commands::admin_router())

@@ -73,8 +73,39 @@ pub enum FirewallError {
 pub trait TlsSwitch: Send + Sync + 'static {
     /// Checks and installs an uploaded chain and key (PEM) and serves them at once.
     fn use_uploaded(&self, cert_pem: &str, key_pem: &str) -> Result<(), TlsSwitchError>;
-    /// Starts ACME for `domain` and serves its certificate once issued.
+    /// Starts ACME for `domain` and serves its certificate once issued; until then the
+    /// certificate served so far stays.
     fn use_acme(&self, domain: &str, email: Option<&str>) -> Result<(), TlsSwitchError>;
+    /// What is served now and how an ACME order is going.
+    fn status(&self) -> TlsStatus;
+}
+
+/// The certificate the HTTPS listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsServing {
+    /// The internal CA's leaf (also while an ACME certificate is on its way).
+    Internal,
+    Uploaded,
+    Acme,
+}
+
+/// An ACME order's progress.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct AcmeStatus {
+    pub domain: String,
+    /// When the certificate being served was issued or loaded from the cache.
+    pub certificate_since: Option<u64>,
+    /// The last failure of an order (rustls-acme retries by itself), and when.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct TlsStatus {
+    pub serving: TlsServing,
+    /// Present when ACME is configured.
+    pub acme: Option<AcmeStatus>,
 }
 
 pub trait Hub: Send + Sync + 'static {

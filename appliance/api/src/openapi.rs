@@ -5,7 +5,7 @@ use crate::dto::*;
 use crate::routes::firewall::{FirewallView, GroupsBody, PolicyBody, RuleBody};
 use crate::routes::{
     agents, alerts, commands, devices, enrollment, firewall, logs, password, public, session,
-    setup, tokens,
+    setup, tls, tokens,
 };
 use axum::routing::get;
 use axum::{Json, Router};
@@ -19,7 +19,7 @@ use utoipa::{Modify, OpenApi};
         public::healthz,
         setup::setup,
         session::login, session::logout, session::me, tokens::create, tokens::list,
-        tokens::revoke, password::change,
+        tokens::revoke, password::change, tls::show,
         session::totp_setup, session::totp_enable, session::totp_disable,
         enrollment::create, enrollment::list, enrollment::register,
         agents::heartbeat, agents::wg_config,
@@ -43,7 +43,7 @@ use utoipa::{Modify, OpenApi};
         LoginOutcome, LoginEvent, LogBatch, LoginBatch, Acked, watchgrid_logstore::LogLine,
         watchgrid_logstore::StoredLine, logs::LogPageView, logs::LoginEventView,
         logs::LoginEventList, alerts::AlertView, alerts::AttemptView, alerts::AlertList,
-        alerts::WebhookRequest, alerts::WebhookCreated, alerts::SettingsBody,
+        alerts::WebhookRequest, tls::TlsView, alerts::WebhookCreated, alerts::SettingsBody,
     )),
     modifiers(&Security)
 )]

@@ -848,6 +848,12 @@ impl watchgrid_api::hub::TlsSwitch for FakeTls {
             .push(format!("acme {domain}"));
         Ok(())
     }
+    fn status(&self) -> watchgrid_api::hub::TlsStatus {
+        watchgrid_api::hub::TlsStatus {
+            serving: watchgrid_api::hub::TlsServing::Internal,
+            acme: None,
+        }
+    }
 }
 
 #[tokio::test]

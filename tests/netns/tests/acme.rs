@@ -1,12 +1,14 @@
 //! ACME end to end against pebble (Let's Encrypt's test server, Debian package): the
 //! daemon, given FRONTEND_HOST, obtains a certificate over TLS-ALPN-01 on its HTTPS
 //! port and serves it; curl verifies it against pebble's root. After a restart the
-//! certificate comes from the cache in the data dir, without a new order.
+//! certificate comes from the cache in the data dir, without a new order. And when no
+//! order can succeed, HTTPS keeps working on the internal CA's certificate.
 
 use anyhow::{ensure, Context, Result};
 use std::time::Duration;
+use watchgrid_netns_tests::appliance::Client;
 use watchgrid_netns_tests::{
-    scenario, start_serve, test_ca_and_leaf, veth, wait_until, Impl, Netns, Proc,
+    api_token, scenario, start_serve, test_ca_and_leaf, veth, wait_until, Impl, Netns, Proc,
 };
 
 const DOMAIN: &str = "vpn.watchgrid.test";
@@ -16,6 +18,77 @@ const HUB_IP: &str = "10.88.0.2";
 #[test]
 fn acme_certificate_from_pebble_is_served_and_cached_ours() -> Result<()> {
     scenario(acme)
+}
+
+#[test]
+fn finding_11_a_failing_acme_order_leaves_https_on_the_internal_certificate_ours() -> Result<()> {
+    scenario(acme_down)
+}
+
+fn acme_down() -> Result<()> {
+    let bin = Impl::required_watchgrid_binary()?;
+    let hub = Netns::new("acmedown")?;
+    let data_dir = hub.private_dir("data")?;
+    let data = data_dir.to_string_lossy().into_owned();
+    let run_dir = hub.dir().join("run").to_string_lossy().into_owned();
+    let domain_env = format!("FRONTEND_HOST={DOMAIN}");
+    let password = "acme-down-password";
+    let password_env = format!("ADMIN_PASSWORD={password}");
+    // Nothing listens at the directory: every order fails.
+    let mut daemon = start_serve(
+        &hub,
+        &bin,
+        &data,
+        &run_dir,
+        &[
+            &domain_env,
+            &password_env,
+            "WG_SERVER_ENDPOINT=192.0.2.10:51820",
+        ],
+        &[
+            "--http-listen",
+            "off",
+            "--metrics-listen",
+            "127.0.0.1:9100",
+            "--acme-directory",
+            "https://127.0.0.1:14000/dir",
+        ],
+    )?;
+    wait_until(Duration::from_secs(60), "a failed ACME order", || {
+        daemon.output().contains("ACME certificate order failed")
+    })
+    .with_context(|| format!("daemon:\n{}", daemon.output()))?;
+    let ca = data_dir.join("tls/ca.crt").to_string_lossy().into_owned();
+    let resolve = format!("{DOMAIN}:443:127.0.0.1");
+    let body = hub.exec(&[
+        "curl",
+        "-sf",
+        "--cacert",
+        &ca,
+        "--resolve",
+        &resolve,
+        &format!("https://{DOMAIN}/healthz"),
+    ])?;
+    ensure!(body.contains("\"status\":\"ok\""), "/healthz: {body}");
+
+    let token = api_token(&hub, "https://127.0.0.1", password, Some(&ca))?;
+    let admin = Client {
+        ns: &hub,
+        base: "https://127.0.0.1".into(),
+        ca: ca.clone(),
+        bearer: Some(token),
+    };
+    let tls = admin.ok("GET", "/api/tls", None)?;
+    eprintln!("/api/tls with ACME failing: {tls}");
+    ensure!(
+        tls.contains("\"serving\":\"internal\"")
+            && tls.contains(&format!("\"domain\":\"{DOMAIN}\""))
+            && tls.contains("\"last_error\":\"")
+            && tls.contains("\"certificate_since\":null"),
+        "/api/tls: {tls}"
+    );
+    daemon.terminate(Duration::from_secs(10))?;
+    Ok(())
 }
 
 fn start_daemon(hub: &Netns, bin: &str, data: &str, ca_root: &str) -> Result<Proc> {

@@ -13,6 +13,7 @@ pub mod password;
 pub mod public;
 pub mod session;
 pub mod setup;
+pub mod tls;
 pub mod tokens;
 
 use crate::error::ApiError;

@@ -186,6 +186,7 @@ fn dashboard_body(
             .to_string()
     };
     let firewall = firewall_section(state)?;
+    let tls = tls_section(state)?;
     let install = install_section(state, headers, install);
     Ok(format!(
         "<h1>Watchgrid</h1><p id=\"whoami\">Signed in as <strong>{}</strong>.</p>\
@@ -194,6 +195,7 @@ fn dashboard_body(
          <h2>Devices</h2><p><a href=\"/logins\">Login events across the fleet</a></p><table><tr><th>Name</th><th>Address</th><th>Groups</th><th>State</th><th>Agent</th></tr>{rows}</table>\
          {install}\
          {firewall}\
+         {tls}\
          <form method=\"post\" action=\"/api/auth/logout\"><button type=\"submit\">Sign out</button></form>",
         esc(&admin.username),
         esc(&state.hub.public_key().to_string()),
@@ -390,6 +392,31 @@ pub(crate) async fn agent_install(
 }
 
 /// The firewall's state and policy, read-only (edited through `PUT /api/firewall`).
+/// The HTTPS certificate: what is served, and an ACME order's state and last error.
+fn tls_section(state: &AppState) -> Result<String, ApiError> {
+    use crate::hub::TlsServing;
+    let view = crate::routes::tls::view(state)?;
+    let Some(status) = view.status else {
+        return Ok(String::new());
+    };
+    let serving = match status.serving {
+        TlsServing::Internal => "the internal CA's certificate",
+        TlsServing::Uploaded => "the uploaded certificate",
+        TlsServing::Acme => "the ACME certificate",
+    };
+    let acme = status.acme.map_or(String::new(), |a| {
+        let state = match (a.certificate_since, &a.last_error) {
+            (Some(_), _) => "certificate issued".to_string(),
+            (None, None) => "waiting for the first certificate".to_string(),
+            (None, Some(e)) => format!("not issued yet; last error: {}", esc(e)),
+        };
+        format!(" · ACME for <code>{}</code>: {state}", esc(&a.domain))
+    });
+    Ok(format!(
+        "<h2>TLS</h2><p id=\"tls\">Serving {serving}{acme}</p>"
+    ))
+}
+
 fn firewall_section(state: &AppState) -> Result<String, ApiError> {
     use crate::hub::FirewallStatus;
     let status = match state.firewall_status() {

@@ -33,6 +33,8 @@ pub struct TlsMaterial {
     /// SHA-256 of the leaf certificate (DER), as browsers show it.
     pub leaf_fingerprint: Option<String>,
     pub ca_fingerprint: Option<String>,
+    /// The ACME order, when the certificate comes from ACME.
+    pub acme: Option<Arc<crate::control::acme::AcmeProgress>>,
 }
 
 /// An operator-supplied certificate chain and key (PEM), the third TLS mode.
@@ -55,6 +57,7 @@ pub fn uploaded(cert: &Path, key: &Path) -> anyhow::Result<TlsMaterial> {
         ca_pem: None,
         leaf_fingerprint: Some(leaf_fingerprint),
         ca_fingerprint: None,
+        acme: None,
     })
 }
 
@@ -70,7 +73,7 @@ impl CertSwap {
         }
     }
 
-    fn current(&self) -> Option<Arc<CertifiedKey>> {
+    pub fn current(&self) -> Option<Arc<CertifiedKey>> {
         self.0.read().ok().map(|g| g.clone())
     }
 }
@@ -190,6 +193,7 @@ pub fn internal_ca(dir: &Path, names: &[String]) -> anyhow::Result<TlsMaterial> 
         ca_pem: Some(ca_pem),
         leaf_fingerprint: Some(leaf_fingerprint),
         ca_fingerprint: Some(ca_fingerprint),
+        acme: None,
     })
 }
 

@@ -1,11 +1,12 @@
 //! The HTTPS listener's certificate source, replaceable at run time: setup may switch
 //! from the internal CA to an uploaded certificate or to ACME without a restart.
 
-use crate::control::acme::{self, AcmeSettings};
+use crate::control::acme::{self, AcmeProgress, AcmeSettings};
+use crate::control::tls::{CertSwap, TlsMaterial};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use watchgrid_api::hub::{TlsSwitch, TlsSwitchError};
+use std::sync::{Arc, Mutex, RwLock};
+use watchgrid_api::hub::{TlsServing, TlsStatus, TlsSwitch, TlsSwitchError};
 use watchgrid_store::durable;
 
 /// The server config new connections use.
@@ -41,6 +42,32 @@ pub struct ListenerTls {
     pub data_dir: PathBuf,
     pub acme_directory: String,
     pub acme_ca_root: Option<PathBuf>,
+    /// The internal CA's leaf, served while an ACME certificate is on its way.
+    pub internal: Option<Arc<CertSwap>>,
+    pub mode: Mutex<Mode>,
+}
+
+/// Where the served certificate comes from.
+pub enum Mode {
+    Internal,
+    Uploaded,
+    Acme(Arc<AcmeProgress>),
+}
+
+impl Mode {
+    pub fn of(tls: &TlsMaterial) -> Mode {
+        match (&tls.acme, &tls.ca_pem) {
+            (Some(progress), _) => Mode::Acme(progress.clone()),
+            (None, Some(_)) => Mode::Internal,
+            (None, None) => Mode::Uploaded,
+        }
+    }
+}
+
+impl ListenerTls {
+    fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().unwrap_or_else(|p| p.into_inner()) = mode;
+    }
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
@@ -80,6 +107,7 @@ impl TlsSwitch for ListenerTls {
             .and_then(|_| durable::sync_dir(&dir))
             .map_err(TlsSwitchError::Install)?;
         replace(&self.live, material.config);
+        self.set_mode(Mode::Uploaded);
         tracing::info!(fingerprint = ?material.leaf_fingerprint, "serving the uploaded certificate");
         Ok(())
     }
@@ -91,10 +119,38 @@ impl TlsSwitch for ListenerTls {
             directory: self.acme_directory.clone(),
             ca_root: self.acme_ca_root.clone(),
         };
-        let config = acme::start(&settings, &self.data_dir)
+        let (config, progress) = acme::start(&settings, &self.data_dir, self.internal.clone())
             .map_err(|e| TlsSwitchError::Acme(format!("{e:#}")))?;
         replace(&self.live, config);
-        tracing::info!(domain, "switched to an ACME certificate");
+        self.set_mode(Mode::Acme(progress));
+        tracing::info!(
+            domain,
+            "ordering an ACME certificate; the internal one is served until it arrives"
+        );
         Ok(())
+    }
+
+    fn status(&self) -> TlsStatus {
+        match &*self.mode.lock().unwrap_or_else(|p| p.into_inner()) {
+            Mode::Internal => TlsStatus {
+                serving: TlsServing::Internal,
+                acme: None,
+            },
+            Mode::Uploaded => TlsStatus {
+                serving: TlsServing::Uploaded,
+                acme: None,
+            },
+            Mode::Acme(progress) => {
+                let acme = progress.status();
+                TlsStatus {
+                    serving: if acme.certificate_since.is_some() {
+                        TlsServing::Acme
+                    } else {
+                        TlsServing::Internal
+                    },
+                    acme: Some(acme),
+                }
+            }
+        }
     }
 }

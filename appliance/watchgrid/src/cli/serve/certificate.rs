@@ -53,8 +53,9 @@ pub fn choose_tls(
 }
 
 impl CertSource {
-    /// The certificate to serve now; ACME starts here (it needs the runtime).
-    pub fn start(self, args: &ServeArgs) -> anyhow::Result<TlsMaterial> {
+    /// The certificate to serve now; ACME starts here (it needs the runtime), with the
+    /// internal CA's leaf for `names` served until its certificate arrives.
+    pub fn start(self, args: &ServeArgs, names: &[String]) -> anyhow::Result<TlsMaterial> {
         let (domain, email) = match self {
             CertSource::Ready(material) => return Ok(material),
             CertSource::Acme { domain, email } => (domain, email),
@@ -65,12 +66,17 @@ impl CertSource {
             directory: args.acme_directory.clone(),
             ca_root: args.acme_ca_root.clone(),
         };
+        let internal = tls::internal_ca(&args.data_dir, names)
+            .context("the internal certificate served until ACME's arrives")?;
+        let (config, progress) =
+            acme::start(&settings, &args.data_dir, internal.certs).context("starting ACME")?;
         Ok(TlsMaterial {
-            config: acme::start(&settings, &args.data_dir).context("starting ACME")?,
+            config,
             certs: None,
             ca_pem: None,
             leaf_fingerprint: None,
             ca_fingerprint: None,
+            acme: Some(progress),
         })
     }
 

@@ -92,7 +92,7 @@ struct Hub {
 impl Daemon {
     async fn serve(self, cert: CertSource) -> anyhow::Result<()> {
         let shown_names = cert.shown_names(&self.settings.tls_names);
-        let tls = cert.start(&self.args)?;
+        let tls = cert.start(&self.args, &self.settings.tls_names)?;
         let (hub, uapi) = self.start_dataplane()?;
         let (state, setup_token) = self.control_state(&hub, &tls).await?;
         let firewall = self.start_firewall(&state).await?;
@@ -224,6 +224,8 @@ impl Daemon {
             data_dir: self.args.data_dir.clone(),
             acme_directory: self.args.acme_directory.clone(),
             acme_ca_root: self.args.acme_ca_root.clone(),
+            internal: tls.certs.clone().filter(|_| tls.ca_pem.is_some()),
+            mode: std::sync::Mutex::new(tls_switch::Mode::of(tls)),
         };
         if state.tls.set(Arc::new(switch)).is_err() {
             tracing::warn!("TLS switch already set");
