@@ -148,3 +148,64 @@ fn a_running_daemon_keeps_admin_commands_out() {
         "{err}"
     );
 }
+
+#[test]
+fn finding_13_rotate_ca_retires_the_whole_ca_and_only_with_the_daemon_stopped() {
+    let dir = provisioned_dir();
+    let d = dir.path().to_str().expect("utf8");
+    let (ok, _, err) = admin(&["rotate-ca", "--data-dir", d], "");
+    assert!(!ok && err.contains("no internal CA"), "{err}");
+    let tls = dir.path().join("tls");
+    std::fs::create_dir(&tls).expect("mkdir");
+    for f in [
+        "ca.key",
+        "ca.crt",
+        "ca-scope.json",
+        "leaf.key",
+        "leaf.crt",
+        "leaf.json",
+    ] {
+        std::fs::write(tls.join(f), f).expect("write");
+    }
+    {
+        // A running daemon holds the store.
+        let _running = Store::open(dir.path()).expect("store");
+        let (ok, _, err) = admin(&["rotate-ca", "--data-dir", d], "");
+        assert!(!ok && err.contains("stop it first"), "{err}");
+        assert!(
+            tls.join("ca.key").exists(),
+            "rotated under a running daemon"
+        );
+    }
+    let (ok, out, err) = admin(&["rotate-ca", "--data-dir", d], "");
+    assert!(ok, "{err}");
+    assert!(out.contains("re-enroll"), "{out}");
+    let retired: Vec<std::path::PathBuf> = std::fs::read_dir(&tls)
+        .expect("ls")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    assert_eq!(retired.len(), 1, "{retired:?}");
+    for f in [
+        "ca.key",
+        "ca.crt",
+        "ca-scope.json",
+        "leaf.key",
+        "leaf.crt",
+        "leaf.json",
+    ] {
+        assert!(!tls.join(f).exists(), "{f} left in place");
+        assert_eq!(
+            std::fs::read_to_string(retired[0].join(f)).expect("kept"),
+            f
+        );
+    }
+    let store = Store::open(dir.path()).expect("store");
+    let audit: Vec<String> = store
+        .audit
+        .list()
+        .expect("audit")
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(audit.contains(&"admin.rotate_ca".to_string()));
+}

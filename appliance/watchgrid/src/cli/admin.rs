@@ -21,6 +21,12 @@ enum AdminCommand {
         #[arg(long, default_value = "admin")]
         username: String,
     },
+    /// Retire the internal CA (kept under tls/retired-TIME/); the next start makes a new
+    /// one, constrained to the appliance's names then.
+    RotateCa {
+        #[arg(long, env = "WATCHGRID_DATA_DIR", default_value = "/var/lib/watchgrid")]
+        data_dir: PathBuf,
+    },
     /// Show the state of a data dir: schema, setup, admins, devices, tokens.
     Status {
         #[arg(long, env = "WATCHGRID_DATA_DIR", default_value = "/var/lib/watchgrid")]
@@ -43,6 +49,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
     match args.command {
         AdminCommand::ResetPassword { data_dir, username } => reset_password(&data_dir, &username),
         AdminCommand::Status { data_dir } => status(&data_dir),
+        AdminCommand::RotateCa { data_dir } => rotate_ca(&data_dir),
     }
 }
 
@@ -82,6 +89,55 @@ fn reset_password(dir: &std::path::Path, username: &str) -> anyhow::Result<()> {
     })?;
     println!(
         "password of {username} changed; its sessions are signed out and its API tokens revoked"
+    );
+    Ok(())
+}
+
+/// The internal CA's files; moved together, so the next start finds none of them.
+const CA_FILES: &[&str] = &[
+    "ca.key",
+    "ca.crt",
+    crate::control::tls::CA_SCOPE_FILE,
+    "leaf.key",
+    "leaf.crt",
+    "leaf.json",
+];
+
+fn rotate_ca(dir: &std::path::Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        bail!("{} does not exist", dir.display());
+    }
+    // Holding the store's lock proves the daemon is not running (it would keep
+    // serving the old leaf and write a new one on its next renewal).
+    let _store = open(dir)?;
+    let tls = dir.join("tls");
+    if !tls.join("ca.key").exists() {
+        bail!("{} holds no internal CA (nothing to rotate)", tls.display());
+    }
+    let now = watchgrid_api::state::unix_now();
+    let retired = tls.join(format!("retired-{now}"));
+    std::fs::create_dir(&retired).with_context(|| format!("creating {}", retired.display()))?;
+    for file in CA_FILES {
+        let from = tls.join(file);
+        if from.exists() {
+            std::fs::rename(&from, retired.join(file))
+                .with_context(|| format!("moving {} to {}", from.display(), retired.display()))?;
+        }
+    }
+    watchgrid_store::durable::sync_dir(&tls)
+        .with_context(|| format!("syncing {}", tls.display()))?;
+    _store.audit(&AuditEntry {
+        at: now,
+        actor: "local-console".into(),
+        action: "admin.rotate_ca".into(),
+        target: retired.display().to_string(),
+    })?;
+    println!(
+        "the internal CA is retired to {}; start watchgrid to make a new one.\n\
+         Then: browsers and devices that trusted the old ca.crt need the new one \
+         (/downloads/ca.crt), and agents pin the CA, so re-enroll each agent with \
+         the new fingerprint from the console banner.",
+        retired.display()
     );
     Ok(())
 }

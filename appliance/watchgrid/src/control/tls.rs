@@ -2,6 +2,7 @@
 //! kept in the data dir, and a leaf certificate for the appliance's names, reissued when
 //! it nears expiry or misses a name it must cover. Clients trust the root (`/downloads/ca.crt`).
 
+use crate::control::ca_scope::CaScope;
 use anyhow::{anyhow, Context};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -19,6 +20,8 @@ use time::{Duration, OffsetDateTime};
 use watchgrid_store::durable;
 
 const CA_NAME: &str = "Watchgrid internal CA";
+/// The CA's name constraints, as data (see [`CaScope`]).
+pub const CA_SCOPE_FILE: &str = "ca-scope.json";
 /// Leaf lifetime, and how long before expiry it is replaced.
 const LEAF_DAYS: i64 = 90;
 const RENEW_BEFORE_DAYS: i64 = 30;
@@ -153,7 +156,8 @@ fn pem_to_der(pem: &str) -> anyhow::Result<CertificateDer<'static>> {
 pub fn internal_ca(dir: &Path, names: &[String]) -> anyhow::Result<TlsMaterial> {
     let tls = dir.join("tls");
     fs::create_dir_all(&tls).with_context(|| format!("creating {}", tls.display()))?;
-    let (ca_key, ca_pem) = load_or_create_ca(&tls)?;
+    let (ca_key, ca_pem, scope) = load_or_create_ca(&tls, names)?;
+    let names = &in_scope(scope.as_ref(), names)?;
     let (leaf_key_path, leaf_cert_path, info_path) = (
         tls.join("leaf.key"),
         tls.join("leaf.crt"),
@@ -197,28 +201,71 @@ pub fn internal_ca(dir: &Path, names: &[String]) -> anyhow::Result<TlsMaterial> 
     })
 }
 
-/// The CA's key and certificate (PEM) under `tls`, made on first use (ten years).
-fn load_or_create_ca(tls: &Path) -> anyhow::Result<(KeyPair, String)> {
+/// The names of `names` the CA may vouch for; the others are left out of the leaf,
+/// each with a warning. A CA made before name constraints existed has no scope file
+/// and vouches for everything (until it is rotated).
+fn in_scope(scope: Option<&CaScope>, names: &[String]) -> anyhow::Result<Vec<String>> {
+    let Some(scope) = scope else {
+        return Ok(names.to_vec());
+    };
+    let (inside, outside): (Vec<String>, Vec<String>) =
+        names.iter().cloned().partition(|n| scope.covers(n));
+    for name in &outside {
+        tracing::warn!(
+            name,
+            "the internal CA's name constraints do not cover this name, so the certificate \
+             leaves it out; `watchgrid admin rotate-ca` makes a CA for the current names"
+        );
+    }
+    if inside.is_empty() {
+        anyhow::bail!(
+            "the internal CA covers none of {names:?}; stop watchgrid and run `watchgrid admin rotate-ca`"
+        );
+    }
+    Ok(inside)
+}
+
+/// The CA's key, certificate (PEM) and scope under `tls`, made on first use (ten
+/// years) with name constraints for `names` ([`CaScope`]).
+fn load_or_create_ca(
+    tls: &Path,
+    names: &[String],
+) -> anyhow::Result<(KeyPair, String, Option<CaScope>)> {
     let (ca_key_path, ca_cert_path) = (tls.join("ca.key"), tls.join("ca.crt"));
-    let ca_key = if ca_key_path.exists() {
+    let scope_path = tls.join(CA_SCOPE_FILE);
+    let (ca_key, scope) = if ca_key_path.exists() {
         let pem = fs::read_to_string(&ca_key_path)
             .with_context(|| format!("reading {}", ca_key_path.display()))?;
-        KeyPair::from_pem(&pem).with_context(|| format!("parsing {}", ca_key_path.display()))?
+        let key = KeyPair::from_pem(&pem)
+            .with_context(|| format!("parsing {}", ca_key_path.display()))?;
+        let scope = match fs::read(&scope_path) {
+            Ok(bytes) => Some(
+                serde_json::from_slice(&bytes)
+                    .with_context(|| format!("parsing {}", scope_path.display()))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", scope_path.display())),
+        };
+        (key, scope)
     } else {
         let key = KeyPair::generate().context("generating the CA key")?;
+        let scope = CaScope::for_names(names);
         let mut params = ca_params();
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::days(1);
         params.not_after = now + Duration::days(3650);
+        params.name_constraints = Some(scope.name_constraints());
         let cert = params.self_signed(&key).context("self-signing the CA")?;
+        // The scope first: a CA without its scope file would be taken for an old one.
+        write_private(&scope_path, &serde_json::to_string(&scope)?)?;
         write_private(&ca_cert_path, &cert.pem())?;
         write_private(&ca_key_path, &key.serialize_pem())?;
-        tracing::info!("generated the internal CA");
-        key
+        tracing::info!(dns = ?scope.dns, "generated the internal CA, constrained to the appliance's names");
+        (key, Some(scope))
     };
     let ca_pem = fs::read_to_string(&ca_cert_path)
         .with_context(|| format!("reading {}", ca_cert_path.display()))?;
-    Ok((ca_key, ca_pem))
+    Ok((ca_key, ca_pem, scope))
 }
 
 /// Issues a leaf for `names` from the CA and writes it, its key and its facts under `tls`.
@@ -294,7 +341,7 @@ mod tests {
             a.leaf_fingerprint, fewer.leaf_fingerprint,
             "the leaf still covers every name"
         );
-        let c = internal_ca(&dir, &["vpn.example.com".to_string()]).expect("renamed");
+        let c = internal_ca(&dir, &["10.1.2.3".to_string()]).expect("a new LAN address");
         assert_eq!(a.ca_fingerprint, c.ca_fingerprint, "same CA");
         assert_ne!(
             a.leaf_fingerprint, c.leaf_fingerprint,
@@ -336,6 +383,66 @@ mod tests {
             new_fp,
             "the listener now serves the new leaf"
         );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Verifies `leaf` for `name` the way a client that trusts only the CA does.
+    fn verify(
+        ca_pem: &str,
+        leaf: &CertificateDer<'static>,
+        name: &str,
+    ) -> Result<(), rustls::Error> {
+        use rustls::client::danger::ServerCertVerifier;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(pem_to_der(ca_pem).expect("ca der"))
+            .expect("root");
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .expect("verifier");
+        let name = rustls::pki_types::ServerName::try_from(name.to_string()).expect("name");
+        verifier
+            .verify_server_cert(leaf, &[], &name, &[], rustls::pki_types::UnixTime::now())
+            .map(|_| ())
+    }
+
+    #[test]
+    fn finding_13_a_leaf_for_another_site_from_the_ca_key_is_not_trusted() {
+        let dir = tempfile_dir().join("scope");
+        fs::create_dir_all(&dir).expect("mkdir");
+        let names = vec!["vpn.example.com".to_string(), "192.168.1.50".to_string()];
+        let ours = internal_ca(&dir, &names).expect("CA");
+        let ca_pem = ours.ca_pem.clone().expect("ca pem");
+        let leaf = ours.certs.expect("certs").current().expect("leaf").cert[0].clone();
+        verify(&ca_pem, &leaf, "vpn.example.com").expect("our own name verifies");
+        verify(&ca_pem, &leaf, "192.168.1.50").expect("our own address verifies");
+
+        // What a thief of ca.key could sign: a certificate for someone else's site.
+        let tls = dir.join("tls");
+        let pem = fs::read_to_string(tls.join("ca.key")).expect("ca key");
+        let ca_key = KeyPair::from_pem(&pem).expect("key");
+        for foreign in ["bank.example", "8.8.8.8"] {
+            issue_leaf(&tls, &[foreign.to_string()], &ca_key).expect("sign");
+            let forged =
+                pem_to_der(&fs::read_to_string(tls.join("leaf.crt")).expect("leaf")).expect("der");
+            let refused = verify(&ca_pem, &forged, foreign);
+            assert!(refused.is_err(), "a forged {foreign} certificate verified");
+        }
+
+        // Names outside the scope never reach a leaf; the rest still do.
+        let later = vec!["vpn.example.com".into(), "bank.example".into()];
+        let again = internal_ca(&dir, &later).expect("reissue");
+        assert_eq!(again.ca_fingerprint, ours.ca_fingerprint, "same CA");
+        let info: LeafInfo =
+            serde_json::from_slice(&fs::read(tls.join("leaf.json")).expect("info")).expect("json");
+        assert_eq!(info.names, ["vpn.example.com"]);
+        let err = internal_ca(&dir, &["bank.example".to_string()])
+            .err()
+            .expect("nothing in scope");
+        assert!(format!("{err:#}").contains("rotate-ca"), "{err:#}");
         let _ = fs::remove_dir_all(&dir);
     }
 
