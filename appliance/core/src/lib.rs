@@ -15,11 +15,15 @@
 //! - handshake messages are capped per source, then device-wide with cookie replies
 //!   (boringtun's `RateLimiter`), so a flood cannot starve established peers;
 //! - peers and the private key change at runtime without touching unrelated sessions.
+//!
+//! [`uapi`] is WireGuard's configuration protocol (the text `wg(8)` speaks on the UAPI
+//! socket), parsed and rendered without IO so that it can be tested and fuzzed alone.
 
 pub mod allowed_ips;
 pub mod engine;
 pub mod keys;
 mod source_limit;
+pub mod uapi;
 
 pub use allowed_ips::{AllowedIps, IpPrefix, PrefixError};
 pub use engine::{DropCounters, Engine, EngineError, Output, PeerStatus, PeerUpdate, TICK};

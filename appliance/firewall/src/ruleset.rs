@@ -540,3 +540,48 @@ mod tests {
         assert!(merged(&[]).is_empty());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn range() -> impl Strategy<Value = PortRange> {
+        // Small ports as often as any, so that ranges overlap and touch.
+        let port = prop_oneof![1u16..40, 65500u16..=65535, 1u16..=65535];
+        (port.clone(), port).prop_map(|(a, b)| PortRange {
+            first: a.min(b),
+            last: a.max(b),
+        })
+    }
+
+    fn covers(ranges: &[PortRange], port: u32) -> bool {
+        ranges
+            .iter()
+            .any(|r| u32::from(r.first) <= port && port <= u32::from(r.last))
+    }
+
+    proptest! {
+        /// Merging gives sorted, disjoint, non-adjacent ranges (what nft takes in one set)
+        /// covering exactly the ports listed.
+        #[test]
+        fn merged_ranges_are_disjoint_sorted_and_cover_the_same_ports(
+            ports in proptest::collection::vec(range(), 0..8)
+        ) {
+            let out = merged(&ports);
+            for r in &out {
+                prop_assert!(r.first <= r.last);
+            }
+            for w in out.windows(2) {
+                prop_assert!(u32::from(w[0].last) + 1 < u32::from(w[1].first), "{:?}", w);
+            }
+            // Two unions of ranges that differ somewhere differ at the first port of a
+            // range or at the port after one: comparing there compares all 65535.
+            for r in ports.iter().chain(&out) {
+                for p in [u32::from(r.first), u32::from(r.last) + 1] {
+                    prop_assert_eq!(covers(&out, p), covers(&ports, p), "port {}", p);
+                }
+            }
+        }
+    }
+}

@@ -282,7 +282,8 @@ pub(crate) struct CodeRequest {
 /// Confirms 2FA with a code from the new secret; returns the recovery codes once.
 #[utoipa::path(post, path = "/api/auth/2fa/enable", tag = "auth", request_body = CodeRequest,
     responses((status = 200, body = RecoveryCodes), (status = 401, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody)),
     security(("bearer" = []), ("cookie" = [])))]
 pub(crate) async fn totp_enable(
     State(state): State<AppState>,
@@ -351,7 +352,8 @@ fn finish_enrolment(state: &AppState, username: &str, code: &str) -> Result<Vec<
 /// Turns 2FA off; needs a current code or a recovery code.
 #[utoipa::path(post, path = "/api/auth/2fa/disable", tag = "auth", request_body = CodeRequest,
     responses((status = 200, body = Status), (status = 401, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody)),
     security(("bearer" = []), ("cookie" = [])))]
 pub(crate) async fn totp_disable(
     State(state): State<AppState>,

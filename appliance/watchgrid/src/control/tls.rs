@@ -279,10 +279,16 @@ fn issue_leaf(tls: &Path, names: &[String], ca_key: &KeyPair) -> anyhow::Result<
     let key = KeyPair::generate().context("generating the leaf key")?;
     let mut params = CertificateParams::new(names.to_vec()).context("certificate names")?;
     params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(
-        DnType::CommonName,
-        names.first().cloned().unwrap_or_default(),
-    );
+    // The CN is for display only, but OpenSSL checks a host-like CN against the CA's
+    // DNS name constraints: an address there ("10.100.0.1") would fail them.
+    if let Some(dns) = names
+        .iter()
+        .find(|n| n.parse::<std::net::IpAddr>().is_err())
+    {
+        params
+            .distinguished_name
+            .push(DnType::CommonName, dns.clone());
+    }
     params.not_before = now - Duration::hours(1);
     params.not_after = now + Duration::days(LEAF_DAYS);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];

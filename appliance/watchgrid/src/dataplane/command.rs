@@ -6,7 +6,10 @@ use super::udp::BindError;
 use std::io;
 use std::net::Ipv4Addr;
 use tokio::sync::{mpsc, oneshot};
-use watchgrid_core::{EngineError, PeerStatus, PeerUpdate, PublicKey, Secret};
+use watchgrid_core::{EngineError, PeerUpdate, PublicKey};
+
+/// The device-level request and status types are the UAPI protocol's (pure, in the core).
+pub use watchgrid_core::uapi::{DeviceConfig, DeviceStatus, PeerChange};
 
 /// A request to the dataplane task, with the channel its answer goes back on.
 pub enum Command {
@@ -31,41 +34,6 @@ pub enum Command {
     Status(oneshot::Sender<DeviceStatus>),
     /// Applies several changes together, or none of them (a `wg set`, a config file).
     Configure(Box<DeviceConfig>, oneshot::Sender<Result<(), ConfigError>>),
-}
-
-/// A set of device changes that apply all at once or not at all.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeviceConfig {
-    /// `Some(None)` removes the private key, which makes the device inert.
-    pub private_key: Option<Option<Secret>>,
-    /// `Some(0)` binds a new, free port.
-    pub listen_port: Option<u16>,
-    /// `Some(0)` clears the mark.
-    pub fwmark: Option<u32>,
-    /// Remove every peer before applying `peers`.
-    pub replace_peers: bool,
-    pub peers: Vec<PeerChange>,
-}
-
-/// A change to one peer within a [`DeviceConfig`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerChange {
-    pub public_key: PublicKey,
-    /// Remove the peer; `update` is ignored.
-    pub remove: bool,
-    /// Apply `update` only if the peer exists already; never add it.
-    pub update_only: bool,
-    pub update: PeerUpdate,
-}
-
-/// The device's state as `wg show` presents it.
-pub struct DeviceStatus {
-    pub private_key: Option<Secret>,
-    pub listen_port: u16,
-    pub fwmark: u32,
-    pub peers: Vec<PeerStatus>,
-    /// Wall-clock time now, to turn handshake ages into UNIX timestamps.
-    pub unix_now: std::time::Duration,
 }
 
 /// Why a [`DeviceConfig`] was not applied (nothing of it was).

@@ -21,9 +21,10 @@ pub fn parse(text: &str) -> anyhow::Result<DeviceConfig> {
             continue;
         }
         if line.starts_with('[') {
-            section = match line {
-                "[Interface]" => "interface",
-                "[Peer]" => {
+            // Section names, like keys, ignore case (wg(8) compares both with strcasecmp).
+            section = match line.to_ascii_lowercase().as_str() {
+                "[interface]" => "interface",
+                "[peer]" => {
                     req.peers.push(PeerChange {
                         public_key: PublicKey([0; 32]),
                         remove: false,
@@ -130,6 +131,14 @@ mod tests {
     }
 
     #[test]
+    fn section_names_ignore_case_as_in_wg() {
+        let text = format!("[INTERFACE]\nListenPort = 1\n[peer]\nPublicKey = {PEER}\n");
+        let req = parse(&text).expect("valid config");
+        assert_eq!(req.listen_port, Some(1));
+        assert_eq!(req.peers.len(), 1);
+    }
+
+    #[test]
     fn errors_name_the_line() {
         let err = parse("[Peer]\nPublicKey = nope\n").expect_err("bad key");
         assert!(format!("{err:#}").contains("line 2"), "{err:#}");
@@ -138,5 +147,188 @@ mod tests {
         assert!(format!("{err:#}").contains("line 3"), "{err:#}");
         assert!(parse("[Peer]\nAllowedIPs = 10.0.0.0/8\n").is_err());
         assert!(parse("[Bogus]\n").is_err());
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+    /// A peer of a configuration file; keys are made distinct by the caller.
+    fn peer() -> impl Strategy<Value = PeerChange> {
+        let prefix = prop_oneof![
+            (any::<u32>(), 0u8..=32)
+                .prop_map(|(a, l)| IpPrefix::new(IpAddr::V4(Ipv4Addr::from(a)), l)),
+            (any::<u128>(), 0u8..=128)
+                .prop_map(|(a, l)| IpPrefix::new(IpAddr::V6(Ipv6Addr::from(a)), l)),
+        ]
+        .prop_map(|p| p.expect("length in range"));
+        let endpoint = prop_oneof![
+            (any::<u32>(), any::<u16>())
+                .prop_map(|(a, p)| SocketAddr::from((Ipv4Addr::from(a), p))),
+            (any::<u128>(), any::<u16>())
+                .prop_map(|(a, p)| SocketAddr::from((Ipv6Addr::from(a), p))),
+        ];
+        (
+            any::<[u8; 32]>().prop_filter("a peer needs a key", |k| k != &[0; 32]),
+            proptest::option::of(any::<[u8; 32]>()),
+            proptest::option::of(endpoint),
+            proptest::option::of(any::<u16>()),
+            vec(prefix, 0..5),
+        )
+            .prop_map(|(pk, psk, endpoint, keepalive, ips)| PeerChange {
+                public_key: PublicKey(pk),
+                remove: false,
+                update_only: false,
+                update: PeerUpdate {
+                    preshared_key: psk.map(|k| Some(Secret(k))),
+                    endpoint,
+                    persistent_keepalive: keepalive,
+                    replace_allowed_ips: false,
+                    allowed_ips: ips,
+                },
+            })
+    }
+
+    fn config() -> impl Strategy<Value = DeviceConfig> {
+        (
+            proptest::option::of(any::<[u8; 32]>()),
+            proptest::option::of(any::<u16>()),
+            proptest::option::of(prop_oneof![Just(0u32), any::<u32>()]),
+            vec(peer(), 0..4),
+        )
+            .prop_map(|(sk, port, fwmark, mut peers)| {
+                let mut seen = std::collections::HashSet::new();
+                peers.retain(|p| seen.insert(p.public_key));
+                DeviceConfig {
+                    private_key: sk.map(|k| Some(Secret(k))),
+                    listen_port: port,
+                    fwmark,
+                    replace_peers: true,
+                    peers,
+                }
+            })
+    }
+
+    /// How each line is written: key case, spacing, a trailing comment; and whether the
+    /// allowed IPs go on one line or one line each.
+    #[derive(Debug, Clone)]
+    struct Style {
+        upper: bool,
+        spaces: String,
+        comment: bool,
+        split_ips: bool,
+        off_words: bool,
+    }
+
+    fn style() -> impl Strategy<Value = Style> {
+        (
+            any::<bool>(),
+            "[ \t]{0,2}",
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(upper, spaces, comment, split_ips, off_words)| Style {
+                upper,
+                spaces,
+                comment,
+                split_ips,
+                off_words,
+            })
+    }
+
+    /// The file for `config`, as `wg showconf` (or a person) writes one.
+    fn render(config: &DeviceConfig, st: &Style) -> String {
+        let mut out = String::new();
+        let mut line = |key: &str, value: String| {
+            let key = if st.upper {
+                key.to_ascii_uppercase()
+            } else {
+                key.to_string()
+            };
+            let sp = &st.spaces;
+            let comment = if st.comment { " # note" } else { "" };
+            out.push_str(&format!("{sp}{key}{sp}={sp}{value}{sp}{comment}\n"));
+        };
+        let off = |n: u64| {
+            if n == 0 && st.off_words {
+                "off".to_string()
+            } else {
+                n.to_string()
+            }
+        };
+        line("[Interface]", String::new());
+        if let Some(Some(k)) = &config.private_key {
+            line("PrivateKey", k.to_base64());
+        }
+        if let Some(p) = config.listen_port {
+            line("ListenPort", p.to_string());
+        }
+        if let Some(m) = config.fwmark {
+            line("FwMark", off(u64::from(m)));
+        }
+        for p in &config.peers {
+            line("[Peer]", String::new());
+            line("PublicKey", p.public_key.to_string());
+            if let Some(Some(k)) = &p.update.preshared_key {
+                line("PresharedKey", k.to_base64());
+            }
+            if let Some(e) = p.update.endpoint {
+                line("Endpoint", e.to_string());
+            }
+            if let Some(k) = p.update.persistent_keepalive {
+                line("PersistentKeepalive", off(u64::from(k)));
+            }
+            let ips: Vec<String> = p.update.allowed_ips.iter().map(|a| a.to_string()).collect();
+            if st.split_ips {
+                for ip in ips {
+                    line("AllowedIPs", ip);
+                }
+            } else if !ips.is_empty() {
+                line("AllowedIPs", ips.join(", "));
+            }
+        }
+        // Section headers were written as `[Interface] = `; put them back as bare lines.
+        out.lines()
+            .map(|l| match l.trim().split('=').next().map(str::trim) {
+                Some(h) if h.starts_with('[') => format!("{h}\n"),
+                _ => format!("{l}\n"),
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// A configuration written out in any of wg(8)'s accepted styles parses back as
+        /// itself (replacing all peers, as `wg setconf` does).
+        #[test]
+        fn config_files_render_and_parse_back(config in config(), st in style()) {
+            let text = render(&config, &st);
+            let parsed = parse(&text).map_err(|e| format!("{e:#}\n{text}"));
+            prop_assert_eq!(parsed, Ok(config));
+        }
+
+        /// Any text: an error or a configuration, never a panic; a configuration always
+        /// replaces peers and every peer in it has a key.
+        #[test]
+        fn arbitrary_files_parse_or_are_refused(
+            lines in vec(
+                prop_oneof![
+                    any::<String>(),
+                    Just("[Peer]".to_string()),
+                    Just("[Interface]".to_string()),
+                    "(PublicKey|AllowedIPs|Endpoint|ListenPort|FwMark|PersistentKeepalive) = [ -~]{0,50}",
+                ],
+                0..10,
+            )
+        ) {
+            if let Ok(config) = parse(&lines.join("\n")) {
+                prop_assert!(config.replace_peers);
+                prop_assert!(config.peers.iter().all(|p| p.public_key.0 != [0; 32]));
+            }
+        }
     }
 }
