@@ -86,21 +86,24 @@ fn check(file: &Path) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// One secret of each kind the check covers.
+    const PLANTED: &[&str] = &[
+        "wg-private.key",
+        "watchgrid.env",
+        "tls/ca.key",
+        "tls/leaf.key",
+        "tls/uploaded.key",
+        "acme/account/key",
+        "db/conf",
+        "db/blobs/1",
+    ];
+
     fn data_dir() -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
         for sub in ["tls", "acme/account", "db/blobs"] {
             fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
         }
-        for f in [
-            "wg-private.key",
-            "watchgrid.env",
-            "tls/ca.key",
-            "tls/leaf.key",
-            "tls/uploaded.key",
-            "acme/account/key",
-            "db/conf",
-            "db/blobs/1",
-        ] {
+        for f in PLANTED {
             let path = dir.path().join(f);
             fs::write(&path, "secret").expect("write");
             fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
@@ -116,16 +119,7 @@ mod tests {
 
     #[test]
     fn finding_12_each_secret_open_to_others_stops_the_start_naming_it() {
-        for f in [
-            "wg-private.key",
-            "watchgrid.env",
-            "tls/ca.key",
-            "tls/leaf.key",
-            "tls/uploaded.key",
-            "acme/account/key",
-            "db/conf",
-            "db/blobs/1",
-        ] {
+        for f in PLANTED {
             for mode in [0o640, 0o604] {
                 let dir = data_dir();
                 let path = dir.path().join(f);
