@@ -9,6 +9,21 @@ use watchgrid_core::{EngineError, IpPrefix, PublicKey};
 
 pub type HubFuture = Pin<Box<dyn Future<Output = Result<(), HubError>> + Send>>;
 pub type FirewallFuture = Pin<Box<dyn Future<Output = Result<(), FirewallError>> + Send>>;
+pub type PeerStatsFuture = Pin<Box<dyn Future<Output = Result<Vec<PeerStats>, HubError>> + Send>>;
+
+/// What the hub knows of one peer now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStats {
+    pub public_key: PublicKey,
+    /// Where its datagrams last came from.
+    pub endpoint: Option<std::net::SocketAddr>,
+    /// Since its latest completed handshake, if there was one.
+    pub last_handshake_age: Option<std::time::Duration>,
+    /// Wire bytes received from / sent to it since it was put on the hub. They start
+    /// again from zero when the peer is removed and added back, or the daemon restarts.
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
 
 /// Why the hub did not apply a change.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +132,8 @@ pub trait Hub: Send + Sync + 'static {
     fn remove_peer(&self, key: PublicKey) -> HubFuture;
     /// Number of peers the hub has now, for the metrics.
     fn peer_count(&self) -> usize;
+    /// Every peer's counters, endpoint and handshake age (traffic accounting, status).
+    fn peer_stats(&self) -> PeerStatsFuture;
     /// Moves the hub's IPv4 address (the VPN subnet chosen at setup).
     fn set_hub_address(&self, address: Ipv4Addr, prefix: u8) -> HubFuture;
 }

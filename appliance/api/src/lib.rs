@@ -5,6 +5,7 @@
 //! over TLS, tests call it in-process. Handlers reach the WireGuard hub only through
 //! the [`hub::Hub`] trait (the dataplane's command channel).
 
+pub mod accounting;
 pub mod agent_auth;
 pub mod alerts;
 mod audience;

@@ -35,6 +35,9 @@ pub struct Metrics {
     pub db_sync_duration: Histogram,
     /// 1 when the last firewall apply succeeded, 0 when it failed or the firewall is off.
     pub firewall_applied: Gauge,
+    /// Per device, only with `--peer-metrics` (otherwise the families stay empty).
+    pub peer_rx_bytes: Family<Labels, Counter>,
+    pub peer_tx_bytes: Family<Labels, Counter>,
 }
 
 /// Each metric's name and help text.
@@ -90,6 +93,14 @@ const DB_SYNC_DURATION: Described = (
     "watchgrid_db_sync_seconds",
     "Time the store spends making each acknowledged write durable (syncfs)",
 );
+const PEER_RX_BYTES: Described = (
+    "watchgrid_peer_rx_bytes",
+    "Bytes received from each device through the tunnel (only with --peer-metrics)",
+);
+const PEER_TX_BYTES: Described = (
+    "watchgrid_peer_tx_bytes",
+    "Bytes sent to each device through the tunnel (only with --peer-metrics)",
+);
 const FIREWALL_APPLIED: Described = (
     "watchgrid_firewall_applied",
     "1 when the node's nftables rules are in force (last apply succeeded)",
@@ -125,6 +136,8 @@ impl Default for Metrics {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             ),
             firewall_applied: registered(&mut r, FIREWALL_APPLIED, Gauge::default()),
+            peer_rx_bytes: registered(&mut r, PEER_RX_BYTES, Family::default()),
+            peer_tx_bytes: registered(&mut r, PEER_TX_BYTES, Family::default()),
             registry: r,
         }
     }
@@ -165,6 +178,20 @@ impl Metrics {
         self.agent_auth_failures
             .get_or_create(&vec![("reason", reason.to_string())])
             .inc();
+    }
+
+    /// Adds a device's bytes since the last sample to its series.
+    pub fn peer_traffic(&self, device_id: &str, rx: u64, tx: u64) {
+        let labels = vec![("device", device_id.to_string())];
+        self.peer_rx_bytes.get_or_create(&labels).inc_by(rx);
+        self.peer_tx_bytes.get_or_create(&labels).inc_by(tx);
+    }
+
+    /// Drops a deleted device's series.
+    pub fn forget_peer(&self, device_id: &str) {
+        let labels = vec![("device", device_id.to_string())];
+        self.peer_rx_bytes.remove(&labels);
+        self.peer_tx_bytes.remove(&labels);
     }
 
     pub fn rate_limited(&self, limiter: &str) {

@@ -35,6 +35,11 @@ pub struct ApiConfig {
     pub metrics_port: Option<u16>,
     /// The file that carries the setup token to the console; removed once setup completes.
     pub setup_token_file: Option<std::path::PathBuf>,
+    /// Seconds between samples of the hub's per-peer byte counters (traffic history).
+    pub traffic_sample_s: u64,
+    /// `--peer-metrics`: export `watchgrid_peer_{rx,tx}_bytes_total` per device (one
+    /// series pair per device, so off unless the operator asks).
+    pub peer_metrics: bool,
 }
 
 impl Default for ApiConfig {
@@ -52,6 +57,8 @@ impl Default for ApiConfig {
             heartbeat_interval_s: 30,
             metrics_port: Some(9100),
             setup_token_file: None,
+            traffic_sample_s: 60,
+            peer_metrics: false,
         }
     }
 }
@@ -89,6 +96,8 @@ pub struct Inner {
     pub firewall: std::sync::OnceLock<Arc<dyn crate::hub::Firewall>>,
     /// The admin fence in force (empty: open); changed through the firewall policy.
     pub admin_fence: RwLock<Vec<IpPrefix>>,
+    /// Each hub peer as of the latest traffic sample (status pages, live updates).
+    pub peers_now: crate::accounting::PeersNow,
 }
 
 #[derive(Clone)]
@@ -129,6 +138,7 @@ impl AppState {
             tls: std::sync::OnceLock::new(),
             firewall: std::sync::OnceLock::new(),
             admin_fence: RwLock::new(config.admin_cidrs.clone()),
+            peers_now: Default::default(),
             config,
         }))
     }

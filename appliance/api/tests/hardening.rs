@@ -213,13 +213,6 @@ async fn new_token(a: &App, cookie: &str, extra: serde_json::Value) -> Resp {
         .await
 }
 
-fn delete(path: &str) -> Request<Body> {
-    Request::delete(path)
-        .header(header::HOST, "vpn.example.com")
-        .body(Body::empty())
-        .expect("request")
-}
-
 async fn me_with_token(a: &App, token: &str) -> StatusCode {
     a.call(bearer(get("/api/auth/me"), token)).await.status
 }

@@ -79,6 +79,9 @@ impl Hub for NoHub {
     fn peer_count(&self) -> usize {
         0
     }
+    fn peer_stats(&self) -> watchgrid_api::hub::PeerStatsFuture {
+        Box::pin(async { Ok(Vec::new()) })
+    }
     fn set_hub_address(&self, _address: std::net::Ipv4Addr, _prefix: u8) -> HubFuture {
         Box::pin(async { Ok(()) })
     }

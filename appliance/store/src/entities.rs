@@ -314,6 +314,8 @@ impl Store {
                     .remove(d.agent_key_hash.as_bytes())?;
             }
             self.commit()?;
+            self.delete_traffic(id)?;
+            self.quotas.remove(id)?;
         }
         Ok(removed)
     }

@@ -20,6 +20,7 @@ mod logins;
 mod migrate;
 mod sensitive;
 mod table;
+mod traffic;
 
 pub use alerts::{
     AlertRecord, DeliveryAttempt, DeliveryState, LogSettings, Webhook, LOG_SETTINGS_KEY,
@@ -34,6 +35,7 @@ pub use logins::{LoginIngest, LoginQuery, LoginRecord};
 pub use migrate::{Migration, MigrationError, MIGRATIONS};
 pub use sensitive::Sensitive;
 pub use table::Table;
+pub use traffic::{DeviceQuota, QuotaAction, Resolution, TrafficDelta, TrafficPoint};
 
 use durable::DiskSync;
 use std::fs::{self, File, OpenOptions};
@@ -132,6 +134,8 @@ pub struct Store {
     pub alerts: Table<AlertRecord>,
     /// One record, key [`LOG_SETTINGS_KEY`]; absent means the defaults.
     pub log_settings: Table<LogSettings>,
+    /// Monthly traffic quotas, keyed by device id (see [`DeviceQuota`]).
+    pub quotas: Table<DeviceQuota>,
 }
 
 /// Agent key hash -> device id (see [`Store::device_by_agent_key`]).
@@ -193,6 +197,7 @@ impl Store {
             commands: Table::open(&db, d, "commands")?,
             alerts: Table::open(&db, d, "alerts")?,
             log_settings: Table::open(&db, d, "log_settings")?,
+            quotas: Table::open(&db, d, "quotas")?,
             db,
             durability,
             _lock: lock,

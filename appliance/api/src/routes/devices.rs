@@ -46,7 +46,11 @@ pub(crate) async fn list(
 
 /// Enables or disables a device as one unit: the hub first, then the store; if the
 /// store write fails, the hub change is undone, so the two never disagree.
-async fn set_enabled(state: &AppState, id: &str, enabled: bool) -> Result<Device, ApiError> {
+pub(crate) async fn set_enabled(
+    state: &AppState,
+    id: &str,
+    enabled: bool,
+) -> Result<Device, ApiError> {
     let _one_at_a_time = state.device_changes.lock().await;
     let device = state.store.devices.get(id)?.ok_or(ApiError::NotFound)?;
     if device.enabled == enabled {
@@ -114,6 +118,7 @@ pub(crate) async fn disable(
     Path(id): Path<String>,
 ) -> Result<Json<DeviceView>, ApiError> {
     let d = set_enabled(&state, &id, false).await?;
+    crate::accounting::release_quota_hold(&state, &id)?;
     audit(&state, &admin.username, "device.disable", &id)?;
     Ok(Json(DeviceView::from(&d)))
 }
@@ -130,6 +135,7 @@ pub(crate) async fn enable(
     Path(id): Path<String>,
 ) -> Result<Json<DeviceView>, ApiError> {
     let d = set_enabled(&state, &id, true).await?;
+    crate::accounting::release_quota_hold(&state, &id)?;
     audit(&state, &admin.username, "device.enable", &id)?;
     Ok(Json(DeviceView::from(&d)))
 }
@@ -162,6 +168,7 @@ pub(crate) async fn remove(
         }
     }
     state.presence.forget(&d.id);
+    state.metrics.forget_peer(&d.id);
     if !d.groups.is_empty() {
         state.firewall_changed().await;
     }

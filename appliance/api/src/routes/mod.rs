@@ -15,6 +15,7 @@ pub mod session;
 pub mod setup;
 pub mod tls;
 pub mod tokens;
+pub mod traffic;
 
 use crate::error::ApiError;
 use crate::state::{unix_now, AppState};

@@ -22,6 +22,8 @@ pub struct FakeHub {
     pub address: Mutex<Option<(std::net::Ipv4Addr, u8)>>,
     /// While set, `set_peer` fails as a stopped dataplane does.
     pub fail: Mutex<bool>,
+    /// Counters `peer_stats` reports for peers on the hub: key -> (rx, tx).
+    pub counters: Mutex<std::collections::HashMap<PublicKey, (u64, u64)>>,
 }
 
 impl Hub for FakeHub {
@@ -49,6 +51,28 @@ impl Hub for FakeHub {
     }
     fn peer_count(&self) -> usize {
         self.peers.lock().map(|p| p.len()).unwrap_or(0)
+    }
+    fn peer_stats(&self) -> watchgrid_api::hub::PeerStatsFuture {
+        let peers: Vec<PublicKey> = self
+            .peers
+            .lock()
+            .map(|p| p.iter().map(|(k, _)| *k).collect())
+            .unwrap_or_default();
+        let counters = self.counters.lock().map(|c| c.clone()).unwrap_or_default();
+        let stats = peers
+            .into_iter()
+            .map(|k| {
+                let (rx, tx) = counters.get(&k).copied().unwrap_or_default();
+                watchgrid_api::hub::PeerStats {
+                    public_key: k,
+                    endpoint: Some(SocketAddr::from(([192, 0, 2, 7], 40_000))),
+                    last_handshake_age: Some(std::time::Duration::from_secs(5)),
+                    rx_bytes: rx,
+                    tx_bytes: tx,
+                }
+            })
+            .collect();
+        Box::pin(async move { Ok(stats) })
     }
     fn set_hub_address(&self, address: std::net::Ipv4Addr, prefix: u8) -> HubFuture {
         if let Ok(mut a) = self.address.lock() {
@@ -249,4 +273,11 @@ pub async fn admin_with_firewall(a: &App, fw: &FakeFirewall) -> String {
     assert_eq!(applies(fw), 1, "setup applies the firewall");
     *fw.applies.lock().expect("lock") = 0;
     token
+}
+
+pub fn delete(path: &str) -> Request<Body> {
+    Request::delete(path)
+        .header(header::HOST, "vpn.example.com")
+        .body(Body::empty())
+        .expect("request")
 }

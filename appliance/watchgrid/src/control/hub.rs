@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
-use watchgrid_api::hub::{Hub, HubError, HubFuture};
+use watchgrid_api::hub::{Hub, HubError, HubFuture, PeerStats, PeerStatsFuture};
 use watchgrid_core::{IpPrefix, PeerUpdate, PublicKey};
 
 pub struct DataplaneHub {
@@ -50,6 +50,24 @@ impl Hub for DataplaneHub {
 
     fn peer_count(&self) -> usize {
         self.peers.load(Ordering::Relaxed)
+    }
+
+    fn peer_stats(&self) -> PeerStatsFuture {
+        let commands = self.commands.clone();
+        Box::pin(async move {
+            let status = ask(&commands, Command::Status).await?;
+            Ok(status
+                .peers
+                .into_iter()
+                .map(|p| PeerStats {
+                    public_key: p.public_key,
+                    endpoint: p.endpoint,
+                    last_handshake_age: p.last_handshake_age,
+                    rx_bytes: p.rx_bytes,
+                    tx_bytes: p.tx_bytes,
+                })
+                .collect())
+        })
     }
 
     fn set_hub_address(&self, address: Ipv4Addr, prefix: u8) -> HubFuture {

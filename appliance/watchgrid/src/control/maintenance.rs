@@ -1,9 +1,12 @@
 //! Every periodic job of the daemon, in one place:
 //! - at each device's expiry, to the second, it leaves the hub (`watchgrid_api::expiry`);
+//! - every `--traffic-sample` seconds, each peer's traffic is recorded and quotas are
+//!   checked (`watchgrid_api::accounting`);
 //! - every 5 minutes, idle rate-limit buckets are swept (SPEC §6);
 //! - every heartbeat interval, agents that missed three heartbeats are logged offline;
 //! - every 10 minutes, log lines and login events past their retention are deleted,
-//!   and so are revoked sessions and enrollment tokens past their expiry;
+//!   and so are revoked sessions and enrollment tokens past their expiry, and traffic
+//!   history past its resolution's retention;
 //! - twice a day, the internal CA's leaf is checked and renewed before it expires;
 //! - every 15 s while no firewall ruleset is in force (it failed at start), the
 //!   firewall is applied again, so the appliance opens once `nft` works.
@@ -32,6 +35,7 @@ pub struct Renewal {
 /// Starts every periodic job; they run as long as the runtime does.
 pub fn spawn(state: &AppState, renewal: Option<Renewal>) {
     tokio::spawn(watchgrid_api::expiry::run(state.clone()));
+    tokio::spawn(watchgrid_api::accounting::run(state.clone()));
     let sweeper = state.clone();
     every(RATE_LIMIT_SWEEP, move || {
         sweeper.limits.evict_idle();
@@ -84,6 +88,11 @@ fn prune_records(state: &AppState) {
         ),
         Ok(_) => {}
         Err(e) => tracing::error!(error = %e, "pruning expired records"),
+    }
+    match state.store.prune_traffic(watchgrid_api::state::unix_now()) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(buckets = n, "pruned traffic history"),
+        Err(e) => tracing::error!(error = %e, "pruning traffic history"),
     }
 }
 

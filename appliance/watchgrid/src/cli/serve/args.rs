@@ -56,6 +56,15 @@ pub struct ServeArgs {
     #[arg(long, env = "WATCHGRID_HEARTBEAT_INTERVAL", default_value_t = 30,
         value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat_interval: u64,
+    /// Seconds between samples of each peer's traffic (the history the dashboard charts
+    /// and quotas count; minute buckets, so more than 60 only coarsens them).
+    #[arg(long, env = "WATCHGRID_TRAFFIC_SAMPLE", default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub traffic_sample: u64,
+    /// Export watchgrid_peer_rx_bytes_total / watchgrid_peer_tx_bytes_total for every
+    /// device (one series pair per device: off by default for the scraper's sake).
+    #[arg(long, env = "WATCHGRID_PEER_METRICS")]
+    pub peer_metrics: bool,
     /// MTU of the WireGuard interface.
     #[arg(long, env = "WATCHGRID_WG_MTU", default_value_t = 1420)]
     pub wg_mtu: u16,

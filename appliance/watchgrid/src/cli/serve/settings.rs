@@ -57,6 +57,8 @@ pub fn resolve(args: &ServeArgs, p: &Provisioning, store: &Store) -> anyhow::Res
         vpn_prefix: prefix,
         hub_address: hub,
         heartbeat_interval_s: args.heartbeat_interval,
+        traffic_sample_s: args.traffic_sample,
+        peer_metrics: args.peer_metrics,
         setup_token_file: Some(args.runtime_dir.join(super::first_boot::TOKEN_FILE)),
         ..ApiConfig::default()
     };
