@@ -24,7 +24,7 @@
 use crate::middleware::{admin_fence, check_origin, firewall_gate, setup_gate};
 use crate::routes::{
     self, agents, alerts, commands, devices, enrollment, firewall, fleet_pages, logs, pages,
-    password, session, tls, tokens, traffic,
+    password, session, settings, tls, tokens, traffic,
 };
 use crate::state::AppState;
 use axum::http::StatusCode;
@@ -87,6 +87,7 @@ pub(crate) fn admin(state: &AppState) -> Router<AppState> {
         .merge(alerts::router())
         .merge(firewall::router())
         .merge(traffic::router())
+        .merge(settings::router())
         // `route_layer`: authentication guards these routes only, never the fallback
         // (an unknown path inside the fence is 404, not 401).
         .route_layer(from_fn_with_state(

@@ -5,7 +5,7 @@ use crate::dto::*;
 use crate::routes::firewall::{FirewallView, GroupsBody, PolicyBody, RuleBody};
 use crate::routes::{
     agents, alerts, commands, devices, enrollment, firewall, logs, password, public, session,
-    setup, tls, tokens, traffic,
+    settings, setup, tls, tokens, traffic,
 };
 use axum::routing::get;
 use axum::{Json, Router};
@@ -32,7 +32,7 @@ use utoipa::{Modify, OpenApi};
         devices::audit_log,
         firewall::show, firewall::update, firewall::set_groups,
         traffic::device_series, traffic::hub_series, traffic::monthly, traffic::show_quota,
-        traffic::set_quota, traffic::remove_quota,
+        traffic::set_quota, traffic::remove_quota, settings::show, settings::update,
     ),
     components(schemas(
         ErrorBody, Status, Health, Username, ApiTokenCreated, ApiTokenView, ApiTokenList, TotpSetup, RecoveryCodes,
@@ -47,7 +47,8 @@ use utoipa::{Modify, OpenApi};
         logs::LoginEventList, alerts::AlertView, alerts::AttemptView, alerts::AlertList,
         alerts::WebhookRequest, tls::TlsView, alerts::WebhookCreated, alerts::SettingsBody,
         traffic::Range, traffic::PointView, traffic::SeriesView, traffic::MonthlyRow,
-        traffic::MonthlyView, traffic::QuotaBody, traffic::QuotaView,
+        traffic::MonthlyView, traffic::QuotaBody, traffic::QuotaView, settings::SettingsView,
+        settings::SettingsBody,
     )),
     modifiers(&Security)
 )]

@@ -221,7 +221,7 @@ impl Machine {
         &self,
         bin: &str,
         token: &str,
-        fingerprint: &str,
+        fingerprint: Option<&str>,
         extra: &[&str],
     ) -> Result<std::process::Output> {
         let state = self.state.to_string_lossy();
@@ -234,11 +234,12 @@ impl Machine {
             &server,
             "--token",
             token,
-            "--ca-fingerprint",
-            fingerprint,
             "--state-dir",
             &state,
         ];
+        if let Some(f) = fingerprint {
+            argv.extend_from_slice(&["--ca-fingerprint", f]);
+        }
         argv.extend_from_slice(extra);
         self.ns.exec_output(&argv)
     }
@@ -277,7 +278,18 @@ impl Machine {
 }
 
 pub fn enrolled(m: &mut Machine, hub: &Hub, extra: &[&str]) -> Result<()> {
-    let out = m.enroll(&hub.bin, &hub.enrollment_token()?, &hub.fingerprint, extra)?;
+    enrolled_trusting(m, hub, Some(&hub.fingerprint), extra).map(drop)
+}
+
+/// Enrolls pinned to `fingerprint`, or trusting on first use when it is `None` (then
+/// `extra` has `--insecure-first-use`); returns what enroll printed.
+pub fn enrolled_trusting(
+    m: &mut Machine,
+    hub: &Hub,
+    fingerprint: Option<&str>,
+    extra: &[&str],
+) -> Result<String> {
+    let out = m.enroll(&hub.bin, &hub.enrollment_token()?, fingerprint, extra)?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     ensure!(
         out.status.success(),
@@ -289,7 +301,7 @@ pub fn enrolled(m: &mut Machine, hub: &Hub, extra: &[&str]) -> Result<()> {
         .find(|w| w.starts_with("dev-"))
         .context("device id in the enroll output")?
         .to_string();
-    Ok(())
+    Ok(text)
 }
 
 /// Device ids the API shows online.

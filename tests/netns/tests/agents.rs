@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use watchgrid_netns_tests::appliance::json::{field, Json};
 use watchgrid_netns_tests::appliance::Client;
-use watchgrid_netns_tests::fleet::{enrolled, online, Hub, Machine, HUB_VPN, INTERVAL_S};
+use watchgrid_netns_tests::fleet::{
+    enrolled, enrolled_trusting, online, Hub, Machine, HUB_VPN, INTERVAL_S,
+};
 use watchgrid_netns_tests::{scenario, wait_until, Impl};
 
 #[test]
@@ -28,7 +30,7 @@ fn three_agents() -> Result<()> {
     // A wrong fingerprint refuses enrollment and leaves no state (and keeps the token).
     let token = hub.enrollment_token()?;
     let wrong = format!("SHA256:{}", "00:".repeat(31) + "00");
-    let out = machines[0].enroll(&bin, &token, &wrong, &[])?;
+    let out = machines[0].enroll(&bin, &token, Some(&wrong), &[])?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     ensure!(!out.status.success(), "a wrong fingerprint was accepted");
     ensure!(stderr.contains("do not match"), "unclear refusal: {stderr}");
@@ -37,13 +39,19 @@ fn three_agents() -> Result<()> {
         "a refused enrollment left state behind"
     );
     eprintln!("wrong fingerprint refused: {}", stderr.trim());
+    no_fingerprint_refused(&machines[0], &bin, &token)?;
 
     enrolled(&mut machines[0], &hub, &["--allow-commands"])?;
     enrolled(&mut machines[1], &hub, &["--allow-commands"])?;
-    enrolled(&mut machines[2], &hub, &[])?;
+    let printed = enrolled_trusting(&mut machines[2], &hub, None, &["--insecure-first-use"])?;
+    ensure!(
+        printed.contains("trusted on first use") && printed.contains(&hub.fingerprint),
+        "first use must print the CA it trusted ({}):\n{printed}",
+        hub.fingerprint
+    );
     let enrollment = machines[0].state.join("enrollment.json");
     let before = std::fs::read(&enrollment)?;
-    let again = machines[0].enroll(&bin, &token, &hub.fingerprint, &[])?;
+    let again = machines[0].enroll(&bin, &token, Some(&hub.fingerprint), &[])?;
     ensure!(
         !again.status.success()
             && String::from_utf8_lossy(&again.stderr).contains("already enrolled"),
@@ -77,10 +85,52 @@ fn three_agents() -> Result<()> {
     disable_and_enable(&hub, &mut machines[1], &bin)?;
     bad_agent_input(&hub, &machines)?;
     roam(&hub, &machines[2])?;
+    endpoint_change(&hub, &machines)?;
     for m in machines.iter_mut() {
         m.agent()?.ensure_running()?;
     }
     goes_offline(&hub, &mut machines[2])
+}
+
+/// Without a fingerprint, and without `--insecure-first-use`, enrollment refuses, says
+/// how to go on, and leaves no state.
+fn no_fingerprint_refused(m: &Machine, bin: &str, token: &str) -> Result<()> {
+    let out = m.enroll(bin, token, None, &[])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "enrolled without any trust anchor");
+    ensure!(
+        stderr.contains("--ca-fingerprint") && stderr.contains("--insecure-first-use"),
+        "unclear refusal: {stderr}"
+    );
+    ensure!(!m.state.exists(), "a refused enrollment left state behind");
+    Ok(())
+}
+
+/// The admin changes the endpoint: at their next heartbeats the agents see their
+/// config's new ETag, fetch it and dial the new endpoint, and the tunnels stay up.
+fn endpoint_change(hub: &Hub, machines: &[Machine]) -> Result<()> {
+    // The hub's address on machine 2's link; the others reach it through their routes.
+    let endpoint = "172.31.2.1:51820";
+    hub.client().ok(
+        "PUT",
+        "/api/settings",
+        Some(Json(format!("{{\"endpoint\": \"{endpoint}\"}}"))),
+    )?;
+    for m in machines {
+        wait_until(
+            Duration::from_secs(30),
+            "the agent dialing the new endpoint",
+            || {
+                m.ns.exec(&["wg", "show", &m.interface, "endpoints"])
+                    .is_ok_and(|e| e.contains(endpoint))
+            },
+        )
+        .with_context(|| format!("{}: its config after the endpoint change", m.device))?;
+        m.ns.ping_within(HUB_VPN, Duration::from_secs(15))
+            .with_context(|| format!("{} -> hub after the endpoint change", m.device))?;
+    }
+    eprintln!("all three agents follow the endpoint change to {endpoint}");
+    Ok(())
 }
 
 /// The machine's address changes under the agent: the tunnel keeps working from the

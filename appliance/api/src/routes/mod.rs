@@ -12,6 +12,7 @@ pub mod pages;
 pub mod password;
 pub mod public;
 pub mod session;
+pub mod settings;
 pub mod setup;
 pub mod tls;
 pub mod tokens;

@@ -29,16 +29,38 @@ pub struct Caps {
 }
 
 impl Caps {
-    /// The HTTPS listener: `LimitNOFILE` is 65536; these leave most of it to the
-    /// dataplane and the store. Per client it is generous enough for a NAT'd office of
-    /// browsers and agents (each agent holds one long poll).
+    /// The HTTPS listener. Every agent holds one connection (its long poll), and a hub
+    /// serves fleets of 20,000 agents: the unit's `LimitNOFILE` is 65536 and half of it
+    /// stays for the dataplane, the store and the log store ([`Caps::https`] lowers the
+    /// total under a smaller limit). Per client it is generous enough for a NAT'd office
+    /// of browsers and agents.
     pub const HTTPS: Caps = Caps {
-        total: 4096,
+        total: 32_768,
         per_client: 256,
         handshakes: 128,
         header_read_timeout: HEADER_READ_TIMEOUT,
         request_timeout: REQUEST_TIMEOUT,
     };
+    /// [`Caps::HTTPS`] within this process's open-file limit: at most half of it, so a
+    /// flood of connections cannot starve the rest of the daemon of descriptors.
+    pub fn https() -> Caps {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes only into `lim`.
+        let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+        let half = if known {
+            usize::try_from(lim.rlim_cur / 2).unwrap_or(usize::MAX)
+        } else {
+            Caps::HTTPS.total
+        };
+        Caps {
+            total: Caps::HTTPS.total.min(half.max(64)),
+            ..Caps::HTTPS
+        }
+    }
+
     /// The port-80 redirect and the metrics listener: short requests, few clients.
     pub const PLAIN: Caps = Caps {
         total: 256,

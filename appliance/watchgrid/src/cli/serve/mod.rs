@@ -254,7 +254,7 @@ impl Daemon {
             https,
             tls,
             watchgrid_api::router(state.clone()),
-            ConnectionLimits::new(Caps::HTTPS),
+            ConnectionLimits::new(Caps::https()),
         ));
         if let Some(addr) = args.http_listen {
             let mut names = shown.to_vec();
