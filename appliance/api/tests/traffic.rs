@@ -147,6 +147,33 @@ async fn the_api_serves_a_zero_filled_series_and_monthly_totals() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
 
+#[tokio::test]
+async fn the_device_table_shows_each_link_and_its_month() {
+    let a = app();
+    let token = a.admin_token().await;
+    let (_, key) = device(&a, &token, 39).await;
+    counters(&a, key, 3 << 20, 1536);
+    Sampler::default()
+        .sample(&a.state, watchgrid_api::state::unix_now())
+        .await
+        .expect("sample");
+    let cookie = a.login_cookie().await;
+    let r = a.call(with(get("/"), header::COOKIE, &cookie)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(
+        r.text
+            .contains("<td class=\"endpoint\">192.0.2.7:40000</td>"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text
+            .contains("<td class=\"traffic\">3.0 MiB / 1.5 KiB</td>"),
+        "{}",
+        r.text
+    );
+}
+
 fn on_hub(a: &App, key: &PublicKey) -> bool {
     a.hub
         .peers

@@ -164,12 +164,13 @@ fn dashboard_body(
                 None => "not heard from".to_string(),
             };
             format!(
-                "<tr><td><a href=\"/devices/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td class=\"agent\">{agent}</td></tr>",
+                "<tr><td><a href=\"/devices/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td class=\"agent\">{agent}</td>{}</tr>",
                 esc(&d.id),
                 esc(&d.name),
                 d.address_v4,
                 esc(&d.groups.join(", ")),
-                if d.enabled { "enabled" } else { "disabled" }
+                if d.enabled { "enabled" } else { "disabled" },
+                link_cells(state, d, now)
             )
         })
         .collect();
@@ -192,7 +193,7 @@ fn dashboard_body(
         "<h1>Watchgrid</h1><p id=\"whoami\">Signed in as <strong>{}</strong>.</p>\
          <p>Hub public key: <code>{}</code> · peers on the hub: {}</p>\
          {two_factor}\
-         <h2>Devices</h2><p><a href=\"/logins\">Login events across the fleet</a></p><table><tr><th>Name</th><th>Address</th><th>Groups</th><th>State</th><th>Agent</th></tr>{rows}</table>\
+         <h2>Devices</h2><p><a href=\"/logins\">Login events across the fleet</a></p><table><tr><th>Name</th><th>Address</th><th>Groups</th><th>State</th><th>Agent</th><th>Endpoint</th><th>Handshake</th><th>This month (rx / tx)</th></tr>{rows}</table>\
          {install}\
          {firewall}\
          {tls}\
@@ -201,6 +202,45 @@ fn dashboard_body(
         esc(&state.hub.public_key().to_string()),
         state.hub.peer_count()
     ))
+}
+
+/// A device's link as of the latest traffic sample: where it dials from, its latest
+/// handshake and this month's bytes.
+fn link_cells(state: &AppState, d: &watchgrid_store::Device, now: u64) -> String {
+    let live = state.peers_now.get(&d.public_key);
+    let endpoint = live
+        .as_ref()
+        .and_then(|p| p.endpoint)
+        .map_or("-".to_string(), |e| e.to_string());
+    let handshake = match live.and_then(|p| p.last_handshake_at) {
+        Some(at) => format!("{} s ago", now.saturating_sub(at)),
+        None => "never".to_string(),
+    };
+    let (_, first) = crate::accounting::month_of(now);
+    let month = match state.store.traffic_total(&d.id, first, now + 1) {
+        Ok((rx, tx)) => format!("{} / {}", bytes(rx), bytes(tx)),
+        Err(_) => "-".to_string(),
+    };
+    format!(
+        "<td class=\"endpoint\">{}</td><td>{handshake}</td><td class=\"traffic\">{month}</td>",
+        esc(&endpoint)
+    )
+}
+
+/// Bytes in binary units, one decimal.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 /// What the "Install an agent" section shows besides the command: the token the admin
@@ -515,6 +555,14 @@ pub fn message_page(title: &str, message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_are_shown_in_binary_units() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(5 << 30), "5.0 GiB");
+    }
 
     #[test]
     fn escaping_covers_markup_and_quotes() {
