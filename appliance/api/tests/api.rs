@@ -1290,6 +1290,14 @@ async fn groups_the_firewall_cannot_apply_are_rolled_back() {
 }
 
 /// Registers a device with a fresh enrollment token; returns its id and agent key.
+/// Bytes in an unpadded base64url string.
+fn base64_url_len(s: &str) -> usize {
+    assert!(s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    s.len() * 6 / 8
+}
+
 async fn register_agent(a: &App, admin: &str, hostname: &str, key: u8) -> (String, String) {
     let r = a
         .call(bearer(
@@ -1334,6 +1342,22 @@ async fn heartbeats_need_the_agents_own_key_and_mark_it_online() {
     assert_eq!(r.json["interval_s"], 30);
     assert_eq!(r.json["commands_pending"], 0);
     assert!(r.json["config_etag"].as_str().is_some_and(|t| t.len() > 8));
+
+    // The store keeps only the key's SHA-256: its 256 bits never sit in the database.
+    let stored = a
+        .state
+        .store
+        .devices
+        .get(&id)
+        .expect("get")
+        .expect("device");
+    assert_eq!(
+        stored.agent_key_hash,
+        watchgrid_api::secrets::token_hash(&key)
+    );
+    assert_ne!(stored.agent_key_hash, key);
+    let decoded = base64_url_len(&key);
+    assert_eq!(decoded, 32, "agent keys are 256-bit");
 
     let list = a.call(bearer(get("/api/devices"), &admin)).await;
     let dev = &list.json["devices"][0];
