@@ -47,8 +47,8 @@ use utoipa::{Modify, OpenApi};
         logs::LoginEventList, alerts::AlertView, alerts::AttemptView, alerts::AlertList,
         alerts::WebhookRequest, tls::TlsView, alerts::WebhookCreated, alerts::SettingsBody,
         traffic::Range, traffic::PointView, traffic::SeriesView, traffic::MonthlyRow,
-        traffic::MonthlyView, traffic::QuotaBody, traffic::QuotaView, settings::SettingsView,
-        settings::SettingsBody,
+        traffic::MonthlyView, traffic::QuotaBody, traffic::QuotaView, settings::ApplianceSettingsView,
+        settings::EndpointBody,
     )),
     modifiers(&Security)
 )]

@@ -305,6 +305,7 @@ async fn bad_quotas_are_refused_and_change_nothing() {
         serde_json::json!({"monthly_bytes": 1 << 30, "action": "throttle"}),
         serde_json::json!({"monthly_bytes": 1 << 30, "action": "alert", "extra": 1}),
         serde_json::json!({"monthly_bytes": -1, "action": "alert"}),
+        serde_json::json!({"monthly_bytes": 9_223_372_036_854_775_808_u64, "action": "alert"}),
     ] {
         let r = a
             .call(bearer(

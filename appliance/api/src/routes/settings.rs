@@ -21,7 +21,7 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct SettingsView {
+pub struct ApplianceSettingsView {
     /// `host:port` that devices dial.
     pub endpoint: String,
     /// The VPN's IPv4 subnet, e.g. `10.100.0.0/16` (fixed at setup).
@@ -34,14 +34,14 @@ pub struct SettingsView {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct SettingsBody {
+pub(crate) struct EndpointBody {
     /// `host:port` that devices dial, e.g. `vpn.example.com:51820`.
     endpoint: String,
 }
 
-pub(crate) fn view(state: &AppState) -> Result<SettingsView, ApiError> {
+pub(crate) fn view(state: &AppState) -> Result<ApplianceSettingsView, ApiError> {
     let s = stored(state)?;
-    Ok(SettingsView {
+    Ok(ApplianceSettingsView {
         endpoint: s.endpoint,
         vpn_subnet: format!("{}/{}", s.vpn_subnet_v4, s.vpn_prefix_v4),
         vpn_subnet_v6: state
@@ -62,25 +62,25 @@ fn stored(state: &AppState) -> Result<Settings, ApiError> {
 
 /// The settings.
 #[utoipa::path(get, path = "/api/settings", tag = "admin",
-    responses((status = 200, body = SettingsView), (status = 401, body = ErrorBody)),
+    responses((status = 200, body = ApplianceSettingsView), (status = 401, body = ErrorBody)),
     security(("bearer" = []), ("cookie" = [])))]
 pub(crate) async fn show(
     State(state): State<AppState>,
     _admin: Admin,
-) -> Result<Json<SettingsView>, ApiError> {
+) -> Result<Json<ApplianceSettingsView>, ApiError> {
     Ok(Json(view(&state)?))
 }
 
 /// Changes the endpoint devices dial.
-#[utoipa::path(put, path = "/api/settings", tag = "admin", request_body = SettingsBody,
-    responses((status = 200, body = SettingsView), (status = 401, body = ErrorBody),
+#[utoipa::path(put, path = "/api/settings", tag = "admin", request_body = EndpointBody,
+    responses((status = 200, body = ApplianceSettingsView), (status = 401, body = ErrorBody),
         (status = 422, body = ErrorBody)),
     security(("bearer" = []), ("cookie" = [])))]
 pub(crate) async fn update(
     State(state): State<AppState>,
     admin: Admin,
-    StrictJson(body): StrictJson<SettingsBody>,
-) -> Result<Json<SettingsView>, ApiError> {
+    StrictJson(body): StrictJson<EndpointBody>,
+) -> Result<Json<ApplianceSettingsView>, ApiError> {
     let endpoint = body.endpoint.trim().to_string();
     validate_endpoint(&endpoint)?;
     update_endpoint(&state, &admin, endpoint)?;

@@ -278,12 +278,14 @@ pub(crate) async fn monthly(
 /// The smallest quota: below a mebibyte a month a device could not even keep its
 /// handshakes and keepalives going.
 const QUOTA_MIN: u64 = 1 << 20;
+/// The largest: within a signed 64-bit integer, which JSON readers and the schema take.
+const QUOTA_MAX: u64 = 1 << 60;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct QuotaBody {
-    /// Bytes a calendar month (received plus sent), at least 1048576.
-    #[schema(minimum = 1048576)]
+    /// Bytes a calendar month (received plus sent), 1 MiB to 1 EiB.
+    #[schema(minimum = 1048576, maximum = 1152921504606846976_u64)]
     monthly_bytes: u64,
     /// `disable` (leaves the hub until the month turns) or `alert`.
     #[schema(value_type = String, pattern = "^(disable|alert)$")]
@@ -351,9 +353,9 @@ pub(crate) async fn set_quota(
     Path(id): Path<String>,
     StrictJson(body): StrictJson<QuotaBody>,
 ) -> Result<Json<QuotaView>, ApiError> {
-    if body.monthly_bytes < QUOTA_MIN {
+    if !(QUOTA_MIN..=QUOTA_MAX).contains(&body.monthly_bytes) {
         return Err(ApiError::Invalid(format!(
-            "monthly_bytes: at least {QUOTA_MIN} (1 MiB)"
+            "monthly_bytes: {QUOTA_MIN} (1 MiB) to {QUOTA_MAX} (1 EiB)"
         )));
     }
     let _one_at_a_time = state.device_changes.lock().await;
