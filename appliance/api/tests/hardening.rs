@@ -692,30 +692,6 @@ async fn finding_07_the_audit_log_is_read_one_page_at_a_time() {
 }
 
 /// A device made through the API; returns its id and public key.
-async fn plain_device(a: &App, token: &str, key: u8) -> (String, PublicKey) {
-    let r = a
-        .call(bearer(
-            post(
-                "/api/devices",
-                &serde_json::json!({"name": format!("laptop{key}"), "public_key": wg_key(key)}),
-            ),
-            token,
-        ))
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    let id = r.json["device"]["id"].as_str().expect("id").to_string();
-    (id, PublicKey([key; 32]))
-}
-
-fn on_hub(a: &App, key: &PublicKey) -> bool {
-    a.hub
-        .peers
-        .lock()
-        .expect("lock")
-        .iter()
-        .any(|(k, _)| k == key)
-}
-
 fn enabled_in_store(a: &App, id: &str) -> Option<bool> {
     a.state
         .store

@@ -10,21 +10,6 @@ use watchgrid_api::accounting::Sampler;
 const T0: u64 = 1_796_637_600;
 const JANUARY: u64 = 1_798_761_600;
 
-async fn device(a: &App, token: &str, key: u8) -> (String, PublicKey) {
-    let r = a
-        .call(bearer(
-            post(
-                "/api/devices",
-                &serde_json::json!({"name": format!("phone{key}"), "public_key": wg_key(key)}),
-            ),
-            token,
-        ))
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    let id = r.json["device"]["id"].as_str().expect("id").to_string();
-    (id, PublicKey([key; 32]))
-}
-
 fn counters(a: &App, key: PublicKey, rx: u64, tx: u64) {
     a.hub.counters.lock().expect("lock").insert(key, (rx, tx));
 }
@@ -41,8 +26,8 @@ fn month_bytes(a: &App, id: &str, at: u64) -> (u64, u64) {
 async fn samples_become_history_and_a_counter_reset_loses_nothing() {
     let a = app();
     let token = a.admin_token().await;
-    let (id, key) = device(&a, &token, 31).await;
-    let (other, other_key) = device(&a, &token, 32).await;
+    let (id, key) = plain_device(&a, &token, 31).await;
+    let (other, other_key) = plain_device(&a, &token, 32).await;
     let mut s = Sampler::default();
 
     counters(&a, key, 1000, 200);
@@ -69,7 +54,7 @@ async fn samples_become_history_and_a_counter_reset_loses_nothing() {
 async fn a_restarted_sampler_adds_to_the_stored_history() {
     let a = app();
     let token = a.admin_token().await;
-    let (id, key) = device(&a, &token, 33).await;
+    let (id, key) = plain_device(&a, &token, 33).await;
     counters(&a, key, 700, 70);
     Sampler::default()
         .sample(&a.state, T0)
@@ -88,7 +73,7 @@ async fn a_restarted_sampler_adds_to_the_stored_history() {
 async fn the_api_serves_a_zero_filled_series_and_monthly_totals() {
     let a = app();
     let token = a.admin_token().await;
-    let (id, key) = device(&a, &token, 34).await;
+    let (id, key) = plain_device(&a, &token, 34).await;
     let now = watchgrid_api::state::unix_now();
     counters(&a, key, 4096, 1024);
     Sampler::default()
@@ -151,7 +136,7 @@ async fn the_api_serves_a_zero_filled_series_and_monthly_totals() {
 async fn the_device_table_shows_each_link_and_its_month() {
     let a = app();
     let token = a.admin_token().await;
-    let (_, key) = device(&a, &token, 39).await;
+    let (_, key) = plain_device(&a, &token, 39).await;
     counters(&a, key, 3 << 20, 1536);
     Sampler::default()
         .sample(&a.state, watchgrid_api::state::unix_now())
@@ -174,15 +159,6 @@ async fn the_device_table_shows_each_link_and_its_month() {
     );
 }
 
-fn on_hub(a: &App, key: &PublicKey) -> bool {
-    a.hub
-        .peers
-        .lock()
-        .expect("lock")
-        .iter()
-        .any(|(k, _)| k == key)
-}
-
 fn audited(a: &App, action: &str) -> usize {
     a.state
         .store
@@ -198,7 +174,7 @@ fn audited(a: &App, action: &str) -> usize {
 async fn a_disabling_quota_acts_once_and_the_month_turn_undoes_it() {
     let a = app();
     let token = a.admin_token().await;
-    let (id, key) = device(&a, &token, 35).await;
+    let (id, key) = plain_device(&a, &token, 35).await;
     let r = a
         .call(bearer(
             put(
@@ -251,7 +227,7 @@ async fn a_disabling_quota_acts_once_and_the_month_turn_undoes_it() {
 async fn an_alerting_quota_keeps_the_device_and_an_admin_override_holds() {
     let a = app();
     let token = a.admin_token().await;
-    let (id, key) = device(&a, &token, 36).await;
+    let (id, key) = plain_device(&a, &token, 36).await;
     let quota = |action: &str| {
         put(
             &format!("/api/devices/{id}/quota"),
@@ -299,7 +275,7 @@ async fn an_alerting_quota_keeps_the_device_and_an_admin_override_holds() {
 async fn bad_quotas_are_refused_and_change_nothing() {
     let a = app();
     let token = a.admin_token().await;
-    let (id, _) = device(&a, &token, 37).await;
+    let (id, _) = plain_device(&a, &token, 37).await;
     for body in [
         serde_json::json!({"monthly_bytes": 1000, "action": "disable"}),
         serde_json::json!({"monthly_bytes": 1 << 30, "action": "throttle"}),
@@ -345,7 +321,7 @@ async fn per_device_metrics_appear_only_when_asked_for() {
             ..ApiConfig::default()
         });
         let token = a.admin_token().await;
-        let (id, key) = device(&a, &token, 38).await;
+        let (id, key) = plain_device(&a, &token, 38).await;
         counters(&a, key, 1234, 567);
         Sampler::default()
             .sample(&a.state, T0)

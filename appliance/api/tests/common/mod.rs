@@ -281,3 +281,29 @@ pub fn delete(path: &str) -> Request<Body> {
         .body(Body::empty())
         .expect("request")
 }
+
+/// A plain WireGuard device with the key `[key; 32]`: its id and public key.
+pub async fn plain_device(a: &App, token: &str, key: u8) -> (String, PublicKey) {
+    let r = a
+        .call(bearer(
+            post(
+                "/api/devices",
+                &serde_json::json!({"name": format!("laptop{key}"), "public_key": wg_key(key)}),
+            ),
+            token,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let id = r.json["device"]["id"].as_str().expect("id").to_string();
+    (id, PublicKey([key; 32]))
+}
+
+/// The fake hub has the peer.
+pub fn on_hub(a: &App, key: &PublicKey) -> bool {
+    a.hub
+        .peers
+        .lock()
+        .expect("lock")
+        .iter()
+        .any(|(k, _)| k == key)
+}
