@@ -79,7 +79,7 @@ impl HubClient {
             .with_tls_config(tls)
             .https_only()
             .enable_http1()
-            .build();
+            .wrap_connector(tcp_connector());
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
@@ -228,6 +228,25 @@ impl HubClient {
             .await
             .map_err(|_| ClientError::Timeout(timeout))?
     }
+}
+
+/// TCP with dead-path detection. When the machine's address changes, or a NAT drops
+/// its mapping, the pooled connection goes silent rather than closed: nothing answers,
+/// nothing resets. Keepalive probes find an idle one (a long poll) dead within about
+/// 11 s, and the user timeout ends one with unacknowledged data after 10 s, so the next
+/// heartbeat dials afresh from the new address instead of waiting out its timeout on a
+/// corpse.
+fn tcp_connector() -> HttpConnector {
+    let mut tcp = HttpConnector::new();
+    // The HTTPS layer wraps this connector; it speaks TLS on any scheme it is given.
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(Duration::from_secs(10)));
+    tcp.set_keepalive(Some(Duration::from_secs(5)));
+    tcp.set_keepalive_interval(Some(Duration::from_secs(2)));
+    tcp.set_keepalive_retries(Some(3));
+    tcp.set_tcp_user_timeout(Some(Duration::from_secs(10)));
+    tcp
 }
 
 /// `https://host[:port]` without a trailing slash or path.
