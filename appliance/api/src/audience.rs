@@ -23,8 +23,8 @@
 
 use crate::middleware::{admin_fence, check_origin, firewall_gate, setup_gate};
 use crate::routes::{
-    self, agents, alerts, commands, devices, enrollment, firewall, fleet_pages, logs, pages,
-    password, session, settings, tls, tokens, traffic,
+    self, agents, alerts, commands, device_pages, devices, enrollment, firewall, fleet_pages, live,
+    logs, pages, password, session, settings, settings_pages, tls, tokens, traffic,
 };
 use crate::state::AppState;
 use axum::http::StatusCode;
@@ -88,6 +88,10 @@ pub(crate) fn admin(state: &AppState) -> Router<AppState> {
         .merge(firewall::router())
         .merge(traffic::router())
         .merge(settings::router())
+        .merge(device_pages::forms_router())
+        .merge(settings_pages::forms_router())
+        .merge(fleet_pages::forms_router())
+        .merge(live::router())
         // `route_layer`: authentication guards these routes only, never the fallback
         // (an unknown path inside the fence is 404, not 401).
         .route_layer(from_fn_with_state(
@@ -100,7 +104,10 @@ pub(crate) fn admin(state: &AppState) -> Router<AppState> {
         .merge(signed_in)
         .fallback(unknown_path);
     let api = origin_checked(fenced(after_setup(api, state), state), state);
-    let pages = pages::admin_router().merge(fleet_pages::router());
+    let pages = pages::admin_router()
+        .merge(device_pages::router())
+        .merge(settings_pages::router())
+        .merge(fleet_pages::router());
     let pages = fenced(after_setup(pages, state), state);
     pages.merge(api)
 }

@@ -194,14 +194,35 @@ impl FromRequestParts<AppState> for Admin {
 /// the signed-in admin routes, so a handler there is protected even if it never asks
 /// who is calling. The network fence is a separate layer (`middleware::admin_fence`).
 pub async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let (mut parts, body) = req.into_parts();
-    match authenticate(&parts.headers, &state) {
-        Ok(admin) => {
-            parts.extensions.insert(Authenticated(admin));
-            next.run(Request::from_parts(parts, body)).await
-        }
-        Err(e) => e.into_response(),
+    let admin = match authenticate(req.headers(), &state) {
+        Ok(admin) => admin,
+        Err(e) => return e.into_response(),
+    };
+    let mut req = req;
+    if crate::csrf::required(&req, admin.session.is_some()) {
+        let expected = match csrf_token(&state, &admin) {
+            Ok(t) => t.unwrap_or_default(),
+            Err(e) => return e.into_response(),
+        };
+        req = match crate::csrf::verify(req, &expected).await {
+            Ok(r) => r,
+            Err(e) => return e.into_response(),
+        };
     }
+    req.extensions_mut().insert(Authenticated(admin));
+    next.run(req).await
+}
+
+/// The CSRF token of the admin's session; `None` for an API token (no forms).
+pub fn csrf_token(state: &AppState, admin: &Admin) -> Result<Option<String>, ApiError> {
+    let Some(session) = &admin.session else {
+        return Ok(None);
+    };
+    let secret = jwt_secret(state)?;
+    Ok(Some(crate::csrf::token(
+        secret.expose().as_bytes(),
+        session,
+    )))
 }
 
 /// The header Watchtower-style admin clients send their key in; an alias of

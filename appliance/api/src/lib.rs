@@ -11,6 +11,7 @@ pub mod alerts;
 mod audience;
 pub mod auth;
 pub mod command_bell;
+pub mod csrf;
 pub mod dto;
 pub mod error;
 pub mod expiry;

@@ -21,7 +21,7 @@ use utoipa::{Modify, OpenApi};
         session::login, session::logout, session::me, tokens::create, tokens::list,
         tokens::revoke, password::change, tls::show,
         session::totp_setup, session::totp_enable, session::totp_disable,
-        enrollment::create, enrollment::list, enrollment::register,
+        enrollment::create, enrollment::list, enrollment::revoke, enrollment::register,
         agents::heartbeat, agents::wg_config,
         commands::queue, commands::list_for_device, commands::show, commands::cancel,
         commands::poll, commands::report,

@@ -40,6 +40,8 @@ pub struct ApiConfig {
     /// `--peer-metrics`: export `watchgrid_peer_{rx,tx}_bytes_total` per device (one
     /// series pair per device, so off unless the operator asks).
     pub peer_metrics: bool,
+    /// SERVER_LATITUDE and SERVER_LONGITUDE: where the overview places the hub.
+    pub location: Option<(f64, f64)>,
 }
 
 impl Default for ApiConfig {
@@ -59,6 +61,7 @@ impl Default for ApiConfig {
             setup_token_file: None,
             traffic_sample_s: 60,
             peer_metrics: false,
+            location: None,
         }
     }
 }
@@ -98,6 +101,8 @@ pub struct Inner {
     pub admin_fence: RwLock<Vec<IpPrefix>>,
     /// Each hub peer as of the latest traffic sample (status pages, live updates).
     pub peers_now: crate::accounting::PeersNow,
+    /// Unix second the control plane started (the overview's uptime).
+    pub started_at: u64,
 }
 
 #[derive(Clone)]
@@ -139,6 +144,7 @@ impl AppState {
             firewall: std::sync::OnceLock::new(),
             admin_fence: RwLock::new(config.admin_cidrs.clone()),
             peers_now: Default::default(),
+            started_at: unix_now(),
             config,
         }))
     }

@@ -452,7 +452,7 @@ async fn wizard_and_sign_in_work_as_plain_html_forms() {
         .to_string();
     let dash = a.call(with(get("/"), header::COOKIE, &cookie)).await;
     assert_eq!(dash.status, StatusCode::OK);
-    assert!(dash.text.contains("Signed in as <strong>admin</strong>"));
+    assert!(dash.text.contains("<span id=\"whoami\">admin</span>"));
     // Unknown form fields are refused like unknown JSON fields.
     let extra = a
         .call(form("/api/auth/login", "username=admin&password=x&admin=1"))
@@ -1234,10 +1234,12 @@ async fn the_dashboard_shows_the_firewall_and_escapes_group_names() {
     let page = a.call(with(get("/"), header::COOKIE, &cookie)).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.text.contains("State: applied"), "{}", page.text);
+    let devices = a.call(with(get("/devices"), header::COOKIE, &cookie)).await;
     assert!(
-        page.text.contains("&lt;script&gt;x&lt;/script&gt;"),
+        devices.text.contains("&lt;script&gt;x&lt;/script&gt;")
+            && !devices.text.contains("<script>x"),
         "{}",
-        page.text
+        devices.text
     );
     assert!(
         page.text.contains("&lt;b&gt;ops&lt;/b&gt;"),
@@ -1372,9 +1374,12 @@ async fn heartbeats_need_the_agents_own_key_and_mark_it_online() {
     );
     assert!(metrics.contains("watchgrid_agents_online 1"), "{metrics}");
     let cookie = a.login_cookie().await;
-    let page = a.call(with(get("/"), header::COOKIE, &cookie)).await;
+    let page = a.call(with(get("/devices"), header::COOKIE, &cookie)).await;
     assert!(
-        page.text.contains("<td class=\"agent\">online (1.0)</td>"),
+        page.text.contains("<span class=\"online\">online</span>")
+            && page
+                .text
+                .contains("<span class=\"muted agent\">agent 1.0</span>"),
         "{}",
         page.text
     );

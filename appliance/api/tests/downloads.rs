@@ -126,6 +126,18 @@ impl App {
     }
 
     /// Completes setup and signs in; returns the session cookie (`name=value`).
+    /// The CSRF token the devices page puts in its forms for this session.
+    async fn csrf(&self, cookie: &str) -> String {
+        let page = self
+            .call(INSIDE, with_cookie(get("/devices"), cookie))
+            .await
+            .text();
+        let (_, rest) = page
+            .split_once("name=\"csrf\" value=\"")
+            .expect("a CSRF field on the page");
+        rest.split('"').next().expect("its value").to_string()
+    }
+
     async fn session(&self) -> String {
         let setup = serde_json::json!({
             "setup_token": SETUP_TOKEN, "admin_username": "admin",
@@ -258,7 +270,7 @@ async fn the_install_script_and_the_unit_are_the_files_in_dist() {
 async fn the_devices_page_shows_the_install_command_with_the_ca_fingerprint() {
     let a = app(Some(ca_pem()));
     let cookie = a.session().await;
-    let r = a.call(INSIDE, with_cookie(get("/"), &cookie)).await;
+    let r = a.call(INSIDE, with_cookie(get("/devices"), &cookie)).await;
     assert_eq!(r.status, StatusCode::OK);
     let page = r.text();
     assert!(page.contains("Install an agent"), "{page}");
@@ -279,7 +291,7 @@ async fn the_devices_page_shows_the_install_command_with_the_ca_fingerprint() {
     assert!(!page.contains("sed '/^-----/d'"), "{page}");
 
     // A Host that is not a plain host[:port] never reaches the command.
-    let mut odd = with_cookie(get("/"), &cookie);
+    let mut odd = with_cookie(get("/devices"), &cookie);
     odd.headers_mut()
         .insert(header::HOST, "x$(id)<b>".parse().expect("header"));
     let page = a.call(INSIDE, odd).await.text();
@@ -292,6 +304,7 @@ async fn the_devices_page_shows_the_install_command_with_the_ca_fingerprint() {
 async fn the_form_creates_a_token_that_the_command_carries_and_that_registers() {
     let a = app(Some(ca_pem()));
     let cookie = a.session().await;
+    let csrf = a.csrf(&cookie).await;
     let origin = format!("https://{HOST}");
     let r = a
         .call(
@@ -299,7 +312,7 @@ async fn the_form_creates_a_token_that_the_command_carries_and_that_registers() 
             form(
                 Some(&cookie),
                 &origin,
-                "name=lab+%3Cb%3E&uses=2&expires_hours=24&allow_commands=on",
+                &format!("name=lab+%3Cb%3E&uses=2&expires_hours=24&allow_commands=on&csrf={csrf}"),
             ),
         )
         .await;
@@ -336,7 +349,11 @@ async fn the_form_creates_a_token_that_the_command_carries_and_that_registers() 
     let r = a
         .call(
             INSIDE,
-            form(Some(&cookie), &origin, "uses=1&expires_hours="),
+            form(
+                Some(&cookie),
+                &origin,
+                &format!("uses=1&expires_hours=&csrf={csrf}"),
+            ),
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -347,8 +364,9 @@ async fn the_form_creates_a_token_that_the_command_carries_and_that_registers() 
 async fn the_form_has_the_admin_apis_protection_and_its_checks() {
     let a = app(Some(ca_pem()));
     let cookie = a.session().await;
+    let csrf = a.csrf(&cookie).await;
     let origin = format!("https://{HOST}");
-    let body = "uses=1";
+    let body = &format!("uses=1&csrf={csrf}");
     let r = a.call(INSIDE, form(None, &origin, body)).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "no session");
     let r = a
@@ -357,6 +375,18 @@ async fn the_form_has_the_admin_apis_protection_and_its_checks() {
     assert_eq!(r.status, StatusCode::FORBIDDEN, "foreign origin");
     let r = a.call(OUTSIDE, form(Some(&cookie), &origin, body)).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "outside the fence");
+    // The session cookie alone is not enough for a form post: a page on a sibling
+    // subdomain could send that much. Without the page's token, or with another
+    // session's, nothing is created.
+    for body in [
+        "uses=1",
+        "uses=1&csrf=",
+        "uses=1&csrf=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ] {
+        let r = a.call(INSIDE, form(Some(&cookie), &origin, body)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{body}");
+        assert!(r.text().contains("security token"), "{body}: {}", r.text());
+    }
 
     // Refused input: the page again, with the reason (escaped) and no token.
     for (body, why) in [
@@ -365,7 +395,8 @@ async fn the_form_has_the_admin_apis_protection_and_its_checks() {
         ("expires_hours=-1", "valid for"),
         ("uses=1&groups=%3Cb%3E", "unknown field"),
     ] {
-        let r = a.call(INSIDE, form(Some(&cookie), &origin, body)).await;
+        let body = format!("{body}&csrf={csrf}");
+        let r = a.call(INSIDE, form(Some(&cookie), &origin, &body)).await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         let page = r.text();
         assert!(page.contains("id=\"install-error\""), "{body}: {page}");
@@ -388,7 +419,10 @@ async fn the_form_has_the_admin_apis_protection_and_its_checks() {
 async fn without_an_internal_ca_the_page_says_the_installer_cannot_pin_one() {
     let a = app(None);
     let cookie = a.session().await;
-    let page = a.call(INSIDE, with_cookie(get("/"), &cookie)).await.text();
+    let page = a
+        .call(INSIDE, with_cookie(get("/devices"), &cookie))
+        .await
+        .text();
     assert!(page.contains("id=\"install-unavailable\""), "{page}");
     assert!(!page.contains("install-command"), "{page}");
 }

@@ -143,7 +143,7 @@ async fn the_device_table_shows_each_link_and_its_month() {
         .await
         .expect("sample");
     let cookie = a.login_cookie().await;
-    let r = a.call(with(get("/"), header::COOKIE, &cookie)).await;
+    let r = a.call(with(get("/devices"), header::COOKIE, &cookie)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert!(
         r.text

@@ -63,10 +63,10 @@ pub fn agent_router() -> Router<AppState> {
 pub(crate) struct QueueRequest {
     /// Program and arguments; run without a shell unless argv[0] is one.
     #[schema(min_items = 1, max_items = 256)]
-    argv: Vec<String>,
+    pub(crate) argv: Vec<String>,
     /// Seconds before the agent kills the command and its children (default 60).
     #[schema(minimum = 1, maximum = 86400)]
-    timeout_s: Option<u32>,
+    pub(crate) timeout_s: Option<u32>,
 }
 
 fn validate_argv(argv: &[String]) -> Result<(), ApiError> {

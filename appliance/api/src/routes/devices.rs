@@ -180,17 +180,17 @@ pub(crate) async fn remove(
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateDevice {
     #[schema(min_length = 1, max_length = 63, pattern = "^[A-Za-z0-9.-]+$")]
-    name: String,
+    pub(crate) name: String,
     /// The device's own public key; omit it to have the server generate a key pair.
     #[schema(pattern = "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")]
-    public_key: Option<String>,
+    pub(crate) public_key: Option<String>,
     /// Disabled automatically after this many seconds.
     #[schema(minimum = 60, maximum = 315360000)]
-    expires_in_secs: Option<u64>,
+    pub(crate) expires_in_secs: Option<u64>,
     /// Groups the firewall's forward rules refer to.
     #[serde(default)]
     #[schema(max_items = 16)]
-    groups: Vec<String>,
+    pub(crate) groups: Vec<String>,
 }
 
 /// Creates a plain WireGuard device (a laptop, a phone). Without a public key the server

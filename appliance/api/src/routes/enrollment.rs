@@ -10,8 +10,9 @@ use crate::json::StrictJson;
 use crate::limits::REGISTER;
 use crate::secrets::{new_token, token_hash};
 use crate::state::{unix_now, AppState};
-use axum::extract::State;
-use axum::routing::post;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use watchgrid_core::PublicKey;
@@ -24,11 +25,12 @@ const MAX_TOKEN_LIFETIME: u64 = 315_360_000;
 pub fn admin_router() -> Router<AppState> {
     Router::new()
         .route("/api/enrollment-tokens", post(create).get(list))
+        .route("/api/enrollment-tokens/{id}", delete(revoke))
         // The dashboard's "Install an agent" form (an HTML answer), here for the admin
         // API's protection: session, Origin check, fence.
         .route(
             "/api/enrollment-tokens/agent-install",
-            post(super::pages::agent_install),
+            post(super::device_pages::agent_install),
         )
 }
 
@@ -137,6 +139,41 @@ pub(crate) async fn list(
         })
         .collect();
     Ok(Json(EnrollmentTokenList { tokens }))
+}
+
+/// Revokes an enrollment token by the id the list shows: it enrolls nothing more.
+/// Devices it enrolled stay.
+#[utoipa::path(delete, path = "/api/enrollment-tokens/{id}", tag = "devices",
+    params(("id" = String, Path, description = "the id from the token list")),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    revoke_token(&state, &admin, &id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The list's id is the first 12 hex digits of the token's hash; anything else, or a
+/// prefix that no longer names exactly one token, is not found.
+pub(crate) fn revoke_token(state: &AppState, admin: &Admin, id: &str) -> Result<(), ApiError> {
+    if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::NotFound);
+    }
+    let matches = state.store.enrollment_tokens.list_prefix(id)?;
+    let [token] = matches.as_slice() else {
+        return Err(ApiError::NotFound);
+    };
+    state.store.enrollment_tokens.remove(&token.token_hash)?;
+    audit(
+        state,
+        &admin.username,
+        "enrollment_token.revoke",
+        &token.name,
+    )?;
+    Ok(())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -2,14 +2,17 @@
 //! device's page with its agent state, recent log lines, login events and commands, and
 //! the fleet's login events with filters.
 
-use super::pages::{esc, page};
+use super::pages::esc;
+use super::ui::{Frame, Nav};
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::state::{unix_now, AppState};
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
-use axum::Router;
+use axum::routing::{get, post};
+use axum::{Form, Router};
 use serde::Deserialize;
 use watchgrid_logstore::LogQuery;
 use watchgrid_store::{LoginQuery, LoginRecord};
@@ -18,6 +21,16 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/devices/{id}", get(device_page))
         .route("/logins", get(logins_page))
+}
+
+/// The device page's forms, for the admin API's protection (session, CSRF token,
+/// Origin, fence).
+pub fn forms_router() -> Router<AppState> {
+    Router::new()
+        .route("/forms/devices/{id}/enable", post(enable))
+        .route("/forms/devices/{id}/disable", post(disable))
+        .route("/forms/devices/{id}/delete", post(delete))
+        .route("/forms/devices/{id}/commands", post(queue_command))
 }
 
 /// Log text for HTML: escaped, and control characters shown as `\xNN` (they would be
@@ -36,7 +49,7 @@ pub fn esc_line(s: &str) -> String {
     esc(&visible)
 }
 
-fn signed_in(admin: Result<Admin, ApiError>) -> Result<Option<Admin>, ApiError> {
+pub fn signed_in(admin: Result<Admin, ApiError>) -> Result<Option<Admin>, ApiError> {
     match admin {
         Ok(a) => Ok(Some(a)),
         Err(ApiError::Unauthorized) => Ok(None),
@@ -44,7 +57,8 @@ fn signed_in(admin: Result<Admin, ApiError>) -> Result<Option<Admin>, ApiError> 
     }
 }
 
-fn time(us: u64) -> String {
+/// A time in microseconds as UTC, to the second.
+pub fn time(us: u64) -> String {
     let secs = (us / 1_000_000) as i64;
     time::OffsetDateTime::from_unix_timestamp(secs)
         .map(|t| {
@@ -78,44 +92,258 @@ fn login_rows(events: &[LoginRecord]) -> String {
         .collect()
 }
 
+/// Login events as a table.
+pub fn login_table(events: &[LoginRecord]) -> String {
+    format!(
+        "<div class=\"scroll\"><table class=\"logins\">{LOGIN_HEAD}{}</table></div>",
+        login_rows(events)
+    )
+}
+
 const LOGIN_HEAD: &str = "<tr><th>Time</th><th>Device</th><th>Outcome</th><th>User</th>\
     <th>Source</th><th>Service</th></tr>";
+
+/// `?range=hour|day|week|month|year` for the chart, `done=` for the notice after an
+/// action; anything else falls back to the defaults.
+#[derive(Deserialize, Default)]
+struct DeviceQuery {
+    range: Option<String>,
+    done: Option<String>,
+}
 
 async fn device_page(
     State(state): State<AppState>,
     admin: Result<Admin, ApiError>,
     Path(id): Path<String>,
+    q: Result<Query<DeviceQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    if signed_in(admin)?.is_none() {
+    let Some(admin) = signed_in(admin)? else {
         return Ok(Redirect::to("/login").into_response());
-    }
-    let device = state.store.devices.get(&id)?.ok_or(ApiError::NotFound)?;
-    let agent = match super::agents::status(&state, &device.id, unix_now()) {
-        Some(a) => format!(
-            "<p>Agent {}: {}, last seen {}; {} log lines dropped.</p>",
-            esc(&a.agent_version),
-            if a.online { "online" } else { "offline" },
-            time(a.last_seen * 1_000_000),
-            a.log_lines_dropped.unwrap_or(0)
-        ),
-        None => "<p>No agent has reported for this device.</p>".into(),
     };
+    let q = q.map(|Query(q)| q).unwrap_or_default();
+    let done = match q.done.as_deref() {
+        Some("enabled") => Some("The device is enabled."),
+        Some("disabled") => Some("The device is disabled: it cannot connect until enabled."),
+        Some("queued") => Some("The command is queued; the agent takes it at its next poll."),
+        _ => None,
+    };
+    render_device(
+        &state,
+        &admin,
+        &id,
+        q.range.as_deref(),
+        done,
+        None,
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn render_device(
+    state: &AppState,
+    admin: &Admin,
+    id: &str,
+    range: Option<&str>,
+    ok: Option<&str>,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Result<Response, ApiError> {
+    use super::traffic::{device_points, series, Range};
+    let frame = Frame::of(state, admin)?;
+    let device = state.store.devices.get(id)?.ok_or(ApiError::NotFound)?;
+    let now = unix_now();
+    let range = match range {
+        Some("hour") => Range::Hour,
+        Some("month") => Range::Month,
+        Some("week") => Range::Week,
+        Some("year") => Range::Year,
+        _ => Range::Day,
+    };
+    let chart = series(range, now, &device_points(state, &device.id, range, now)?);
+    let ranges: String = [
+        ("hour", "Hour"),
+        ("day", "Day"),
+        ("week", "Week"),
+        ("month", "Month"),
+        ("year", "Year"),
+    ]
+    .iter()
+    .map(|(v, label)| {
+        let current = if serde_json::to_value(range)
+            .ok()
+            .and_then(|r| r.as_str().map(str::to_string))
+            .as_deref()
+            == Some(*v)
+        {
+            " aria-current=\"true\""
+        } else {
+            ""
+        };
+        format!(
+            "<a href=\"/devices/{}?range={v}\"{current}>{label}</a>",
+            esc(&device.id)
+        )
+    })
+    .collect::<Vec<_>>()
+    .join(" · ");
     let logins = state.store.login_events(&LoginQuery {
         device_id: Some(device.id.clone()),
         limit: 50,
         ..LoginQuery::default()
     })?;
+    let is_agent = !device.agent_key_hash.is_empty();
+    let agent_parts = if is_agent {
+        format!(
+            "<h2>Commands</h2>{}{}<h2>Login events</h2>{}<h2>Recent log lines</h2>{}",
+            command_form(&frame, &device),
+            commands(state, &device.id)?,
+            login_table(&logins),
+            recent_lines(state, &device.id).await?,
+        )
+    } else {
+        String::new()
+    };
     let body = format!(
-        "<h1>{}</h1><p>{} · {}</p>{agent}<h2>Login events</h2><table>{LOGIN_HEAD}{}</table>\
-         <h2>Recent log lines</h2>{}<h2>Commands</h2>{}<p><a href=\"/\">Dashboard</a></p>",
+        "<h1>{}</h1>{}{}<h2>Traffic</h2><p class=\"ranges\">{ranges}</p>{}{}{agent_parts}",
         esc(&device.name),
-        esc(&device.id),
-        device.address_v4,
-        login_rows(&logins),
-        recent_lines(&state, &device.id).await?,
-        commands(&state, &device.id)?
+        super::ui::notice(ok, error),
+        facts(state, &device, now),
+        super::ui::chart("device-chart", &chart),
+        actions(&frame, &device),
     );
-    Ok(page(&device.name, &body).into_response())
+    Ok((status, frame.page(&device.name, Nav::Devices, &body)).into_response())
+}
+
+/// What the hub knows of the device: its addresses, link, groups, expiry and, for an
+/// agent, what its heartbeats report.
+fn facts(state: &AppState, d: &watchgrid_store::Device, now: u64) -> String {
+    let live = state.peers_now.get(&d.public_key);
+    let handshake = live
+        .as_ref()
+        .and_then(|p| p.last_handshake_at)
+        .map_or("never".to_string(), |at| {
+            format!("{} ago", super::pages::duration(now.saturating_sub(at)))
+        });
+    let endpoint = live
+        .and_then(|p| p.endpoint)
+        .map_or("-".to_string(), |e| e.to_string());
+    let mut items = vec![
+        ("Id", esc(&d.id)),
+        (
+            "State",
+            if d.enabled { "enabled" } else { "disabled" }.to_string(),
+        ),
+        (
+            "Address",
+            match d.address_v6 {
+                Some(v6) => format!("{}, {v6}", d.address_v4),
+                None => d.address_v4.to_string(),
+            },
+        ),
+        (
+            "Public key",
+            format!("<code>{}</code>", esc(&d.public_key.to_string())),
+        ),
+        ("Endpoint", esc(&endpoint)),
+        ("Latest handshake", handshake),
+        (
+            "Groups",
+            esc(&if d.groups.is_empty() {
+                "-".to_string()
+            } else {
+                d.groups.join(", ")
+            }),
+        ),
+        (
+            "Expires",
+            d.expires_at
+                .map_or("never".to_string(), |at| time(at * 1_000_000)),
+        ),
+    ];
+    match super::agents::status(state, &d.id, now) {
+        Some(a) => items.extend([
+            (
+                "Agent",
+                format!(
+                    "{} · {}, last seen {}",
+                    esc(&a.agent_version),
+                    if a.online { "online" } else { "offline" },
+                    time(a.last_seen * 1_000_000)
+                ),
+            ),
+            (
+                "Host",
+                format!(
+                    "{} · {} {}",
+                    esc(a.hostname.as_deref().unwrap_or("-")),
+                    esc(a.os.as_deref().unwrap_or("")),
+                    esc(a.kernel.as_deref().unwrap_or(""))
+                ),
+            ),
+            (
+                "Uptime",
+                a.uptime_s.map_or("-".to_string(), super::pages::duration),
+            ),
+            (
+                "Log lines dropped",
+                a.log_lines_dropped.unwrap_or(0).to_string(),
+            ),
+        ]),
+        None if !d.agent_key_hash.is_empty() => items.push((
+            "Agent",
+            "enrolled, not heard from since the hub started".to_string(),
+        )),
+        None => {}
+    }
+    let rows: String = items
+        .iter()
+        .map(|(k, v)| format!("<tr><th scope=\"row\">{k}</th><td>{v}</td></tr>"))
+        .collect();
+    format!("<div class=\"scroll\"><table id=\"facts\">{rows}</table></div>")
+}
+
+fn actions(frame: &Frame, d: &watchgrid_store::Device) -> String {
+    let id = esc(&d.id);
+    let toggle = if d.enabled {
+        frame.button(
+            &format!("/forms/devices/{id}/disable"),
+            "Disable",
+            "device-disable",
+        )
+    } else {
+        frame.button(
+            &format!("/forms/devices/{id}/enable"),
+            "Enable",
+            "device-enable",
+        )
+    };
+    format!(
+        "<h2>Actions</h2>{toggle}<form method=\"post\" action=\"/forms/devices/{id}/delete\">{}\
+         <label for=\"delete-confirm\">To delete, type the device&#39;s name, <code>{}</code></label>\
+         <input id=\"delete-confirm\" name=\"confirm\" required autocomplete=\"off\">\
+         <button type=\"submit\" class=\"danger\" id=\"device-delete\">Delete the device</button></form>",
+        frame.field(),
+        esc(&d.name)
+    )
+}
+
+fn command_form(frame: &Frame, d: &watchgrid_store::Device) -> String {
+    if !d.allow_commands {
+        return "<p class=\"muted\">This agent was enrolled without <code>--allow-commands</code>: \
+                it refuses remote commands.</p>"
+            .into();
+    }
+    format!(
+        "<form method=\"post\" action=\"/forms/devices/{}/commands\">{}\
+         <label for=\"command-argv\">Command: the program, then each argument on a line of its own \
+         (no shell unless the program is one)</label>\
+         <textarea id=\"command-argv\" name=\"argv\" rows=\"3\" required></textarea>\
+         <label for=\"command-timeout\">Timeout (seconds)</label>\
+         <input id=\"command-timeout\" name=\"timeout_s\" type=\"number\" min=\"1\" max=\"86400\" value=\"60\">\
+         <button type=\"submit\" id=\"command-queue\">Queue the command</button></form>",
+        esc(&d.id),
+        frame.field()
+    )
 }
 
 async fn recent_lines(state: &AppState, device_id: &str) -> Result<String, ApiError> {
@@ -183,9 +411,9 @@ async fn logins_page(
     admin: Result<Admin, ApiError>,
     Query(f): Query<LoginFilter>,
 ) -> Result<Response, ApiError> {
-    if signed_in(admin)?.is_none() {
+    let Some(admin) = signed_in(admin)? else {
         return Ok(Redirect::to("/login").into_response());
-    }
+    };
     let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
     let (device, outcome, user) = (nonempty(f.device), nonempty(f.outcome), nonempty(f.user));
     let events = state.store.login_events(&LoginQuery {
@@ -197,18 +425,141 @@ async fn logins_page(
     })?;
     let field = |name: &str, value: &Option<String>| {
         format!(
-            "<label>{name}<input name=\"{name}\" value=\"{}\"></label>",
+            "<label>{name} <input name=\"{name}\" value=\"{}\"></label>",
             esc(value.as_deref().unwrap_or_default())
         )
     };
     let body = format!(
-        "<h1>Login events</h1><form method=\"get\" action=\"/logins\">{}{}{}\
-         <button type=\"submit\">Filter</button></form><table>{LOGIN_HEAD}{}</table>\
-         <p><a href=\"/\">Dashboard</a></p>",
+        "<h1>Login events</h1><form method=\"get\" action=\"/logins\" class=\"filters\" role=\"search\">{}{}{}\
+         <button type=\"submit\" id=\"logins-filter\">Filter</button></form>{}",
         field("device", &device),
         field("outcome", &outcome),
         field("user", &user),
-        login_rows(&events)
+        login_table(&events)
     );
-    Ok(page("Login events", &body).into_response())
+    let frame = Frame::of(&state, &admin)?;
+    Ok(frame
+        .page("Login events", Nav::Logins, &body)
+        .into_response())
+}
+
+/// Re-renders the device page with the refusal when it is about the admin's input.
+async fn refused(
+    state: &AppState,
+    admin: &Admin,
+    id: &str,
+    e: ApiError,
+) -> Result<Response, ApiError> {
+    match e {
+        ApiError::Invalid(_) | ApiError::TooLarge | ApiError::Conflict(_) => {
+            let message = e.to_string();
+            render_device(state, admin, id, None, None, Some(&message), e.status()).await
+        }
+        e => Err(e),
+    }
+}
+
+async fn enable(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    match super::devices::enable(State(state.clone()), admin.clone(), Path(id.clone())).await {
+        Ok(_) => Ok(Redirect::to(&format!("/devices/{id}?done=enabled")).into_response()),
+        Err(e) => refused(&state, &admin, &id, e).await,
+    }
+}
+
+async fn disable(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    match super::devices::disable(State(state.clone()), admin.clone(), Path(id.clone())).await {
+        Ok(_) => Ok(Redirect::to(&format!("/devices/{id}?done=disabled")).into_response()),
+        Err(e) => refused(&state, &admin, &id, e).await,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteForm {
+    #[serde(default)]
+    confirm: String,
+}
+
+/// Deletes only when the typed name matches: a slip of the mouse deletes nothing.
+async fn delete(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+    form: Result<Form<DeleteForm>, FormRejection>,
+) -> Result<Response, ApiError> {
+    let device = state.store.devices.get(&id)?.ok_or(ApiError::NotFound)?;
+    let typed = form.map(|Form(f)| f.confirm).unwrap_or_default();
+    if typed.trim() != device.name {
+        let e = ApiError::Invalid(format!(
+            "not deleted: type the device's name, {}, to confirm",
+            device.name
+        ));
+        return refused(&state, &admin, &id, e).await;
+    }
+    match super::devices::remove(State(state.clone()), admin.clone(), Path(id.clone())).await {
+        Ok(_) => Ok(Redirect::to("/devices?done=deleted").into_response()),
+        Err(e) => refused(&state, &admin, &id, e).await,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandForm {
+    #[serde(default)]
+    argv: String,
+    #[serde(default)]
+    timeout_s: String,
+}
+
+impl CommandForm {
+    /// One argument per line (a trailing carriage return from the browser removed;
+    /// blank lines dropped), as the API's request.
+    fn request(&self) -> Result<crate::json::StrictJson<super::commands::QueueRequest>, ApiError> {
+        let argv: Vec<&str> = self
+            .argv
+            .lines()
+            .map(|l| l.strip_suffix('\r').unwrap_or(l))
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        let timeout = match self.timeout_s.trim() {
+            "" => serde_json::Value::Null,
+            t => t
+                .parse::<u32>()
+                .map(serde_json::Value::from)
+                .map_err(|_| ApiError::Invalid("timeout: 1 to 86400 seconds".into()))?,
+        };
+        serde_json::from_value(serde_json::json!({"argv": argv, "timeout_s": timeout}))
+            .map(crate::json::StrictJson)
+            .map_err(|e| ApiError::Invalid(e.to_string()))
+    }
+}
+
+async fn queue_command(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+    form: Result<Form<CommandForm>, FormRejection>,
+) -> Result<Response, ApiError> {
+    let request = match form {
+        Ok(Form(f)) => f.request(),
+        Err(r) => Err(ApiError::Invalid(r.body_text())),
+    };
+    let queued = match request {
+        Ok(req) => {
+            super::commands::queue(State(state.clone()), admin.clone(), Path(id.clone()), req).await
+        }
+        Err(e) => Err(e),
+    };
+    match queued {
+        Ok(_) => Ok(Redirect::to(&format!("/devices/{id}?done=queued#commands")).into_response()),
+        Err(e) => refused(&state, &admin, &id, e).await,
+    }
 }

@@ -3,20 +3,24 @@
 pub mod agents;
 pub mod alerts;
 pub mod commands;
+pub mod device_pages;
 pub mod devices;
 pub mod enrollment;
 pub mod firewall;
 pub mod fleet_pages;
+pub mod live;
 pub mod logs;
 pub mod pages;
 pub mod password;
 pub mod public;
 pub mod session;
 pub mod settings;
+pub mod settings_pages;
 pub mod setup;
 pub mod tls;
 pub mod tokens;
 pub mod traffic;
+pub mod ui;
 
 use crate::error::ApiError;
 use crate::state::{unix_now, AppState};

@@ -1,22 +1,22 @@
 //! Server-rendered pages: the setup wizard, sign-in and a minimal dashboard. Plain HTML
 //! forms, no script at all (the CSP forbids inline script), so they work in any browser.
 
+use super::ui::{Frame, Nav};
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::state::AppState;
-use axum::extract::rejection::FormRejection;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::header;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum::{Form, Router};
-use serde::Deserialize;
+use axum::Router;
 
 /// The wizard and the stylesheet every page uses (the wizard's needs before setup).
 pub fn wizard_router() -> Router<AppState> {
     Router::new()
         .route("/setup", get(setup_page))
         .route("/static/app.css", get(css))
+        .route("/static/app.js", get(super::live::script))
 }
 
 /// The sign-in page and the dashboard (which sends visitors without a session to it).
@@ -24,16 +24,43 @@ pub fn admin_router() -> Router<AppState> {
     Router::new()
         .route("/login", get(login_page))
         .route("/", get(dashboard))
+        .route("/firewall", get(firewall_page))
 }
 
-const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#1b1f24}\
-h1{font-size:1.6rem}label{display:block;margin-top:1rem;font-weight:600}\
-input,select,textarea{width:100%;padding:.5rem;font-size:1rem;box-sizing:border-box}fieldset{margin-top:1.5rem}\
-button{margin-top:1.5rem;padding:.6rem 1.2rem;font-size:1rem}\
-.note{color:#555}.error{color:#b00020;font-weight:600}table{border-collapse:collapse;width:100%}\
-td,th{border-bottom:1px solid #ddd;padding:.4rem;text-align:left}\
+/// Light and dark follow the system; below 40rem tables scroll sideways inside their
+/// wrapper and the navigation wraps, so a phone (375 px) reads every page.
+const CSS: &str = ":root{color-scheme:light dark;--fg:#1b1f24;--bg:#fff;--muted:#59636e;--line:#d0d7de;\
+--panel:#f6f8fa;--accent:#0a58ca;--bad:#b00020;--good:#116329;--rx:#0a58ca;--tx:#bc4c00}\
+@media(prefers-color-scheme:dark){:root{--fg:#e6edf3;--bg:#0d1117;--muted:#9198a1;--line:#3d444d;\
+--panel:#161b22;--accent:#6cb6ff;--bad:#ff7b72;--good:#56d364;--rx:#6cb6ff;--tx:#f0883e}}\
+*{box-sizing:border-box}body{font-family:system-ui,sans-serif;margin:0;color:var(--fg);background:var(--bg);line-height:1.45}\
+main{max-width:72rem;margin:0 auto;padding:1rem}main.narrow{max-width:40rem;margin-top:2rem}\
+a{color:var(--accent)}a:focus-visible,button:focus-visible,input:focus-visible,select:focus-visible,textarea:focus-visible\
+{outline:3px solid var(--accent);outline-offset:2px}\
+header{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:center;padding:.6rem 1rem;border-bottom:1px solid var(--line);background:var(--panel)}\
+header .brand{font-weight:700;text-decoration:none;color:var(--fg)}header nav{display:flex;flex-wrap:wrap;gap:.25rem .9rem}\
+header nav a{text-decoration:none;padding:.2rem 0}header nav a[aria-current=page]{font-weight:700;border-bottom:2px solid var(--accent)}\
+header .signout{margin-left:auto}header .signout button{margin:0}\
+h1{font-size:1.6rem;margin:.6rem 0}h2{font-size:1.2rem;margin-top:1.8rem}\
+label{display:block;margin-top:.8rem;font-weight:600}\
+input,select,textarea{width:100%;padding:.45rem;font-size:1rem;color:var(--fg);background:var(--bg);border:1px solid var(--line);border-radius:4px}\
+fieldset{margin-top:1.2rem;border:1px solid var(--line);border-radius:6px}\
+button{margin-top:1rem;padding:.5rem 1rem;font-size:1rem;cursor:pointer;border:1px solid var(--line);border-radius:4px;background:var(--panel);color:var(--fg)}\
+button.danger{border-color:var(--bad);color:var(--bad)}form.inline{display:inline}form.inline button{margin:.1rem .2rem}\
+.note,figcaption,.muted{color:var(--muted)}.error{color:var(--bad);font-weight:600}.ok{color:var(--good);font-weight:600}\
+.scroll{overflow-x:auto}table{border-collapse:collapse;width:100%}\
+td,th{border-bottom:1px solid var(--line);padding:.4rem;text-align:left;vertical-align:top}\
 input[type=checkbox]{width:auto;margin-right:.5rem}\
-pre{white-space:pre-wrap;word-break:break-all;background:#f4f4f4;padding:.6rem}";
+pre{white-space:pre-wrap;word-break:break-all;background:var(--panel);padding:.6rem;border-radius:4px}\
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(11rem,1fr));gap:.8rem}\
+.card{border:1px solid var(--line);border-radius:6px;padding:.7rem;background:var(--panel)}.card b{display:block;font-size:1.4rem}\
+.filters{display:flex;flex-wrap:wrap;gap:.5rem;align-items:end}.filters label{margin:0}.filters input,.filters select{width:auto}\
+.chart svg{width:100%;height:auto;max-height:14rem}.chart .axis{stroke:var(--line)}.chart .scale{fill:var(--muted);font-size:11px}\
+.chart polyline{fill:none;stroke-width:1.5}.chart polyline.rx{stroke:var(--rx)}.chart polyline.tx{stroke:var(--tx)}\
+.key.rx{color:var(--rx)}.key.tx{color:var(--tx)}.map svg{width:100%;max-width:24rem;height:auto}\
+.map .grid{stroke:var(--line);fill:none}.map .spot{fill:var(--bad)}\
+.online{color:var(--good)}.offline{color:var(--bad)}#qr svg{width:16rem;height:auto;background:#fff;padding:.5rem}\
+@media(max-width:40rem){main{padding:.6rem}h1{font-size:1.3rem}td,th{padding:.3rem;font-size:.92rem}}";
 
 async fn css() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS)
@@ -53,12 +80,24 @@ pub fn esc(s: &str) -> String {
         .collect()
 }
 
+/// A page without the signed-in frame (the wizard, sign-in, 2FA steps).
 pub fn page(title: &str, body: &str) -> Html<String> {
+    shell(title, "", body, false)
+}
+
+/// The document around a page's content. Signed-in pages load the script that keeps
+/// their counters live; every page works without it.
+pub fn shell(title: &str, header: &str, body: &str, live: bool) -> Html<String> {
+    let (class, script) = if live {
+        ("", "<script src=\"/static/app.js\" defer></script>")
+    } else {
+        (" class=\"narrow\"", "")
+    };
     Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <title>{} · Watchgrid</title><link rel=\"stylesheet\" href=\"/static/app.css\"></head>\
-         <body><main>{body}</main></body></html>",
+         <title>{} · Watchgrid</title><link rel=\"stylesheet\" href=\"/static/app.css\">{script}</head>\
+         <body>{header}<main{class}>{body}</main></body></html>",
         esc(title)
     ))
 }
@@ -132,7 +171,6 @@ pub fn login_form(error: Option<&str>) -> String {
 
 async fn dashboard(
     State(state): State<AppState>,
-    headers: HeaderMap,
     admin: Result<Admin, ApiError>,
 ) -> Result<Response, ApiError> {
     let admin = match admin {
@@ -140,90 +178,156 @@ async fn dashboard(
         Err(ApiError::Unauthorized) => return Ok(Redirect::to("/login").into_response()),
         Err(e) => return Err(e),
     };
-    let body = dashboard_body(&state, &admin, &headers, &Install::default())?;
-    Ok((StatusCode::OK, page("Dashboard", &body)).into_response())
+    let frame = Frame::of(&state, &admin)?;
+    let body = overview(&state)?;
+    Ok(frame.page("Overview", Nav::Overview, &body).into_response())
 }
 
-fn dashboard_body(
-    state: &AppState,
-    admin: &Admin,
-    headers: &HeaderMap,
-    install: &Install,
-) -> Result<String, ApiError> {
-    let now = crate::state::unix_now();
-    let rows: String = state
-        .store
-        .devices
-        .list()?
-        .iter()
-        .map(|d| {
-            let agent = match super::agents::status(state, &d.id, now) {
-                Some(a) if a.online => format!("online ({})", esc(&a.agent_version)),
-                Some(a) => format!("offline, last seen {} s ago", now.saturating_sub(a.last_seen)),
-                None if d.agent_key_hash.is_empty() => "-".to_string(),
-                None => "not heard from".to_string(),
-            };
-            format!(
-                "<tr><td><a href=\"/devices/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td class=\"agent\">{agent}</td>{}</tr>",
-                esc(&d.id),
-                esc(&d.name),
-                d.address_v4,
-                esc(&d.groups.join(", ")),
-                if d.enabled { "enabled" } else { "disabled" },
-                link_cells(state, d, now)
-            )
-        })
-        .collect();
-    let totp_on = state
-        .store
-        .admins
-        .get(&admin.username)?
-        .is_some_and(|a| a.totp_secret.is_some());
-    let two_factor = if totp_on {
-        "<p id=\"twofactor\">Two-factor authentication is on.</p>".to_string()
-    } else {
-        "<form method=\"post\" action=\"/api/auth/2fa/setup\">\
-         <button type=\"submit\" id=\"setup2fa\">Set up two-factor authentication</button></form>"
-            .to_string()
+/// The firewall's state and policy (changed through `PUT /api/firewall`).
+async fn firewall_page(
+    State(state): State<AppState>,
+    admin: Result<Admin, ApiError>,
+) -> Result<Response, ApiError> {
+    let Some(admin) = super::fleet_pages::signed_in(admin)? else {
+        return Ok(Redirect::to("/login").into_response());
     };
-    let firewall = firewall_section(state)?;
-    let tls = tls_section(state)?;
-    let install = install_section(state, headers, install);
+    let frame = Frame::of(&state, &admin)?;
+    let body = format!(
+        "<h1>Firewall</h1>{}<p class=\"note\">The policy is changed with <code>PUT /api/firewall</code>; \
+         a policy the kernel refuses is rolled back and the error shown here.</p>",
+        firewall_section(&state)?
+    );
+    Ok(frame.page("Firewall", Nav::Firewall, &body).into_response())
+}
+
+/// The hub at a glance: who is online, how much moved, what happened lately, whether
+/// the firewall and TLS are healthy, and where the hub stands.
+fn overview(state: &AppState) -> Result<String, ApiError> {
+    use super::traffic::{hub_points, series, Range};
+    let now = crate::state::unix_now();
+    let devices = state.store.devices.list()?;
+    let online = devices
+        .iter()
+        .filter(|d| super::device_pages::is_online(state, d, now))
+        .count();
+    let total = |range| -> Result<(u64, u64), ApiError> {
+        let s = series(range, now, &hub_points(state, range, now)?);
+        Ok((s.total_rx, s.total_tx))
+    };
+    let (hour, day) = (total(Range::Hour)?, total(Range::Day)?);
+    let (_, first) = crate::accounting::month_of(now);
+    let month = devices.iter().try_fold((0u64, 0u64), |acc, d| {
+        let (rx, tx) = state.store.traffic_total(&d.id, first, now + 1)?;
+        Ok::<_, ApiError>((acc.0.saturating_add(rx), acc.1.saturating_add(tx)))
+    })?;
+    let day_chart = series(Range::Day, now, &hub_points(state, Range::Day, now)?);
+    let card = |id: &str, label: &str, value: String| {
+        format!("<div class=\"card\" id=\"{id}\">{label}<b>{value}</b></div>")
+    };
+    let moved = |(rx, tx): (u64, u64)| format!("{} / {}", bytes(rx), bytes(tx));
+    let cards = [
+        card(
+            "peers-online",
+            "Peers online",
+            format!(
+                "<span data-live=\"online\">{online}</span> of {}",
+                devices.len()
+            ),
+        ),
+        card("traffic-hour", "Last hour (rx / tx)", moved(hour)),
+        card("traffic-day", "Last 24 hours", moved(day)),
+        card("traffic-month", "This month", moved(month)),
+        card(
+            "hub-version",
+            "Hub",
+            format!(
+                "{} · up {}",
+                env!("CARGO_PKG_VERSION"),
+                duration(now.saturating_sub(state.started_at))
+            ),
+        ),
+    ]
+    .concat();
     Ok(format!(
-        "<h1>Watchgrid</h1><p id=\"whoami\">Signed in as <strong>{}</strong>.</p>\
-         <p>Hub public key: <code>{}</code> · peers on the hub: {}</p>\
-         {two_factor}\
-         <h2>Devices</h2><p><a href=\"/logins\">Login events across the fleet</a></p><table><tr><th>Name</th><th>Address</th><th>Groups</th><th>State</th><th>Agent</th><th>Endpoint</th><th>Handshake</th><th>This month (rx / tx)</th></tr>{rows}</table>\
-         {install}\
-         {firewall}\
-         {tls}\
-         <form method=\"post\" action=\"/api/auth/logout\"><button type=\"submit\">Sign out</button></form>",
-        esc(&admin.username),
+        "<h1>Overview</h1><div class=\"cards\">{cards}</div>\
+         <h2>Traffic, last 24 hours</h2>{}\
+         {}{}<h2>Health</h2>{}{}<p>Hub public key: <code id=\"hub-key\">{}</code> · peers on the hub: {}</p>{}",
+        super::ui::chart("traffic-chart", &day_chart),
+        recent_logins(state)?,
+        recent_alerts(state)?,
+        firewall_section(state)?,
+        tls_section(state)?,
         esc(&state.hub.public_key().to_string()),
-        state.hub.peer_count()
+        state.hub.peer_count(),
+        location(state)
     ))
 }
 
-/// A device's link as of the latest traffic sample: where it dials from, its latest
-/// handshake and this month's bytes.
-fn link_cells(state: &AppState, d: &watchgrid_store::Device, now: u64) -> String {
-    let live = state.peers_now.get(&d.public_key);
-    let endpoint = live
-        .as_ref()
-        .and_then(|p| p.endpoint)
-        .map_or("-".to_string(), |e| e.to_string());
-    let handshake = match live.and_then(|p| p.last_handshake_at) {
-        Some(at) => format!("{} s ago", now.saturating_sub(at)),
-        None => "never".to_string(),
+/// "3 d 4 h", "5 h 2 min", "12 min", "40 s".
+pub fn duration(secs: u64) -> String {
+    match secs {
+        s if s >= 86_400 => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
+        s if s >= 3600 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        s if s >= 60 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+fn recent_logins(state: &AppState) -> Result<String, ApiError> {
+    let events = state.store.login_events(&watchgrid_store::LoginQuery {
+        limit: 5,
+        ..Default::default()
+    })?;
+    let rows = if events.is_empty() {
+        "<p class=\"muted\">No login events reported yet.</p>".to_string()
+    } else {
+        super::fleet_pages::login_table(&events)
     };
-    let (_, first) = crate::accounting::month_of(now);
-    let month = match state.store.traffic_total(&d.id, first, now + 1) {
-        Ok((rx, tx)) => format!("{} / {}", bytes(rx), bytes(tx)),
-        Err(_) => "-".to_string(),
+    Ok(format!(
+        "<h2>Recent login events</h2>{rows}<p><a href=\"/logins\">All login events</a></p>"
+    ))
+}
+
+fn recent_alerts(state: &AppState) -> Result<String, ApiError> {
+    let mut all = state.store.alerts.list()?;
+    all.reverse();
+    all.truncate(5);
+    if all.is_empty() {
+        return Ok("<h2>Alerts</h2><p class=\"muted\">No alerts.</p>".into());
+    }
+    let rows: String = all
+        .iter()
+        .map(|a| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                super::fleet_pages::time(a.at_us),
+                esc(&a.kind),
+                esc(&a.summary)
+            )
+        })
+        .collect();
+    Ok(format!(
+        "<h2>Alerts</h2><div class=\"scroll\"><table id=\"alerts\"><tr><th>Time</th><th>Kind</th>\
+         <th>Summary</th></tr>{rows}</table></div>"
+    ))
+}
+
+/// The hub's position (SERVER_LATITUDE/SERVER_LONGITUDE) on a plain longitude/latitude
+/// grid: the appliance may be offline, so there are no map tiles to fetch.
+fn location(state: &AppState) -> String {
+    let Some((lat, lon)) = state.config.location else {
+        return String::new();
     };
+    let (x, y) = (lon + 180.0, 90.0 - lat);
+    let grid: String = (1..12)
+        .map(|i| format!("<line x1=\"{0}\" y1=\"0\" x2=\"{0}\" y2=\"180\"/>", i * 30))
+        .chain((1..6).map(|i| format!("<line x1=\"0\" y1=\"{0}\" x2=\"360\" y2=\"{0}\"/>", i * 30)))
+        .collect();
     format!(
-        "<td class=\"endpoint\">{}</td><td>{handshake}</td><td class=\"traffic\">{month}</td>",
-        esc(&endpoint)
+        "<h2>Location</h2><figure class=\"map\"><svg viewBox=\"0 0 360 180\" role=\"img\" \
+         aria-label=\"The hub at {lat:.4}, {lon:.4}\"><rect class=\"grid\" width=\"360\" height=\"180\"/>\
+         <g class=\"grid\">{grid}</g><circle class=\"spot\" cx=\"{x:.2}\" cy=\"{y:.2}\" r=\"4\"/></svg>\
+         <figcaption id=\"location\">{lat:.4}, {lon:.4}</figcaption></figure>"
     )
 }
 
@@ -243,197 +347,9 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-/// What the "Install an agent" section shows besides the command: the token the admin
-/// just created with its form, or why the form was refused.
-#[derive(Default)]
-struct Install {
-    token: Option<String>,
-    allow_commands: bool,
-    error: Option<String>,
-}
-
-/// The hub's URL as the admin's browser reached it: `https://` and the request's Host,
-/// when that is a plain `host[:port]` (the command is pasted into a root shell, so
-/// nothing that a shell would read as syntax gets into it).
-fn hub_url(headers: &HeaderMap) -> Option<String> {
-    let host = headers.get(header::HOST)?.to_str().ok()?;
-    let plain = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
-    plain.then(|| format!("https://{host}"))
-}
-
-/// The one-line install: fetch the CA without verification, check its fingerprint (the
-/// SHA-256 of its DER), and only then fetch the installer over TLS verified against it.
-/// The installer checks the CA again itself before it downloads the binary. The
-/// placeholders and every value here are shell-safe: the URL is checked by `hub_url`,
-/// the token is base64url and the fingerprint hex.
-fn install_command(hub: &str, fingerprint: &str, token: &str, allow_commands: bool) -> String {
-    let hex = fingerprint.replace(':', "").to_ascii_lowercase();
-    let allow = if allow_commands {
-        " --allow-commands"
-    } else {
-        ""
-    };
-    format!(
-        "cd \"$(mktemp -d)\" && curl -fsSk {hub}/downloads/ca.crt -o watchgrid-ca.crt && \
-         sed '/^-----/d' watchgrid-ca.crt | base64 -d > watchgrid-ca.der && \
-         echo '{hex}  watchgrid-ca.der' | sha256sum -c && \
-         curl -fsS --cacert watchgrid-ca.crt {hub}/downloads/install-agent.sh -o install-agent.sh && \
-         sh install-agent.sh --server {hub} --token {token} --fingerprint SHA256:{fingerprint}{allow}"
-    )
-}
-
-/// The install command with this hub's URL and CA fingerprint, and a form that creates
-/// an enrollment token and shows the command again with it.
-fn install_section(state: &AppState, headers: &HeaderMap, install: &Install) -> String {
-    let head = "<h2 id=\"install-agent\">Install an agent</h2>";
-    let Some(fingerprint) = state
-        .ca_cert_pem
-        .as_deref()
-        .and_then(super::public::downloads::ca_fingerprint)
-    else {
-        return format!(
-            "{head}<p id=\"install-unavailable\">The installer pins the hub&#39;s internal CA, \
-             and this hub serves none at <code>/downloads/ca.crt</code>.</p>"
-        );
-    };
-    let (hub, hub_note) = match hub_url(headers) {
-        Some(u) => (u, ""),
-        None => (
-            "https://HUB".to_string(),
-            "<p class=\"note\">Replace <code>HUB</code> with the hub&#39;s address.</p>",
-        ),
-    };
-    let (token, token_note) = match &install.token {
-        Some(t) => (
-            t.as_str(),
-            "<p id=\"install-token-note\">The enrollment token is in the command; it is \
-             shown only now.</p>",
-        ),
-        None => (
-            "ENROLLMENT_TOKEN",
-            "<p class=\"note\">Create an enrollment token below to fill it in.</p>",
-        ),
-    };
-    let command = install_command(&hub, &fingerprint, token, install.allow_commands);
-    let error = install
-        .error
-        .as_deref()
-        .map(|e| format!("<p class=\"error\" id=\"install-error\">{}</p>", esc(e)))
-        .unwrap_or_default();
-    format!(
-        "{head}<p>On a Linux machine with systemd, as root. The command checks the hub&#39;s \
-         CA against its fingerprint before it runs anything; the installer checks it again, \
-         downloads this hub&#39;s <code>watchgrid</code> binary over TLS verified against \
-         it, installs the <code>watchgrid-agent</code> service and enrolls the machine.</p>\
-         {hub_note}{token_note}<pre id=\"install-command\"><code>{}</code></pre>\
-         <p>Internal CA SHA-256: <code id=\"ca-fingerprint\">{}</code></p>{error}\
-         <form method=\"post\" action=\"/api/enrollment-tokens/agent-install\">\
-         <label for=\"install-name\">Token name (optional)</label>\
-         <input id=\"install-name\" name=\"name\" maxlength=\"100\">\
-         <label for=\"install-uses\">Machines it may enroll</label>\
-         <input id=\"install-uses\" name=\"uses\" type=\"number\" min=\"1\" max=\"100000\" value=\"1\">\
-         <label for=\"install-hours\">Valid for (hours; empty: no expiry)</label>\
-         <input id=\"install-hours\" name=\"expires_hours\" type=\"number\" min=\"1\" value=\"24\">\
-         <label><input type=\"checkbox\" name=\"allow_commands\" value=\"on\">Allow remote \
-         commands (run as the unprivileged <code>watchgrid-agent</code> user, in the service&#39;s \
-         sandbox)</label>\
-         <button type=\"submit\" id=\"install-create\">Create an enrollment token</button></form>",
-        esc(&command),
-        esc(&fingerprint)
-    )
-}
-
-/// The "Install an agent" form.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct InstallForm {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    uses: String,
-    #[serde(default)]
-    expires_hours: String,
-    /// A checkbox: present ("on") when ticked.
-    allow_commands: Option<String>,
-}
-
-impl InstallForm {
-    /// The enrollment-token request the form stands for; the limits are the API's.
-    fn request(&self) -> Result<super::enrollment::CreateRequest, ApiError> {
-        let uses = match self.uses.trim() {
-            "" => None,
-            u => Some(
-                u.parse()
-                    .map_err(|_| ApiError::Invalid("uses: a number from 1 to 100000".into()))?,
-            ),
-        };
-        let expires_in_secs = match self.expires_hours.trim() {
-            "" => None,
-            h => Some(
-                h.parse::<u64>()
-                    .ok()
-                    .and_then(|h| h.checked_mul(3600))
-                    .ok_or_else(|| ApiError::Invalid("valid for: a number of hours".into()))?,
-            ),
-        };
-        let name = self.name.trim();
-        Ok(super::enrollment::CreateRequest {
-            name: (!name.is_empty()).then(|| name.to_string()),
-            uses,
-            expires_in_secs,
-            groups: Vec::new(),
-        })
-    }
-}
-
-/// `POST /api/enrollment-tokens/agent-install` (an HTML form): creates an enrollment
-/// token and answers with the dashboard, the install command filled in with it. The
-/// token is in this answer only, never in a URL.
-pub(crate) async fn agent_install(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    admin: Admin,
-    form: Result<Form<InstallForm>, FormRejection>,
-) -> Result<Response, ApiError> {
-    let created = match &form {
-        Ok(Form(f)) => f
-            .request()
-            .and_then(|req| super::enrollment::create_token(&state, &admin, req)),
-        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::TooLarge),
-        Err(r) => Err(ApiError::Invalid(r.body_text())),
-    };
-    let allow_commands = form
-        .as_ref()
-        .is_ok_and(|Form(f)| f.allow_commands.is_some());
-    let (status, install) = match created {
-        Ok(t) => (
-            StatusCode::OK,
-            Install {
-                token: Some(t.token),
-                allow_commands,
-                error: None,
-            },
-        ),
-        Err(e @ (ApiError::Invalid(_) | ApiError::TooLarge)) => (
-            e.status(),
-            Install {
-                error: Some(e.to_string()),
-                allow_commands,
-                ..Install::default()
-            },
-        ),
-        Err(e) => return Err(e),
-    };
-    let body = dashboard_body(&state, &admin, &headers, &install)?;
-    Ok((status, page("Dashboard", &body)).into_response())
-}
-
 /// The firewall's state and policy, read-only (edited through `PUT /api/firewall`).
 /// The HTTPS certificate: what is served, and an ACME order's state and last error.
-fn tls_section(state: &AppState) -> Result<String, ApiError> {
+pub fn tls_section(state: &AppState) -> Result<String, ApiError> {
     use crate::hub::TlsServing;
     let view = crate::routes::tls::view(state)?;
     let Some(status) = view.status else {
@@ -509,7 +425,7 @@ fn firewall_section(state: &AppState) -> Result<String, ApiError> {
 }
 
 /// Step 2 of 2FA enrolment: the QR code (inline SVG, no script) and the code form.
-pub fn totp_setup_page(secret: &str, qr_svg: &str, error: Option<&str>) -> String {
+pub fn totp_setup_page(secret: &str, qr_svg: &str, csrf: &str, error: Option<&str>) -> String {
     let error = error
         .map(|e| format!("<p class=\"error\" id=\"error\">{}</p>", esc(e)))
         .unwrap_or_default();
@@ -522,11 +438,12 @@ pub fn totp_setup_page(secret: &str, qr_svg: &str, error: Option<&str>) -> Strin
         "<h1>Two-factor authentication</h1>{error}\
          <p>Scan this code with an authenticator app, or enter the key by hand.</p>\
          <div id=\"qr\">{svg}</div><p>Key: <code id=\"secret\">{}</code></p>\
-         <form method=\"post\" action=\"/api/auth/2fa/enable\">\
+         <form method=\"post\" action=\"/api/auth/2fa/enable\">{}\
          <label for=\"code\">Code from the app</label>\
          <input id=\"code\" name=\"code\" inputmode=\"numeric\" autocomplete=\"one-time-code\" required>\
          <button type=\"submit\" id=\"submit\">Turn on</button></form>",
-        esc(secret)
+        esc(secret),
+        crate::csrf::hidden_field(csrf)
     )
 }
 

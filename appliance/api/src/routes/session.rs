@@ -249,9 +249,10 @@ pub(crate) async fn totp_setup(
     audit(&state, &admin.username, "2fa.setup", "")?;
     let qr_svg = totp::qr_svg(&url)?;
     if is_form(&headers) {
+        let csrf = crate::auth::csrf_token(&state, &admin)?.unwrap_or_default();
         return Ok(page(
             "Two-factor authentication",
-            &crate::routes::pages::totp_setup_page(secret.expose(), &qr_svg, None),
+            &crate::routes::pages::totp_setup_page(secret.expose(), &qr_svg, &csrf, None),
         )
         .into_response());
     }

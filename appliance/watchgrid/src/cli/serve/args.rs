@@ -65,6 +65,11 @@ pub struct ServeArgs {
     /// device (one series pair per device: off by default for the scraper's sake).
     #[arg(long, env = "WATCHGRID_PEER_METRICS")]
     pub peer_metrics: bool,
+    /// Where the hub stands, for the dashboard's overview (decimal degrees; both or neither).
+    #[arg(long, env = "SERVER_LATITUDE", allow_negative_numbers = true)]
+    pub server_latitude: Option<f64>,
+    #[arg(long, env = "SERVER_LONGITUDE", allow_negative_numbers = true)]
+    pub server_longitude: Option<f64>,
     /// MTU of the WireGuard interface.
     #[arg(long, env = "WATCHGRID_WG_MTU", default_value_t = 1420)]
     pub wg_mtu: u16,

@@ -59,6 +59,7 @@ pub fn resolve(args: &ServeArgs, p: &Provisioning, store: &Store) -> anyhow::Res
         heartbeat_interval_s: args.heartbeat_interval,
         traffic_sample_s: args.traffic_sample,
         peer_metrics: args.peer_metrics,
+        location: location(args.server_latitude, args.server_longitude)?,
         setup_token_file: Some(args.runtime_dir.join(super::first_boot::TOKEN_FILE)),
         ..ApiConfig::default()
     };
@@ -84,6 +85,25 @@ pub fn resolve(args: &ServeArgs, p: &Provisioning, store: &Store) -> anyhow::Res
 }
 
 /// The hub's address in the VPN's IPv6 ULA /64 (`::1`), the prefix generated on first start.
+/// SERVER_LATITUDE and SERVER_LONGITUDE together, each in its range.
+fn location(lat: Option<f64>, lon: Option<f64>) -> anyhow::Result<Option<(f64, f64)>> {
+    match (lat, lon) {
+        (None, None) => Ok(None),
+        (Some(lat), Some(lon)) => {
+            anyhow::ensure!(
+                (-90.0..=90.0).contains(&lat),
+                "SERVER_LATITUDE (--server-latitude): {lat} is not within -90 to 90"
+            );
+            anyhow::ensure!(
+                (-180.0..=180.0).contains(&lon),
+                "SERVER_LONGITUDE (--server-longitude): {lon} is not within -180 to 180"
+            );
+            Ok(Some((lat, lon)))
+        }
+        _ => anyhow::bail!("SERVER_LATITUDE and SERVER_LONGITUDE go together: set both or neither"),
+    }
+}
+
 fn hub_v6(store: &Store) -> anyhow::Result<Ipv6Addr> {
     let mut random = [0u8; 7];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut random);

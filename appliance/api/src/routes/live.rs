@@ -1,0 +1,76 @@
+//! Live counters for the dashboard: `GET /api/live` is a server-sent event stream (a
+//! signed-in admin's; same origin, so the session cookie rides along) that sends the
+//! peers-online count and the hub's peer count every few seconds. `/static/app.js`
+//! writes them into the page's `data-live` elements; without script the page simply
+//! shows the values of its load.
+
+use crate::auth::Admin;
+use crate::state::{unix_now, AppState};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use futures_util::stream::{self, Stream};
+use std::convert::Infallible;
+use std::time::Duration;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/live", get(live))
+}
+
+/// Seconds between updates: the traffic sampler's handshake ages move no faster.
+const EVERY: Duration = Duration::from_secs(5);
+
+const SCRIPT: &str = "'use strict';\n\
+(function () {\n\
+  if (!window.EventSource || !document.querySelector('[data-live]')) { return; }\n\
+  var source = new EventSource('/api/live');\n\
+  source.addEventListener('counters', function (e) {\n\
+    var data = JSON.parse(e.data);\n\
+    document.querySelectorAll('[data-live]').forEach(function (el) {\n\
+      var v = data[el.getAttribute('data-live')];\n\
+      if (v !== undefined) { el.textContent = String(v); }\n\
+    });\n\
+  });\n\
+  window.addEventListener('pagehide', function () { source.close(); });\n\
+})();\n";
+
+pub async fn script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SCRIPT,
+    )
+}
+
+/// The counters the pages show live, as one JSON object.
+pub fn counters(state: &AppState) -> serde_json::Value {
+    let now = unix_now();
+    let devices = state.store.devices.list().unwrap_or_default();
+    let online = devices
+        .iter()
+        .filter(|d| super::device_pages::is_online(state, d, now))
+        .count();
+    serde_json::json!({
+        "online": online,
+        "devices": devices.len(),
+        "peers": state.hub.peer_count(),
+    })
+}
+
+async fn live(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let updates = stream::unfold((state, true), |(state, first)| async move {
+        if !first {
+            tokio::time::sleep(EVERY).await;
+        }
+        let event = Event::default()
+            .event("counters")
+            .data(counters(&state).to_string());
+        Some((Ok(event), (state, false)))
+    });
+    Sse::new(updates).keep_alive(KeepAlive::default())
+}

@@ -1,0 +1,433 @@
+//! The dashboard's pages and forms, in-process: every form needs its session's CSRF
+//! token, refused input shows the API's reason and changes nothing, and what a form
+//! does is what the API then reports.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use common::*;
+
+/// A signed-in browser: its cookie and the CSRF token its pages carry.
+struct Browser {
+    cookie: String,
+    csrf: String,
+}
+
+async fn browser(a: &App) -> Browser {
+    let cookie = a.login_cookie().await;
+    let page = a
+        .call(with(get("/settings"), header::COOKIE, &cookie))
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    Browser {
+        csrf: csrf_of(&page.text),
+        cookie,
+    }
+}
+
+fn csrf_of(page: &str) -> String {
+    let (_, rest) = page
+        .split_once("name=\"csrf\" value=\"")
+        .expect("a CSRF field on the page");
+    rest.split('"').next().expect("its value").to_string()
+}
+
+impl Browser {
+    fn get(&self, path: &str) -> Request<Body> {
+        with(get(path), header::COOKIE, &self.cookie)
+    }
+
+    /// A form post from our own page: the token rides along.
+    fn submit(&self, path: &str, body: &str) -> Request<Body> {
+        let body = if body.is_empty() {
+            format!("csrf={}", self.csrf)
+        } else {
+            format!("{body}&csrf={}", self.csrf)
+        };
+        Request::post(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::HOST, "vpn.example.com")
+            .header(header::ORIGIN, "https://vpn.example.com")
+            .header(header::COOKIE, &self.cookie)
+            .body(Body::from(body))
+            .expect("request")
+    }
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+    let (_, rest) = text.split_once(start).expect(start);
+    rest.split_once(end).expect(end).0
+}
+
+#[tokio::test]
+async fn every_page_answers_signed_in_and_sends_strangers_to_sign_in() {
+    let a = app();
+    let token = a.admin_token().await;
+    let (id, _) = plain_device(&a, &token, 3).await;
+    let b = browser(&a).await;
+    for path in [
+        "/".to_string(),
+        "/devices".to_string(),
+        format!("/devices/{id}"),
+        "/firewall".to_string(),
+        "/logins".to_string(),
+        "/audit".to_string(),
+        "/settings".to_string(),
+    ] {
+        let r = a.call(b.get(&path)).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
+        assert!(r.text.contains("aria-current=\"page\""), "{path}: no nav");
+        assert!(
+            r.text.contains(&b.csrf),
+            "{path}: sign-out form without a token"
+        );
+        let r = a.call(get(&path)).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{path} without a session");
+        assert_eq!(r.headers[header::LOCATION], "/login");
+    }
+}
+
+#[tokio::test]
+async fn adding_a_device_shows_its_config_once_and_the_key_matches_the_hub_record() {
+    let a = app();
+    a.setup().await;
+    let b = browser(&a).await;
+    let r = a
+        .call(b.submit(
+            "/forms/devices",
+            "name=phone-1&groups=staff&expires_days=30",
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let config = between(&r.text, "<pre id=\"wg-config\">", "</pre>");
+    assert!(
+        config.contains("Endpoint = vpn.example.com:51820"),
+        "{config}"
+    );
+    assert!(r.text.contains("<div id=\"qr\"><svg"), "no QR code");
+    let private = between(config, "PrivateKey = ", "\n");
+    let public = watchgrid_core::Secret::from_base64(private)
+        .expect("a real private key")
+        .public_key();
+    let token = {
+        let r = a
+            .call(with(
+                post("/api/tokens", &serde_json::json!({"name": "check"})),
+                header::COOKIE,
+                &b.cookie,
+            ))
+            .await;
+        r.json["token"].as_str().expect("token").to_string()
+    };
+    let list = a.call(bearer(get("/api/devices"), &token)).await;
+    let d = &list.json["devices"][0];
+    assert_eq!(d["name"], "phone-1");
+    assert_eq!(d["public_key"], public.to_string());
+    assert_eq!(d["groups"], serde_json::json!(["staff"]));
+    assert!(d["expires_at"].as_u64().is_some());
+    // The download carries the same file.
+    let href = between(&r.text, "href=\"data:text/plain;base64,", "\"");
+    use base64::Engine;
+    let file = base64::engine::general_purpose::STANDARD
+        .decode(href)
+        .expect("base64");
+    assert_eq!(
+        String::from_utf8(file).expect("utf-8"),
+        html_unescape(config)
+    );
+    // The private key is nowhere else: not on the device page.
+    let id = d["id"].as_str().expect("id");
+    let detail = a.call(b.get(&format!("/devices/{id}"))).await;
+    assert!(
+        !detail.text.contains(private),
+        "the private key outlived its page"
+    );
+}
+
+fn html_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+#[tokio::test]
+async fn a_refused_device_form_says_why_and_adds_nothing() {
+    let a = app();
+    let token = a.admin_token().await;
+    let b = browser(&a).await;
+    for (body, why) in [
+        ("name=%3Cb%3E", "hostname"),
+        ("name=ok&expires_days=0", "expires after"),
+        ("name=ok&admin=1", "unknown field"),
+    ] {
+        let r = a.call(b.submit("/forms/devices", body)).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(r.text.contains("id=\"error\""), "{body}: {}", r.text);
+        assert!(r.text.to_lowercase().contains(why), "{body}: {}", r.text);
+        assert!(!r.text.contains("<b>"), "{body}: unescaped");
+    }
+    let list = a.call(bearer(get("/api/devices"), &token)).await;
+    assert_eq!(list.json["devices"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn forms_without_the_sessions_token_change_nothing() {
+    let a = app();
+    let token = a.admin_token().await;
+    let b = browser(&a).await;
+    let other = browser(&a).await;
+    assert_ne!(b.csrf, other.csrf, "each session has its own token");
+    let without = Request::post("/forms/devices")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::HOST, "vpn.example.com")
+        .header(header::COOKIE, &b.cookie)
+        .body(Body::from("name=sneaky"))
+        .expect("request");
+    let r = a.call(without).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let foreign = Browser {
+        cookie: b.cookie.clone(),
+        csrf: other.csrf.clone(),
+    };
+    let r = a
+        .call(foreign.submit("/forms/devices", "name=sneaky"))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "another session's token");
+    let text_plain = Request::post("/forms/devices")
+        .header(header::CONTENT_TYPE, "text/plain")
+        .header(header::HOST, "vpn.example.com")
+        .header(header::COOKIE, &b.cookie)
+        .body(Body::from(format!("name=sneaky&csrf={}", b.csrf)))
+        .expect("request");
+    assert_eq!(a.call(text_plain).await.status, StatusCode::FORBIDDEN);
+    let list = a.call(bearer(get("/api/devices"), &token)).await;
+    assert_eq!(list.json["devices"], serde_json::json!([]));
+    // API tokens post JSON and forms alike without one: no browser sends them.
+    let r = a
+        .call(bearer(
+            post("/api/devices", &serde_json::json!({"name": "scripted"})),
+            &token,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_device_is_deleted_only_when_its_name_is_typed() {
+    let a = app();
+    let token = a.admin_token().await;
+    let (id, key) = plain_device(&a, &token, 4).await;
+    let name = {
+        let list = a.call(bearer(get("/api/devices"), &token)).await;
+        list.json["devices"][0]["name"]
+            .as_str()
+            .expect("name")
+            .to_string()
+    };
+    let b = browser(&a).await;
+    let path = format!("/forms/devices/{id}/delete");
+    for typed in ["", "wrong", "x"] {
+        let r = a.call(b.submit(&path, &format!("confirm={typed}"))).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{typed:?}");
+        assert!(r.text.contains("not deleted"), "{}", r.text);
+        assert!(
+            on_hub(&a, &key),
+            "a refused delete took the peer off the hub"
+        );
+    }
+    let r = a.call(b.submit(&path, &format!("confirm={name}"))).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert_eq!(r.headers[header::LOCATION], "/devices?done=deleted");
+    assert!(!on_hub(&a, &key));
+    let list = a.call(bearer(get("/api/devices"), &token)).await;
+    assert_eq!(list.json["devices"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn disable_and_enable_from_the_device_page_follow_the_hub() {
+    let a = app();
+    let token = a.admin_token().await;
+    let (id, key) = plain_device(&a, &token, 5).await;
+    let b = browser(&a).await;
+    let r = a
+        .call(b.submit(&format!("/forms/devices/{id}/disable"), ""))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert!(!on_hub(&a, &key));
+    let page = a.call(b.get(&format!("/devices/{id}?done=disabled"))).await;
+    assert!(page.text.contains("id=\"device-enable\""), "{}", page.text);
+    assert!(page.text.contains("The device is disabled"));
+    let r = a
+        .call(b.submit(&format!("/forms/devices/{id}/enable"), ""))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(on_hub(&a, &key));
+}
+
+#[tokio::test]
+async fn enrollment_tokens_are_created_listed_and_revoked_from_the_page() {
+    let a = app();
+    let token = a.admin_token().await;
+    let b = browser(&a).await;
+    let r = a
+        .call(b.submit(
+            "/forms/enrollment-tokens",
+            "name=rack+%3Cb%3E&uses=3&expires_hours=2&groups=eu%2C+servers",
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let secret = between(&r.text, "<code id=\"new-token\">", "</code>").to_string();
+    assert_eq!(secret.len(), 43);
+    assert!(r.text.contains("rack &lt;b&gt;"), "escaped name");
+    let list = a.call(bearer(get("/api/enrollment-tokens"), &token)).await;
+    let t = &list.json["tokens"][0];
+    assert_eq!(t["uses_left"], 3);
+    assert_eq!(t["groups"], serde_json::json!(["eu", "servers"]));
+    let id = t["id"].as_str().expect("id").to_string();
+    // Listed on the page later, never with the secret.
+    let page = a.call(b.get("/devices")).await;
+    assert!(page.text.contains(&format!("data-token=\"{id}\"")));
+    assert!(!page.text.contains(&secret), "the token was shown twice");
+
+    let r = a
+        .call(b.submit(&format!("/forms/enrollment-tokens/{id}/revoke"), ""))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let list = a.call(bearer(get("/api/enrollment-tokens"), &token)).await;
+    assert_eq!(list.json["tokens"], serde_json::json!([]));
+    let body = serde_json::json!({"token": secret, "public_key": wg_key(8), "hostname": "late"});
+    let reg = a.call(post("/api/register", &body)).await;
+    assert_eq!(
+        reg.status,
+        StatusCode::UNAUTHORIZED,
+        "a revoked token enrolled"
+    );
+    // The API's revoke: unknown and malformed ids are 404.
+    for bad in ["000000000000", "zz", "0123456789abcdef"] {
+        let r = a
+            .call(bearer(
+                delete(&format!("/api/enrollment-tokens/{bad}")),
+                &token,
+            ))
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn settings_forms_change_the_endpoint_and_refuse_bad_values_unchanged() {
+    let a = app();
+    let token = a.admin_token().await;
+    let b = browser(&a).await;
+    let r = a
+        .call(b.submit("/forms/settings/endpoint", "endpoint=not+an+endpoint"))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("id=\"error\""));
+    let s = a.call(bearer(get("/api/settings"), &token)).await;
+    assert_eq!(s.json["endpoint"], "vpn.example.com:51820");
+    let r = a
+        .call(b.submit("/forms/settings/endpoint", "endpoint=hub.example.org%3A443"))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let s = a.call(bearer(get("/api/settings"), &token)).await;
+    assert_eq!(s.json["endpoint"], "hub.example.org:443");
+}
+
+#[tokio::test]
+async fn api_tokens_from_the_settings_page_work_and_revoke() {
+    let a = app();
+    a.setup().await;
+    let b = browser(&a).await;
+    let r = a
+        .call(b.submit(
+            "/forms/tokens",
+            "name=backup+script&expires_in_days=7&totp=",
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let secret = between(&r.text, "<code id=\"new-secret\">", "</code>").to_string();
+    let me = a.call(bearer(get("/api/auth/me"), &secret)).await;
+    assert_eq!(me.status, StatusCode::OK, "the new token does not work");
+    let page = a.call(b.get("/settings")).await;
+    let id = between(&page.text, "data-api-token=\"", "\"").to_string();
+    assert!(!page.text.contains(&secret));
+    let r = a
+        .call(b.submit(&format!("/forms/tokens/{id}/revoke"), ""))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let me = a.call(bearer(get("/api/auth/me"), &secret)).await;
+    assert_eq!(me.status, StatusCode::UNAUTHORIZED);
+    // A bad expiry is refused with its reason and makes no token.
+    let r = a
+        .call(b.submit("/forms/tokens", "name=x&expires_in_days=soon"))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text.contains("expires_in_days"), "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_password_change_from_the_page_keeps_this_browser_and_signs_out_others() {
+    let a = app();
+    a.setup().await;
+    let b = browser(&a).await;
+    let other = a.login_cookie().await;
+    let wrong = a
+        .call(b.submit(
+            "/forms/password",
+            "current_password=nope&new_password=another+long+password",
+        ))
+        .await;
+    assert_eq!(
+        wrong.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        wrong.text
+    );
+    assert!(wrong.text.contains("not right"), "{}", wrong.text);
+    let r = a
+        .call(b.submit(
+            "/forms/password",
+            "current_password=correct+horse+battery&new_password=another+long+password",
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let fresh = r.headers[header::SET_COOKIE]
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_string();
+    let page = a.call(with(get("/settings"), header::COOKIE, &fresh)).await;
+    assert_eq!(page.status, StatusCode::OK, "this browser was signed out");
+    let page = a.call(with(get("/settings"), header::COOKIE, &other)).await;
+    assert_eq!(
+        page.status,
+        StatusCode::SEE_OTHER,
+        "another session survived"
+    );
+}
+
+#[tokio::test]
+async fn the_audit_page_filters_by_actor_and_action_and_pages_on() {
+    let a = app();
+    let token = a.admin_token().await;
+    for i in 0..60u8 {
+        plain_device(&a, &token, 10 + i).await;
+    }
+    let b = browser(&a).await;
+    let page = a.call(b.get("/audit?action=device.create")).await;
+    let rows = page.text.matches("<td>device.create</td>").count();
+    assert_eq!(rows, 50, "one page of matches");
+    assert!(!page.text.contains("<td>token.create</td>"));
+    let next = between(&page.text, "id=\"audit-next\" href=\"", "\"").replace("&amp;", "&");
+    assert!(next.contains("action=device.create"), "{next}");
+    let more = a.call(b.get(&next)).await;
+    assert_eq!(more.text.matches("<td>device.create</td>").count(), 10);
+    let agent = a.call(b.get("/audit?actor=nobody")).await;
+    assert!(!agent.text.contains("<td>device.create</td>"));
+}
