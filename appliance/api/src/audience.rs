@@ -23,8 +23,9 @@
 
 use crate::middleware::{admin_fence, check_origin, firewall_gate, setup_gate};
 use crate::routes::{
-    self, agents, alerts, commands, device_pages, devices, enrollment, firewall, fleet_pages, live,
-    logs, pages, password, session, settings, settings_pages, tls, tokens, traffic,
+    self, agents, alerts, commands, device_pages, devices, enrollment, firewall, firewall_page,
+    fleet_pages, live, logs, pages, password, session, settings, settings_pages, tls, tokens,
+    traffic,
 };
 use crate::state::AppState;
 use axum::http::StatusCode;
@@ -92,6 +93,7 @@ pub(crate) fn admin(state: &AppState) -> Router<AppState> {
         .merge(settings_pages::forms_router())
         .merge(fleet_pages::forms_router())
         .merge(live::router())
+        .merge(firewall_page::forms_router())
         // `route_layer`: authentication guards these routes only, never the fallback
         // (an unknown path inside the fence is 404, not 401).
         .route_layer(from_fn_with_state(
@@ -107,6 +109,7 @@ pub(crate) fn admin(state: &AppState) -> Router<AppState> {
     let pages = pages::admin_router()
         .merge(device_pages::router())
         .merge(settings_pages::router())
+        .merge(firewall_page::router())
         .merge(fleet_pages::router());
     let pages = fenced(after_setup(pages, state), state);
     pages.merge(api)

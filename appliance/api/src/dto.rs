@@ -265,6 +265,12 @@ pub struct AgentStatus {
     pub os: Option<String>,
     pub kernel: Option<String>,
     pub uptime_s: Option<u64>,
+    /// 1, 5 and 15 minute load averages.
+    pub load: Option<Vec<f64>>,
+    pub memory_total_bytes: Option<u64>,
+    pub memory_available_bytes: Option<u64>,
+    pub disk_total_bytes: Option<u64>,
+    pub disk_available_bytes: Option<u64>,
     /// Log lines the agent's full spool dropped (while the hub was away), in total.
     pub log_lines_dropped: Option<u64>,
 }

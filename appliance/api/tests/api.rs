@@ -1319,7 +1319,9 @@ async fn register_agent(a: &App, admin: &str, hostname: &str, key: u8) -> (Strin
 
 fn beat(version: &str) -> serde_json::Value {
     serde_json::json!({"agent_version": version, "hostname": "db1", "os": "Debian 12",
-        "kernel": "6.1.0", "uptime_s": 42, "load": [0.1, 0.2, 0.3]})
+        "kernel": "6.1.0", "uptime_s": 42, "load": [0.1, 0.2, 0.3],
+        "memory_total_bytes": 4_294_967_296u64, "memory_available_bytes": 1_073_741_824u64,
+        "disk_total_bytes": 21_474_836_480u64, "disk_available_bytes": 10_737_418_240u64})
 }
 
 #[tokio::test]
@@ -1367,6 +1369,9 @@ async fn heartbeats_need_the_agents_own_key_and_mark_it_online() {
     assert_eq!(dev["agent"]["online"], true);
     assert_eq!(dev["agent"]["agent_version"], "1.0");
     assert_eq!(dev["agent"]["kernel"], "6.1.0");
+    assert_eq!(dev["agent"]["load"], serde_json::json!([0.1, 0.2, 0.3]));
+    assert_eq!(dev["agent"]["memory_available_bytes"], 1_073_741_824u64);
+    assert_eq!(dev["agent"]["disk_total_bytes"], 21_474_836_480u64);
     let metrics = watchgrid_api::render_metrics(&a.state);
     assert!(
         metrics.contains("watchgrid_agent_heartbeats_total 1"),
@@ -1374,6 +1379,20 @@ async fn heartbeats_need_the_agents_own_key_and_mark_it_online() {
     );
     assert!(metrics.contains("watchgrid_agents_online 1"), "{metrics}");
     let cookie = a.login_cookie().await;
+    let detail = a
+        .call(with(
+            get(&format!("/devices/{id}")),
+            header::COOKIE,
+            &cookie,
+        ))
+        .await;
+    assert!(
+        detail.text.contains("0.10 0.20 0.30")
+            && detail.text.contains("1.0 GiB of 4.0 GiB")
+            && detail.text.contains("10.0 GiB of 20.0 GiB"),
+        "{}",
+        detail.text
+    );
     let page = a.call(with(get("/devices"), header::COOKIE, &cookie)).await;
     assert!(
         page.text.contains("<span class=\"online\">online</span>")

@@ -431,3 +431,62 @@ async fn the_audit_page_filters_by_actor_and_action_and_pages_on() {
     let agent = a.call(b.get("/audit?actor=nobody")).await;
     assert!(!agent.text.contains("<td>device.create</td>"));
 }
+
+#[tokio::test]
+async fn the_firewall_editor_saves_rules_through_the_api_and_shows_its_refusals() {
+    let a = app();
+    let fw = with_firewall(&a);
+    let token = admin_with_firewall(&a, &fw).await;
+    let b = browser(&a).await;
+    let before = applies(&fw);
+    let r = a
+        .call(b.submit(
+            "/forms/firewall",
+            "from_0=staff&to_0=192.168.50.0%2F24&protocol_0=tcp&ports_0=22%2C+443\
+             &from_1=ops&to_1=servers&protocol_1=any&ports_1=&egress=on&admin_cidrs=",
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert_eq!(applies(&fw), before + 1, "saved without applying");
+    let view = a.call(bearer(get("/api/firewall"), &token)).await;
+    assert_eq!(view.json["egress"], true);
+    assert_eq!(view.json["rules"][0]["to_cidr"], "192.168.50.0/24");
+    assert_eq!(
+        view.json["rules"][0]["ports"],
+        serde_json::json!(["22", "443"])
+    );
+    assert_eq!(view.json["rules"][1]["to_group"], "servers");
+    assert_eq!(view.json["admin_cidrs_default"], true);
+
+    // Removing the first row and adding a bad network: refused whole, nothing changes.
+    let r = a
+        .call(b.submit(
+            "/forms/firewall",
+            "from_0=staff&to_0=192.168.50.0%2F24&protocol_0=tcp&ports_0=22&remove_0=on\
+             &from_1=ops&to_1=10.0.0.0%2F99&protocol_1=tcp&ports_1=",
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("id=\"error\""), "{}", r.text);
+    assert_eq!(applies(&fw), before + 1, "a refused policy was applied");
+    let again = a.call(bearer(get("/api/firewall"), &token)).await;
+    assert_eq!(again.json["rules"], view.json["rules"]);
+
+    // The fence: a list that shuts out the admin's own address is refused.
+    let r = a
+        .call(b.submit("/forms/firewall", "admin_cidrs=10.9.9.0%2F24"))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("shut out"), "{}", r.text);
+    // The removal alone is taken.
+    let r = a
+        .call(b.submit(
+            "/forms/firewall",
+            "from_0=staff&to_0=192.168.50.0%2F24&protocol_0=tcp&remove_0=on",
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let last = a.call(bearer(get("/api/firewall"), &token)).await;
+    assert_eq!(last.json["rules"], serde_json::json!([]));
+    assert_eq!(last.json["egress"], false);
+}

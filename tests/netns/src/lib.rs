@@ -71,7 +71,11 @@ const TOOLS: &[(&str, &str)] = &[
     ("ssh-keygen", "openssh-client"),
     ("sshpass", "sshpass"),
     ("journalctl", "systemd"),
+    ("zbarimg", "zbar-tools"),
 ];
+
+/// axe-core's browser bundle (npm), which `scripts/setup` unpacks here.
+pub const AXE_JS: &str = "/opt/watchgrid-axe/axe.min.js";
 
 /// Writes journal files from journald's export format (the journald source's test).
 pub const JOURNAL_REMOTE: &str = "/lib/systemd/systemd-journal-remote";
@@ -108,6 +112,9 @@ fn missing_tools() -> Vec<String> {
         missing.push(format!(
             "{JOURNAL_REMOTE} (Debian package systemd-journal-remote)"
         ));
+    }
+    if !std::path::Path::new(AXE_JS).is_file() {
+        missing.push(format!("{AXE_JS} (axe-core from npm)"));
     }
     let st = schemathesis_path();
     if !std::path::Path::new(&st).is_file() {

@@ -19,7 +19,8 @@ use watchgrid_netns_tests::{api_token, run_output, scenario, start_serve, veth, 
 const HUB: &str = "172.30.11.1";
 const PASSWORD: &str = "install-agent-password";
 
-/// Signs in, posts the dashboard's "Install an agent" form and prints the install command
+/// Signs in, posts the Devices page's "Install an agent" form (with the page's CSRF
+/// token) and prints the install command
 /// from the page it answers with (HTML-unescaped, as a browser shows it).
 const INSTALL_COMMAND: &str = r#"
 import html, http.cookiejar, json, re, ssl, sys, urllib.parse, urllib.request
@@ -31,7 +32,10 @@ req = urllib.request.Request(base + "/api/auth/login", method="POST",
     data=json.dumps({"username": "admin", "password": password}).encode())
 req.add_header("Content-Type", "application/json")
 op.open(req, timeout=10).read()
-form = urllib.parse.urlencode({"name": "netns", "uses": "1", "expires_hours": "1"}).encode()
+devices = op.open(base + "/devices", timeout=10).read().decode()
+csrf = re.search(r'name="csrf" value="([^"]+)"', devices).group(1)
+form = urllib.parse.urlencode({"name": "netns", "uses": "1", "expires_hours": "1",
+                               "csrf": csrf}).encode()
 req = urllib.request.Request(base + "/api/enrollment-tokens/agent-install", data=form, method="POST")
 page = op.open(req, timeout=10).read().decode()
 m = re.search(r'<pre id="install-command"><code>(.*?)</code></pre>', page, re.S)

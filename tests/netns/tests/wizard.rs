@@ -1,6 +1,6 @@
 //! The setup wizard in a real browser: headless Chromium (driven by Selenium through
-//! Debian's chromedriver) completes setup, signs in and turns on 2FA from the dashboard
-//! (QR code, a code computed from the key, recovery codes), with no script on any page.
+//! Debian's chromedriver) completes setup, signs in and turns on 2FA from Settings
+//! (QR code, a code computed from the key, recovery codes), with no script on the wizard and 2FA pages.
 //! A screenshot of the last page is saved as a test artifact.
 
 use anyhow::{ensure, Context, Result};
@@ -54,8 +54,9 @@ try:
     except Exception:
         raise AssertionError("after sign-in: " + drv.current_url + " " + drv.page_source[:600])
     assert "admin" in who, who
-    # Optional 2FA from the dashboard: QR code page, a code from the key, recovery codes.
-    drv.find_element(By.ID, "setup2fa").click()
+    # Optional 2FA from the Settings page: QR code page, a code from the key, recovery codes.
+    drv.get(base + "/settings")
+    WebDriverWait(drv, 15).until(EC.presence_of_element_located((By.ID, "setup2fa"))).click()
     secret = WebDriverWait(drv, 15).until(EC.presence_of_element_located((By.ID, "secret"))).text
     assert drv.find_elements(By.CSS_SELECTOR, "#qr svg"), "no QR code"
     assert drv.find_elements(By.TAG_NAME, "script") == [], "2FA page has script"

@@ -182,6 +182,11 @@ pub(crate) fn status(state: &AppState, device_id: &str, now: u64) -> Option<Agen
         os: seen.facts.os,
         kernel: seen.facts.kernel,
         uptime_s: seen.facts.uptime_s,
+        load: seen.facts.load,
+        memory_total_bytes: seen.facts.memory_total_bytes,
+        memory_available_bytes: seen.facts.memory_available_bytes,
+        disk_total_bytes: seen.facts.disk_total_bytes,
+        disk_available_bytes: seen.facts.disk_available_bytes,
         log_lines_dropped: seen.facts.log_lines_dropped,
     })
 }

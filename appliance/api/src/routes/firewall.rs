@@ -20,7 +20,7 @@ use watchgrid_core::IpPrefix;
 use watchgrid_firewall::{Rule, RuleSpec};
 use watchgrid_store::{FirewallPolicy, FIREWALL_KEY};
 
-const MAX_RULES: usize = 256;
+pub(crate) const MAX_RULES: usize = 256;
 const MAX_PORTS: usize = 32;
 const MAX_GROUPS: usize = 16;
 const MAX_CIDRS: usize = 64;

@@ -285,6 +285,23 @@ fn facts(state: &AppState, d: &watchgrid_store::Device, now: u64) -> String {
                 a.uptime_s.map_or("-".to_string(), super::pages::duration),
             ),
             (
+                "Load",
+                a.load.as_ref().map_or("-".to_string(), |l| {
+                    l.iter()
+                        .map(|v| format!("{v:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                }),
+            ),
+            (
+                "Memory available",
+                available(a.memory_available_bytes, a.memory_total_bytes),
+            ),
+            (
+                "Disk available",
+                available(a.disk_available_bytes, a.disk_total_bytes),
+            ),
+            (
                 "Log lines dropped",
                 a.log_lines_dropped.unwrap_or(0).to_string(),
             ),
@@ -300,6 +317,14 @@ fn facts(state: &AppState, d: &watchgrid_store::Device, now: u64) -> String {
         .map(|(k, v)| format!("<tr><th scope=\"row\">{k}</th><td>{v}</td></tr>"))
         .collect();
     format!("<div class=\"scroll\"><table id=\"facts\">{rows}</table></div>")
+}
+
+/// "1.2 GiB of 3.8 GiB" from a heartbeat's pair of byte counts.
+fn available(free: Option<u64>, total: Option<u64>) -> String {
+    match (free, total) {
+        (Some(f), Some(t)) => format!("{} of {}", super::pages::bytes(f), super::pages::bytes(t)),
+        _ => "-".to_string(),
+    }
 }
 
 fn actions(frame: &Frame, d: &watchgrid_store::Device) -> String {

@@ -33,6 +33,7 @@ const SCRIPT: &str = "'use strict';\n\
       var v = data[el.getAttribute('data-live')];\n\
       if (v !== undefined) { el.textContent = String(v); }\n\
     });\n\
+    document.documentElement.dataset.live = 'on';\n\
   });\n\
   window.addEventListener('pagehide', function () { source.close(); });\n\
 })();\n";

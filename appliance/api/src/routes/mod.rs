@@ -7,6 +7,7 @@ pub mod device_pages;
 pub mod devices;
 pub mod enrollment;
 pub mod firewall;
+pub mod firewall_page;
 pub mod fleet_pages;
 pub mod live;
 pub mod logs;

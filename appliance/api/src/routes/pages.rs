@@ -17,6 +17,8 @@ pub fn wizard_router() -> Router<AppState> {
         .route("/setup", get(setup_page))
         .route("/static/app.css", get(css))
         .route("/static/app.js", get(super::live::script))
+        .route("/favicon.ico", get(icon))
+        .route("/static/icon.svg", get(icon))
 }
 
 /// The sign-in page and the dashboard (which sends visitors without a session to it).
@@ -24,7 +26,6 @@ pub fn admin_router() -> Router<AppState> {
     Router::new()
         .route("/login", get(login_page))
         .route("/", get(dashboard))
-        .route("/firewall", get(firewall_page))
 }
 
 /// Light and dark follow the system; below 40rem tables scroll sideways inside their
@@ -52,15 +53,32 @@ button.danger{border-color:var(--bad);color:var(--bad)}form.inline{display:inlin
 td,th{border-bottom:1px solid var(--line);padding:.4rem;text-align:left;vertical-align:top}\
 input[type=checkbox]{width:auto;margin-right:.5rem}\
 pre{white-space:pre-wrap;word-break:break-all;background:var(--panel);padding:.6rem;border-radius:4px}\
+code{overflow-wrap:anywhere}\
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(11rem,1fr));gap:.8rem}\
 .card{border:1px solid var(--line);border-radius:6px;padding:.7rem;background:var(--panel)}.card b{display:block;font-size:1.4rem}\
 .filters{display:flex;flex-wrap:wrap;gap:.5rem;align-items:end}.filters label{margin:0}.filters input,.filters select{width:auto}\
-.chart svg{width:100%;height:auto;max-height:14rem}.chart .axis{stroke:var(--line)}.chart .scale{fill:var(--muted);font-size:11px}\
+figure{margin:1rem 0}.chart svg{width:100%;height:auto;max-height:14rem}.chart .axis{stroke:var(--line)}.chart .scale{fill:var(--muted);font-size:11px}\
 .chart polyline{fill:none;stroke-width:1.5}.chart polyline.rx{stroke:var(--rx)}.chart polyline.tx{stroke:var(--tx)}\
 .key.rx{color:var(--rx)}.key.tx{color:var(--tx)}.map svg{width:100%;max-width:24rem;height:auto}\
 .map .grid{stroke:var(--line);fill:none}.map .spot{fill:var(--bad)}\
 .online{color:var(--good)}.offline{color:var(--bad)}#qr svg{width:16rem;height:auto;background:#fff;padding:.5rem}\
 @media(max-width:40rem){main{padding:.6rem}h1{font-size:1.3rem}td,th{padding:.3rem;font-size:.92rem}}";
+
+/// The tab icon: a grid in the accent colour. Browsers ask for `/favicon.ico` whatever
+/// the page links, so both paths answer it.
+const ICON: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 16\">\
+<rect width=\"16\" height=\"16\" rx=\"3\" fill=\"#0a58ca\"/><path d=\"M5 3v10M11 3v10M3 5h10M3 11h10\" \
+stroke=\"#fff\" stroke-width=\"1.5\"/></svg>";
+
+async fn icon() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        ICON,
+    )
+}
 
 async fn css() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS)
@@ -96,7 +114,8 @@ pub fn shell(title: &str, header: &str, body: &str, live: bool) -> Html<String> 
     Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <title>{} · Watchgrid</title><link rel=\"stylesheet\" href=\"/static/app.css\">{script}</head>\
+         <title>{} · Watchgrid</title><link rel=\"icon\" href=\"/static/icon.svg\" type=\"image/svg+xml\">\
+         <link rel=\"stylesheet\" href=\"/static/app.css\">{script}</head>\
          <body>{header}<main{class}>{body}</main></body></html>",
         esc(title)
     ))
@@ -183,23 +202,6 @@ async fn dashboard(
     Ok(frame.page("Overview", Nav::Overview, &body).into_response())
 }
 
-/// The firewall's state and policy (changed through `PUT /api/firewall`).
-async fn firewall_page(
-    State(state): State<AppState>,
-    admin: Result<Admin, ApiError>,
-) -> Result<Response, ApiError> {
-    let Some(admin) = super::fleet_pages::signed_in(admin)? else {
-        return Ok(Redirect::to("/login").into_response());
-    };
-    let frame = Frame::of(&state, &admin)?;
-    let body = format!(
-        "<h1>Firewall</h1>{}<p class=\"note\">The policy is changed with <code>PUT /api/firewall</code>; \
-         a policy the kernel refuses is rolled back and the error shown here.</p>",
-        firewall_section(&state)?
-    );
-    Ok(frame.page("Firewall", Nav::Firewall, &body).into_response())
-}
-
 /// The hub at a glance: who is online, how much moved, what happened lately, whether
 /// the firewall and TLS are healthy, and where the hub stands.
 fn overview(state: &AppState) -> Result<String, ApiError> {
@@ -251,7 +253,7 @@ fn overview(state: &AppState) -> Result<String, ApiError> {
     Ok(format!(
         "<h1>Overview</h1><div class=\"cards\">{cards}</div>\
          <h2>Traffic, last 24 hours</h2>{}\
-         {}{}<h2>Health</h2>{}{}<p>Hub public key: <code id=\"hub-key\">{}</code> · peers on the hub: {}</p>{}",
+         {}{}{}{}<p>Hub public key: <code id=\"hub-key\">{}</code> · peers on the hub: {}</p>{}",
         super::ui::chart("traffic-chart", &day_chart),
         recent_logins(state)?,
         recent_alerts(state)?,
@@ -347,7 +349,7 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-/// The firewall's state and policy, read-only (edited through `PUT /api/firewall`).
+/// The firewall's state and policy, read-only (the Firewall page edits it).
 /// The HTTPS certificate: what is served, and an ACME order's state and last error.
 pub fn tls_section(state: &AppState) -> Result<String, ApiError> {
     use crate::hub::TlsServing;
@@ -373,7 +375,7 @@ pub fn tls_section(state: &AppState) -> Result<String, ApiError> {
     ))
 }
 
-fn firewall_section(state: &AppState) -> Result<String, ApiError> {
+pub fn firewall_section(state: &AppState) -> Result<String, ApiError> {
     use crate::hub::FirewallStatus;
     let status = match state.firewall_status() {
         FirewallStatus::Off => "off (--firewall off): the node manages no rules".to_string(),
