@@ -1625,6 +1625,23 @@ async fn commands_are_queued_only_for_agents_that_allow_them_and_results_count_o
         .call(bearer(get(&format!("/api/devices/{id}/commands")), &admin))
         .await;
     assert_eq!(list.json["commands"].as_array().map(Vec::len), Some(1));
+    // The device page shows the result: exit code and output.
+    let cookie = a.login_cookie().await;
+    let page = a
+        .call(with(
+            get(&format!("/devices/{id}")),
+            header::COOKIE,
+            &cookie,
+        ))
+        .await;
+    assert!(
+        page.text.contains("exit 0,")
+            && page
+                .text
+                .contains("<pre class=\"stdout\">6.1.0-test\n</pre>"),
+        "{}",
+        page.text
+    );
     let metrics = watchgrid_api::render_metrics(&a.state);
     for state in ["queued", "delivered", "succeeded"] {
         let line = format!("watchgrid_agent_commands_total{{state=\"{state}\"}} 1");

@@ -490,3 +490,74 @@ async fn the_firewall_editor_saves_rules_through_the_api_and_shows_its_refusals(
     assert_eq!(last.json["rules"], serde_json::json!([]));
     assert_eq!(last.json["egress"], false);
 }
+
+#[tokio::test]
+async fn groups_and_the_monthly_quota_are_set_from_the_device_page() {
+    let a = app();
+    let token = a.admin_token().await;
+    let (id, _) = plain_device(&a, &token, 6).await;
+    let b = browser(&a).await;
+    let r = a
+        .call(b.submit(&format!("/forms/devices/{id}/groups"), "groups=web%2C+eu"))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let list = a.call(bearer(get("/api/devices"), &token)).await;
+    assert_eq!(
+        list.json["devices"][0]["groups"],
+        serde_json::json!(["eu", "web"])
+    );
+    let too_long = format!("groups=ok%2C{}", "x".repeat(65));
+    let r = a
+        .call(b.submit(&format!("/forms/devices/{id}/groups"), &too_long))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    let list = a.call(bearer(get("/api/devices"), &token)).await;
+    assert_eq!(
+        list.json["devices"][0]["groups"],
+        serde_json::json!(["eu", "web"])
+    );
+
+    let path = format!("/forms/devices/{id}/quota");
+    let r = a.call(b.submit(&path, "gib=1.5&action=disable")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let q = a
+        .call(bearer(get(&format!("/api/devices/{id}/quota")), &token))
+        .await;
+    assert_eq!(q.json["monthly_bytes"], 1_610_612_736u64);
+    assert_eq!(q.json["action"], "disable");
+    for bad in [
+        "gib=0&action=alert",
+        "gib=lots&action=alert",
+        "gib=2&action=explode",
+    ] {
+        let r = a.call(b.submit(&path, bad)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            r.text
+        );
+        assert!(r.text.contains("id=\"error\""), "{bad}");
+    }
+    let q = a
+        .call(bearer(get(&format!("/api/devices/{id}/quota")), &token))
+        .await;
+    assert_eq!(
+        q.json["monthly_bytes"], 1_610_612_736u64,
+        "a refusal changed it"
+    );
+    let page = a.call(b.get(&format!("/devices/{id}"))).await;
+    assert!(
+        page.text.contains("0 B of 1.5 GiB used this month"),
+        "{}",
+        page.text
+    );
+    let r = a
+        .call(b.submit(&format!("/forms/devices/{id}/quota/remove"), ""))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let q = a
+        .call(bearer(get(&format!("/api/devices/{id}/quota")), &token))
+        .await;
+    assert_eq!(q.status, StatusCode::NOT_FOUND);
+}

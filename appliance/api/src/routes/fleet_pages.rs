@@ -31,6 +31,9 @@ pub fn forms_router() -> Router<AppState> {
         .route("/forms/devices/{id}/disable", post(disable))
         .route("/forms/devices/{id}/delete", post(delete))
         .route("/forms/devices/{id}/commands", post(queue_command))
+        .route("/forms/devices/{id}/groups", post(set_groups))
+        .route("/forms/devices/{id}/quota", post(set_quota))
+        .route("/forms/devices/{id}/quota/remove", post(remove_quota))
 }
 
 /// Log text for HTML: escaped, and control characters shown as `\xNN` (they would be
@@ -47,6 +50,12 @@ pub fn esc_line(s: &str) -> String {
         })
         .collect();
     esc(&visible)
+}
+
+/// Command output for a `<pre>`: lines kept, other control characters shown as
+/// `\xNN` like log lines.
+fn esc_output(s: &str) -> String {
+    s.split('\n').map(esc_line).collect::<Vec<_>>().join("\n")
 }
 
 pub fn signed_in(admin: Result<Admin, ApiError>) -> Result<Option<Admin>, ApiError> {
@@ -125,6 +134,9 @@ async fn device_page(
         Some("enabled") => Some("The device is enabled."),
         Some("disabled") => Some("The device is disabled: it cannot connect until enabled."),
         Some("queued") => Some("The command is queued; the agent takes it at its next poll."),
+        Some("groups") => Some("The groups are saved and the firewall applied."),
+        Some("quota") => Some("The monthly quota is saved."),
+        Some("quota-removed") => Some("The monthly quota is removed."),
         _ => None,
     };
     render_device(
@@ -204,12 +216,13 @@ async fn render_device(
         String::new()
     };
     let body = format!(
-        "<h1>{}</h1>{}{}<h2>Traffic</h2><p class=\"ranges\">{ranges}</p>{}{}{agent_parts}",
+        "<h1>{}</h1>{}{}<h2>Traffic</h2><p class=\"ranges\">{ranges}</p>{}{}{}{agent_parts}",
         esc(&device.name),
         super::ui::notice(ok, error),
         facts(state, &device, now),
         super::ui::chart("device-chart", &chart),
         actions(&frame, &device),
+        settings_forms(state, &frame, &device)?,
     );
     Ok((status, frame.page(&device.name, Nav::Devices, &body)).into_response())
 }
@@ -401,6 +414,8 @@ async fn recent_lines(state: &AppState, device_id: &str) -> Result<String, ApiEr
     ))
 }
 
+/// The latest commands with their results: exit code or why none, output (as sent,
+/// capped by the agent, control characters made visible), and when.
 fn commands(state: &AppState, device_id: &str) -> Result<String, ApiError> {
     let rows: String = state
         .store
@@ -409,9 +424,30 @@ fn commands(state: &AppState, device_id: &str) -> Result<String, ApiError> {
         .rev()
         .take(20)
         .map(|c| {
+            let outcome = match &c.result {
+                None => String::new(),
+                Some(r) => {
+                    let exit = match (r.exit_code, &r.error) {
+                        (Some(code), _) => format!("exit {code}"),
+                        (None, Some(e)) => esc(e),
+                        (None, None) => "-".into(),
+                    };
+                    let cut = |t: bool| if t { " (truncated)" } else { "" };
+                    format!(
+                        "{exit}, {} ms<details><summary>Output</summary><pre class=\"stdout\">{}</pre>{}\
+                         <pre class=\"stderr\">{}</pre>{}</details>",
+                        r.duration_ms,
+                        esc_output(&r.stdout),
+                        cut(r.stdout_truncated),
+                        esc_output(&r.stderr),
+                        cut(r.stderr_truncated)
+                    )
+                }
+            };
             format!(
-                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                "<tr data-command=\"{}\"><td>{}</td><td><code>{}</code></td><td>{}</td><td>{outcome}</td><td>{}</td></tr>",
                 esc(&c.id),
+                time(c.queued_at * 1_000_000),
                 esc_line(&c.argv.join(" ")),
                 c.state.as_str(),
                 esc(&c.queued_by)
@@ -419,7 +455,70 @@ fn commands(state: &AppState, device_id: &str) -> Result<String, ApiError> {
         })
         .collect();
     Ok(format!(
-        "<table><tr><th>Id</th><th>Command</th><th>State</th><th>Queued by</th></tr>{rows}</table>"
+        "<div class=\"scroll\"><table id=\"commands\"><tr><th>Queued</th><th>Command</th><th>State</th>\
+         <th>Result</th><th>By</th></tr>{rows}</table></div>"
+    ))
+}
+
+/// Groups and the monthly quota: the forms that change them.
+fn settings_forms(
+    state: &AppState,
+    frame: &Frame,
+    d: &watchgrid_store::Device,
+) -> Result<String, ApiError> {
+    let id = esc(&d.id);
+    let quota = super::traffic::quota_view(state, &d.id, unix_now())?;
+    let (limit, action) = quota.as_ref().map_or((String::new(), "alert"), |q| {
+        let gib = q.monthly_bytes as f64 / f64::from(1u32 << 30);
+        let action = match q.action {
+            watchgrid_store::QuotaAction::Disable => "disable",
+            watchgrid_store::QuotaAction::Alert => "alert",
+        };
+        (format!("{gib}"), action)
+    });
+    let state_line = quota.as_ref().map_or(
+        "<p class=\"muted\" id=\"quota-state\">No monthly quota.</p>".to_string(),
+        |q| {
+            format!(
+                "<p id=\"quota-state\">{} of {} used this month{}{}.</p>",
+                super::pages::bytes(q.used_bytes),
+                super::pages::bytes(q.monthly_bytes),
+                if q.crossed { " · crossed" } else { "" },
+                if q.disabled_by_quota {
+                    " · disabled until the month turns"
+                } else {
+                    ""
+                }
+            )
+        },
+    );
+    let option = |v: &str, label: &str| {
+        let selected = if v == action { " selected" } else { "" };
+        format!("<option value=\"{v}\"{selected}>{label}</option>")
+    };
+    let remove = if quota.is_some() {
+        frame.button(
+            &format!("/forms/devices/{id}/quota/remove"),
+            "Remove the quota",
+            "quota-remove",
+        )
+    } else {
+        String::new()
+    };
+    Ok(format!(
+        "<h2>Groups</h2><form method=\"post\" action=\"/forms/devices/{id}/groups\">{f}\
+         <label for=\"groups\">Groups (comma separated; firewall rules refer to them)</label>\
+         <input id=\"groups\" name=\"groups\" value=\"{}\" maxlength=\"600\">\
+         <button type=\"submit\" id=\"groups-save\">Save the groups</button></form>\
+         <h2>Monthly quota</h2>{state_line}<form method=\"post\" action=\"/forms/devices/{id}/quota\">{f}\
+         <label for=\"quota-gib\">GiB a month, received plus sent</label>\
+         <input id=\"quota-gib\" name=\"gib\" type=\"number\" min=\"0.001\" step=\"any\" value=\"{limit}\" required>\
+         <label for=\"quota-action\">When crossed</label><select id=\"quota-action\" name=\"action\">{}{}</select>\
+         <button type=\"submit\" id=\"quota-save\">Save the quota</button></form>{remove}",
+        esc(&d.groups.join(", ")),
+        option("alert", "send an alert"),
+        option("disable", "disable the device until the month turns"),
+        f = frame.field(),
     ))
 }
 
@@ -587,4 +686,98 @@ async fn queue_command(
         Ok(_) => Ok(Redirect::to(&format!("/devices/{id}?done=queued#commands")).into_response()),
         Err(e) => refused(&state, &admin, &id, e).await,
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupsForm {
+    #[serde(default)]
+    groups: String,
+}
+
+async fn set_groups(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+    form: Result<Form<GroupsForm>, FormRejection>,
+) -> Result<Response, ApiError> {
+    let result = async {
+        let Form(f) = form.map_err(|r| ApiError::Invalid(r.body_text()))?;
+        let groups: Vec<String> = f
+            .groups
+            .split(',')
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+            .map(str::to_string)
+            .collect();
+        let body = crate::json::StrictJson(super::firewall::GroupsBody { groups });
+        super::firewall::set_groups(State(state.clone()), admin.clone(), Path(id.clone()), body)
+            .await
+    }
+    .await;
+    match result {
+        Ok(_) => Ok(Redirect::to(&format!("/devices/{id}?done=groups")).into_response()),
+        Err(e @ ApiError::Unavailable(_)) => {
+            let message = e.to_string();
+            render_device(&state, &admin, &id, None, None, Some(&message), e.status()).await
+        }
+        Err(e) => refused(&state, &admin, &id, e).await,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaForm {
+    #[serde(default)]
+    gib: String,
+    #[serde(default)]
+    action: String,
+}
+
+impl QuotaForm {
+    /// GiB (decimals allowed) as the API's byte count; its range is the API's to check.
+    fn body(&self) -> Result<serde_json::Value, ApiError> {
+        let gib: f64 = self
+            .gib
+            .trim()
+            .parse()
+            .ok()
+            .filter(|g: &f64| g.is_finite() && *g > 0.0)
+            .ok_or_else(|| ApiError::Invalid("quota: a number of GiB above 0".into()))?;
+        let bytes = (gib * f64::from(1u32 << 30)).round();
+        if bytes > u64::MAX as f64 {
+            return Err(ApiError::Invalid("quota: at most 1 EiB".into()));
+        }
+        Ok(serde_json::json!({"monthly_bytes": bytes as u64, "action": self.action.trim()}))
+    }
+}
+
+async fn set_quota(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+    form: Result<Form<QuotaForm>, FormRejection>,
+) -> Result<Response, ApiError> {
+    let result = async {
+        let Form(f) = form.map_err(|r| ApiError::Invalid(r.body_text()))?;
+        let body = serde_json::from_value(f.body()?)
+            .map(crate::json::StrictJson)
+            .map_err(|e| ApiError::Invalid(format!("quota: {e}")))?;
+        super::traffic::set_quota(State(state.clone()), admin.clone(), Path(id.clone()), body).await
+    }
+    .await;
+    match result {
+        Ok(_) => Ok(Redirect::to(&format!("/devices/{id}?done=quota")).into_response()),
+        Err(e) => refused(&state, &admin, &id, e).await,
+    }
+}
+
+async fn remove_quota(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let _removed =
+        super::traffic::remove_quota(State(state.clone()), admin, Path(id.clone())).await?;
+    Ok(Redirect::to(&format!("/devices/{id}?done=quota-removed")).into_response())
 }
