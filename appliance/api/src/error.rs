@@ -66,7 +66,11 @@ impl ApiError {
 
 impl From<watchgrid_store::StoreError> for ApiError {
     fn from(e: watchgrid_store::StoreError) -> Self {
-        ApiError::Internal(format!("store: {e}"))
+        match e {
+            // A duplicate key or a full subnet: the request's, not the server's, problem.
+            watchgrid_store::StoreError::Conflict(m) => ApiError::Conflict(m),
+            e => ApiError::Internal(format!("store: {e}")),
+        }
     }
 }
 

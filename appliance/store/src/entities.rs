@@ -266,6 +266,37 @@ impl Store {
             u32::from(subnet_base) & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
         let hosts = 1u64 << (32 - u32::from(prefix.min(32)));
         let claims = self.db.open_tree("address_claims")?;
+        let keys = self.db.open_tree(crate::PUBLIC_KEYS_TREE)?;
+        let key = device.public_key.0;
+        if keys
+            .compare_and_swap(key, None::<&[u8]>, Some(device.id.as_bytes()))?
+            .is_err()
+        {
+            return Err(crate::StoreError::Conflict(
+                "a device with this public key exists".into(),
+            ));
+        }
+        let error = match self.claim_address(&mut device, &claims, base, hosts) {
+            Ok(true) => return Ok(device),
+            Ok(false) => crate::StoreError::Conflict(format!(
+                "no free address left in {subnet_base}/{prefix}"
+            )),
+            Err(e) => e,
+        };
+        keys.remove(key)?;
+        self.commit()?;
+        Err(error)
+    }
+
+    /// Claims the first free address for the device and stores it, with its agent key
+    /// in the index; the caller has claimed its public key. False: the subnet is full.
+    fn claim_address(
+        &self,
+        device: &mut Device,
+        claims: &sled::Tree,
+        base: u32,
+        hosts: u64,
+    ) -> Result<bool> {
         // .0 is the network, .1 the hub, the last one broadcast.
         for offset in 2..hosts.saturating_sub(1) {
             let addr = std::net::Ipv4Addr::from(base.wrapping_add(offset as u32));
@@ -283,7 +314,7 @@ impl Store {
                     std::net::Ipv6Addr::from(u128::from(n.ula_prefix) | u128::from(offset))
                 });
                 // put_new commits the claim along with the device (one log, one sync).
-                if !self.devices.put_new(&device.id, &device)? {
+                if !self.devices.put_new(&device.id, device)? {
                     claims.remove(addr.octets())?;
                     self.db
                         .open_tree(crate::AGENT_KEYS_TREE)?
@@ -294,12 +325,10 @@ impl Store {
                         device.id
                     )));
                 }
-                return Ok(device);
+                return Ok(true);
             }
         }
-        Err(crate::StoreError::Conflict(format!(
-            "no free address left in {subnet_base}/{prefix}"
-        )))
+        Ok(false)
     }
 
     /// Deletes a device and releases its address.
@@ -308,6 +337,9 @@ impl Store {
         if let Some(d) = &removed {
             let claims = self.db.open_tree("address_claims")?;
             claims.remove(d.address_v4.octets())?;
+            self.db
+                .open_tree(crate::PUBLIC_KEYS_TREE)?
+                .remove(d.public_key.0)?;
             if !d.agent_key_hash.is_empty() {
                 self.db
                     .open_tree(crate::AGENT_KEYS_TREE)?

@@ -141,6 +141,10 @@ pub struct Store {
 /// Agent key hash -> device id (see [`Store::device_by_agent_key`]).
 pub(crate) const AGENT_KEYS_TREE: &str = "agent_keys";
 
+/// WireGuard public key (32 bytes) -> device id: one device per key, checked and claimed
+/// in one step when a device is created.
+pub(crate) const PUBLIC_KEYS_TREE: &str = "public_keys";
+
 /// The key of the single firewall policy record.
 pub const FIREWALL_KEY: &str = "policy";
 

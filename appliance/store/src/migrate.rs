@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "agent key index",
         run: agent_key_index,
     },
+    Migration {
+        version: 4,
+        name: "public key index",
+        run: public_key_index,
+    },
 ];
 
 const META: &str = "meta";
@@ -85,6 +90,23 @@ fn agent_key_index(db: &sled::Db) -> std::result::Result<(), MigrationError> {
         if !device.agent_key_hash.is_empty() {
             index.insert(device.agent_key_hash.as_bytes(), device.id.as_bytes())?;
         }
+    }
+    Ok(())
+}
+
+/// A new device's key is checked against every other's; the index makes that one
+/// lookup instead of reading every device (registrations slowed as the fleet grew).
+fn public_key_index(db: &sled::Db) -> std::result::Result<(), MigrationError> {
+    let index = db.open_tree(crate::PUBLIC_KEYS_TREE)?;
+    for kv in db.open_tree("devices")?.iter() {
+        let (key, value) = kv?;
+        let device: crate::Device =
+            serde_json::from_slice(&value).map_err(|e| MigrationError::Record {
+                tree: "devices".into(),
+                key: String::from_utf8_lossy(&key).into_owned(),
+                reason: e.to_string(),
+            })?;
+        index.insert(device.public_key.0, device.id.as_bytes())?;
     }
     Ok(())
 }

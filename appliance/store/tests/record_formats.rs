@@ -199,3 +199,35 @@ fn agents_enrolled_before_the_key_index_are_found_by_their_key() {
     store.delete_device("dev-7").expect("delete");
     assert!(store.device_by_agent_key("aa11").expect("lookup").is_none());
 }
+
+#[test]
+fn devices_from_before_the_public_key_index_keep_their_keys_unique() {
+    let dir = private_dir();
+    let index = MIGRATIONS
+        .iter()
+        .find(|m| m.name == "public key index")
+        .expect("the index migration");
+    let mut steps: Vec<Migration> = MIGRATIONS
+        .iter()
+        .filter(|m| m.version < index.version)
+        .copied()
+        .collect();
+    steps.push(Migration {
+        version: index.version,
+        name: "records from an older build",
+        run: write_old_agent,
+    });
+    steps.push(Migration {
+        version: index.version + 1,
+        ..*index
+    });
+    let store = Store::open_with(dir.path(), &steps).expect("open");
+    let old: Device = serde_json::from_str(OLD_AGENT).expect("device");
+    let mut twin = old.clone();
+    twin.id = "dev-8".into();
+    twin.agent_key_hash = String::new();
+    let err = store
+        .create_device(twin, std::net::Ipv4Addr::new(10, 100, 0, 0), 24)
+        .expect_err("the old device's key is taken");
+    assert!(err.to_string().contains("public key"), "{err}");
+}

@@ -11,11 +11,17 @@ fn private_dir() -> tempfile::TempDir {
     dir
 }
 
+/// A device whose public key is its id's bytes (one key per device, as the store
+/// requires).
 fn device(id: &str) -> Device {
+    let mut key = [0u8; 32];
+    for (i, b) in id.bytes().take(32).enumerate() {
+        key[i] = b;
+    }
     Device {
         id: id.to_string(),
         name: format!("host-{id}"),
-        public_key: watchgrid_core::PublicKey([7; 32]),
+        public_key: watchgrid_core::PublicKey(key),
         address_v4: std::net::Ipv4Addr::UNSPECIFIED,
         address_v6: None,
         enabled: true,
@@ -654,4 +660,43 @@ fn audit_pages_run_newest_first_without_gaps_or_repeats() {
         seen.extend(page.into_iter().map(|(_, e)| e.at));
     }
     assert_eq!(seen, (0..25).rev().collect::<Vec<u64>>());
+}
+
+#[test]
+fn a_second_device_with_a_key_is_refused_and_the_key_is_free_again_after_delete() {
+    let dir = private_dir();
+    let s = Store::open(dir.path()).expect("open");
+    let base = std::net::Ipv4Addr::new(10, 100, 0, 0);
+    let first = s.create_device(device("a"), base, 24).expect("create");
+    let mut twin = device("b");
+    twin.public_key = first.public_key;
+    let err = s
+        .create_device(twin.clone(), base, 24)
+        .expect_err("same key");
+    assert!(err.to_string().contains("public key"), "{err}");
+    assert!(
+        s.devices.get("b").expect("get").is_none(),
+        "the refused device was stored"
+    );
+    // Its address was not taken: the next device gets .3, right after the first.
+    let other = s.create_device(device("c"), base, 24).expect("create");
+    assert_eq!(other.address_v4, std::net::Ipv4Addr::new(10, 100, 0, 3));
+    s.delete_device("a").expect("delete");
+    let again = s
+        .create_device(twin, base, 24)
+        .expect("the key is free again");
+    assert_eq!(again.id, "b");
+}
+
+#[test]
+fn a_full_subnet_releases_the_key_it_claimed() {
+    let dir = private_dir();
+    let s = Store::open(dir.path()).expect("open");
+    let base = std::net::Ipv4Addr::new(10, 100, 0, 0);
+    s.create_device(device("a"), base, 30).expect("first fits");
+    let err = s.create_device(device("b"), base, 30).expect_err("full");
+    assert!(err.to_string().contains("no free address"), "{err}");
+    // The same key, in a bigger subnet, is not held by the failed attempt.
+    let d = s.create_device(device("b"), base, 24).expect("create");
+    assert_eq!(d.id, "b");
 }

@@ -35,22 +35,6 @@ pub(crate) fn limit(state: &AppState, limiter: &'static str, ip: IpAddr) -> Resu
         .inspect_err(|_| state.metrics.rate_limited(limiter))
 }
 
-/// Refuses a public key that an existing device already has.
-fn ensure_new_key(state: &AppState, key: &watchgrid_core::PublicKey) -> Result<(), ApiError> {
-    if state
-        .store
-        .devices
-        .list()?
-        .iter()
-        .any(|d| d.public_key == *key)
-    {
-        return Err(ApiError::Conflict(
-            "a device with this public key exists".into(),
-        ));
-    }
-    Ok(())
-}
-
 /// A new device to store and put on the hub.
 pub(crate) struct NewDevice {
     pub name: String,
@@ -73,7 +57,6 @@ pub(crate) async fn add_device(
     new: NewDevice,
 ) -> Result<watchgrid_store::Device, ApiError> {
     let _one_at_a_time = state.device_changes.lock().await;
-    ensure_new_key(state, &new.public_key)?;
     let device = state.store.create_device(
         watchgrid_store::Device {
             id: format!("dev-{}", state.store.next_id()?),
