@@ -298,11 +298,13 @@ impl Store {
         hosts: u64,
     ) -> Result<bool> {
         // .0 is the network, .1 the hub, the last one broadcast.
-        for offset in 2..hosts.saturating_sub(1) {
+        let last = hosts.saturating_sub(1);
+        while let Some(offset) = first_unclaimed(claims, base, 2, last)? {
             let addr = std::net::Ipv4Addr::from(base.wrapping_add(offset as u32));
             let claimed = claims
                 .compare_and_swap(addr.octets(), None::<&[u8]>, Some(device.id.as_bytes()))?
                 .is_ok();
+            // Lost to a concurrent registration: look again.
             if claimed {
                 if !device.agent_key_hash.is_empty() {
                     self.db
@@ -387,4 +389,27 @@ pub struct FirewallPolicy {
     /// their written form (see [`watchgrid_firewall::RuleSpec`]), checked when read.
     #[serde(default)]
     pub rules: Vec<watchgrid_firewall::Rule>,
+}
+
+/// The lowest host offset in `from..to` with no address claim. Claims are keyed by the
+/// address's octets, so they iterate in address order: one ordered walk finds the first
+/// gap, rather than one claim attempt per address already taken.
+fn first_unclaimed(claims: &sled::Tree, base: u32, from: u64, to: u64) -> Result<Option<u64>> {
+    if from >= to {
+        return Ok(None);
+    }
+    let octets = |offset: u64| base.wrapping_add(offset as u32).to_be_bytes();
+    let mut expected = from;
+    for kv in claims.range(octets(from)..octets(to)) {
+        let (key, _) = kv?;
+        let Ok(raw) = <[u8; 4]>::try_from(key.as_ref()) else {
+            continue;
+        };
+        let offset = u64::from(u32::from_be_bytes(raw).wrapping_sub(base));
+        if offset != expected {
+            break;
+        }
+        expected += 1;
+    }
+    Ok((expected < to).then_some(expected))
 }
