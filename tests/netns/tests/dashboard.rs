@@ -171,11 +171,26 @@ try:
                        ("firewall", "/firewall"), ("logins", "/logins"), ("audit", "/audit"),
                        ("settings", "/settings")]:
         visit(name, path)
-    # The live counters: the page's only script opens the event stream under the CSP
-    # and marks the page when the first update arrived.
-    drv.get(base + "/")
+    # Dark, as the system asks: the same pages, legible (axe checks the contrast).
+    drv.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                        {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    for name, path in [("overview-dark", "/"), ("devices-dark", "/devices")]:
+        visit(name, path)
+    drv.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    # The live updates: the page's only script opens the event stream under the CSP and
+    # marks the page when the first update arrived; the device table's state is live.
+    drv.get(base + "/devices")
     wait.until(lambda d: d.execute_script("return document.documentElement.dataset.live") == "on")
-    console("overview-live")
+    cell = f"tr[data-device='{device}'] .state > span"
+    assert drv.find_element(By.CSS_SELECTOR, cell).text == "offline"
+    # Disabled elsewhere (the API, as a script would): this page shows it without a reload.
+    status = drv.execute_script(
+        "return fetch('/api/devices/' + arguments[0] + '/disable', {method: 'POST', "
+        "headers: {'content-type': 'application/json'}, body: '{}'}).then(r => r.status)", device)
+    assert status == 200, f"disable: {status}"
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, cell).text == "disabled",
+               "the devices page did not show the disabled state live")
+    console("devices-live")
     print("SHOTS", " ".join(os.path.basename(s) for s in shots))
     if problems:
         print("PROBLEMS")

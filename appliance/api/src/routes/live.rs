@@ -1,6 +1,6 @@
 //! Live counters for the dashboard: `GET /api/live` is a server-sent event stream (a
 //! signed-in admin's; same origin, so the session cookie rides along) that sends the
-//! peers-online count and the hub's peer count every few seconds. `/static/app.js`
+//! peers-online count, the hub's peer count and each device's state every few seconds. `/static/app.js`
 //! writes them into the page's `data-live` elements; without script the page simply
 //! shows the values of its load.
 
@@ -25,13 +25,20 @@ const EVERY: Duration = Duration::from_secs(5);
 
 const SCRIPT: &str = "'use strict';\n\
 (function () {\n\
-  if (!window.EventSource || !document.querySelector('[data-live]')) { return; }\n\
+  if (!window.EventSource || !document.querySelector('[data-live], tr[data-device]')) { return; }\n\
   var source = new EventSource('/api/live');\n\
   source.addEventListener('counters', function (e) {\n\
     var data = JSON.parse(e.data);\n\
     document.querySelectorAll('[data-live]').forEach(function (el) {\n\
       var v = data[el.getAttribute('data-live')];\n\
       if (v !== undefined) { el.textContent = String(v); }\n\
+    });\n\
+    document.querySelectorAll('tr[data-device] .state > span:first-child').forEach(function (el) {\n\
+      var state = data.states[el.closest('tr').getAttribute('data-device')];\n\
+      if (state === 'online' || state === 'offline' || state === 'disabled') {\n\
+        el.textContent = state;\n\
+        el.className = state === 'online' ? 'online' : 'offline';\n\
+      }\n\
     });\n\
     document.documentElement.dataset.live = 'on';\n\
   });\n\
@@ -49,14 +56,23 @@ pub async fn script() -> impl IntoResponse {
 pub fn counters(state: &AppState) -> serde_json::Value {
     let now = unix_now();
     let devices = state.store.devices.list().unwrap_or_default();
-    let online = devices
+    let states: serde_json::Map<String, serde_json::Value> = devices
         .iter()
-        .filter(|d| super::device_pages::is_online(state, d, now))
-        .count();
+        .map(|d| {
+            let s = match (d.enabled, super::device_pages::is_online(state, d, now)) {
+                (false, _) => "disabled",
+                (true, true) => "online",
+                (true, false) => "offline",
+            };
+            (d.id.clone(), s.into())
+        })
+        .collect();
+    let online = states.values().filter(|s| *s == "online").count();
     serde_json::json!({
         "online": online,
         "devices": devices.len(),
         "peers": state.hub.peer_count(),
+        "states": states,
     })
 }
 
