@@ -561,3 +561,43 @@ async fn groups_and_the_monthly_quota_are_set_from_the_device_page() {
         .await;
     assert_eq!(q.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn the_live_stream_is_for_signed_in_admins_and_carries_each_devices_state() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let a = app();
+    let token = a.admin_token().await;
+    let (id, _) = plain_device(&a, &token, 7).await;
+    assert_eq!(
+        a.call(get("/api/live")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let b = browser(&a).await;
+    let mut req = b.get("/api/live");
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            [192, 168, 0, 10],
+            40000,
+        ))));
+    let resp = a.router.clone().oneshot(req).await.expect("infallible");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
+    // The first update comes at once; the stream then goes on (read only this frame).
+    let mut body = resp.into_body();
+    let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+        .await
+        .expect("a first update")
+        .expect("a frame")
+        .expect("no error");
+    let text = String::from_utf8(frame.into_data().expect("data").to_vec()).expect("utf-8");
+    assert!(text.starts_with("event: counters\n"), "{text}");
+    let data = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .expect("a data line");
+    let counters: serde_json::Value = serde_json::from_str(data).expect("json");
+    assert_eq!(counters["devices"], 1);
+    assert_eq!(counters["online"], 0);
+    assert_eq!(counters["states"][&id], "offline");
+}

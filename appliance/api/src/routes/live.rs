@@ -12,7 +12,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use futures_util::stream::{self, Stream};
+use futures_util::stream::{self, Stream, StreamExt};
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -22,6 +22,11 @@ pub fn router() -> Router<AppState> {
 
 /// Seconds between updates: the traffic sampler's handshake ages move no faster.
 const EVERY: Duration = Duration::from_secs(5);
+
+/// Updates one stream sends before it ends (five minutes). The browser reconnects by
+/// itself, and the reconnection is authenticated afresh: a stream outlives a sign-out or
+/// a revoked session by at most this long.
+const PER_STREAM: usize = 60;
 
 const SCRIPT: &str = "'use strict';\n\
 (function () {\n\
@@ -88,6 +93,7 @@ async fn live(
             .event("counters")
             .data(counters(&state).to_string());
         Some((Ok(event), (state, false)))
-    });
+    })
+    .take(PER_STREAM);
     Sse::new(updates).keep_alive(KeepAlive::default())
 }
