@@ -160,165 +160,92 @@ async fn render_device(
     error: Option<&str>,
     status: StatusCode,
 ) -> Result<Response, ApiError> {
-    use super::traffic::{device_points, series, Range};
+    use super::traffic::{device_points, series};
     let frame = Frame::of(state, admin)?;
     let device = state.store.devices.get(id)?.ok_or(ApiError::NotFound)?;
     let now = unix_now();
-    let range = match range {
-        Some("hour") => Range::Hour,
-        Some("month") => Range::Month,
-        Some("week") => Range::Week,
-        Some("year") => Range::Year,
-        _ => Range::Day,
-    };
+    let range = chart_range(range);
     let chart = series(range, now, &device_points(state, &device.id, range, now)?);
-    let ranges: String = [
-        ("hour", "Hour"),
-        ("day", "Day"),
-        ("week", "Week"),
-        ("month", "Month"),
-        ("year", "Year"),
+    let body = format!(
+        "<h1>{}</h1>{}{}<h2>Traffic</h2><p class=\"ranges\">{}</p>{}{}{}{}",
+        esc(&device.name),
+        super::ui::notice(ok, error),
+        facts(state, &device, now),
+        range_links(&device.id, range),
+        super::ui::chart("device-chart", &chart),
+        actions(&frame, &device),
+        settings_forms(state, &frame, &device)?,
+        agent_sections(state, &frame, &device).await?,
+    );
+    Ok((status, frame.page(&device.name, Nav::Devices, &body)).into_response())
+}
+
+const RANGES: [(super::traffic::Range, &str, &str); 5] = {
+    use super::traffic::Range;
+    [
+        (Range::Hour, "hour", "Hour"),
+        (Range::Day, "day", "Day"),
+        (Range::Week, "week", "Week"),
+        (Range::Month, "month", "Month"),
+        (Range::Year, "year", "Year"),
     ]
-    .iter()
-    .map(|(v, label)| {
-        let current = if serde_json::to_value(range)
-            .ok()
-            .and_then(|r| r.as_str().map(str::to_string))
-            .as_deref()
-            == Some(*v)
-        {
-            " aria-current=\"true\""
-        } else {
-            ""
-        };
-        format!(
-            "<a href=\"/devices/{}?range={v}\"{current}>{label}</a>",
-            esc(&device.id)
-        )
-    })
-    .collect::<Vec<_>>()
-    .join(" · ");
+};
+
+/// The chart's range from `?range=` (a day unless it names another).
+fn chart_range(query: Option<&str>) -> super::traffic::Range {
+    RANGES
+        .iter()
+        .find(|(_, v, _)| Some(*v) == query)
+        .map_or(super::traffic::Range::Day, |(r, _, _)| *r)
+}
+
+fn range_links(id: &str, shown: super::traffic::Range) -> String {
+    RANGES
+        .iter()
+        .map(|(r, v, label)| {
+            let current = if *r == shown {
+                " aria-current=\"true\""
+            } else {
+                ""
+            };
+            format!(
+                "<a href=\"/devices/{}?range={v}\"{current}>{label}</a>",
+                esc(id)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+/// An agent's commands, login events and log lines; nothing for a plain device.
+async fn agent_sections(
+    state: &AppState,
+    frame: &Frame,
+    device: &watchgrid_store::Device,
+) -> Result<String, ApiError> {
+    if device.agent_key_hash.is_empty() {
+        return Ok(String::new());
+    }
     let logins = state.store.login_events(&LoginQuery {
         device_id: Some(device.id.clone()),
         limit: 50,
         ..LoginQuery::default()
     })?;
-    let is_agent = !device.agent_key_hash.is_empty();
-    let agent_parts = if is_agent {
-        format!(
-            "<h2>Commands</h2>{}{}<h2>Login events</h2>{}<h2>Recent log lines</h2>{}",
-            command_form(&frame, &device),
-            commands(state, &device.id)?,
-            login_table(&logins),
-            recent_lines(state, &device.id).await?,
-        )
-    } else {
-        String::new()
-    };
-    let body = format!(
-        "<h1>{}</h1>{}{}<h2>Traffic</h2><p class=\"ranges\">{ranges}</p>{}{}{}{agent_parts}",
-        esc(&device.name),
-        super::ui::notice(ok, error),
-        facts(state, &device, now),
-        super::ui::chart("device-chart", &chart),
-        actions(&frame, &device),
-        settings_forms(state, &frame, &device)?,
-    );
-    Ok((status, frame.page(&device.name, Nav::Devices, &body)).into_response())
+    Ok(format!(
+        "<h2 id=\"commands-heading\">Commands</h2>{}{}<h2>Login events</h2>{}<h2>Recent log lines</h2>{}",
+        command_form(frame, device),
+        commands(state, &device.id)?,
+        login_table(&logins),
+        recent_lines(state, &device.id).await?,
+    ))
 }
 
-/// What the hub knows of the device: its addresses, link, groups, expiry and, for an
+/// What the hub knows of the device (addresses, link, groups, expiry) and, for an
 /// agent, what its heartbeats report.
 fn facts(state: &AppState, d: &watchgrid_store::Device, now: u64) -> String {
-    let live = state.peers_now.get(&d.public_key);
-    let handshake = live
-        .as_ref()
-        .and_then(|p| p.last_handshake_at)
-        .map_or("never".to_string(), |at| {
-            format!("{} ago", super::pages::duration(now.saturating_sub(at)))
-        });
-    let endpoint = live
-        .and_then(|p| p.endpoint)
-        .map_or("-".to_string(), |e| e.to_string());
-    let mut items = vec![
-        ("Id", esc(&d.id)),
-        (
-            "State",
-            if d.enabled { "enabled" } else { "disabled" }.to_string(),
-        ),
-        (
-            "Address",
-            match d.address_v6 {
-                Some(v6) => format!("{}, {v6}", d.address_v4),
-                None => d.address_v4.to_string(),
-            },
-        ),
-        (
-            "Public key",
-            format!("<code>{}</code>", esc(&d.public_key.to_string())),
-        ),
-        ("Endpoint", esc(&endpoint)),
-        ("Latest handshake", handshake),
-        (
-            "Groups",
-            esc(&if d.groups.is_empty() {
-                "-".to_string()
-            } else {
-                d.groups.join(", ")
-            }),
-        ),
-        (
-            "Expires",
-            d.expires_at
-                .map_or("never".to_string(), |at| time(at * 1_000_000)),
-        ),
-    ];
+    let mut items = link_facts(state, d, now);
     match super::agents::status(state, &d.id, now) {
-        Some(a) => items.extend([
-            (
-                "Agent",
-                format!(
-                    "{} · {}, last seen {}",
-                    esc(&a.agent_version),
-                    if a.online { "online" } else { "offline" },
-                    time(a.last_seen * 1_000_000)
-                ),
-            ),
-            (
-                "Host",
-                format!(
-                    "{} · {} {}",
-                    esc(a.hostname.as_deref().unwrap_or("-")),
-                    esc(a.os.as_deref().unwrap_or("")),
-                    esc(a.kernel.as_deref().unwrap_or(""))
-                ),
-            ),
-            (
-                "Uptime",
-                a.uptime_s.map_or("-".to_string(), super::pages::duration),
-            ),
-            (
-                "Load",
-                a.load.as_ref().map_or("-".to_string(), |l| {
-                    l.iter()
-                        .map(|v| format!("{v:.2}"))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                }),
-            ),
-            (
-                "Memory available",
-                available(a.memory_available_bytes, a.memory_total_bytes),
-            ),
-            (
-                "Disk available",
-                available(a.disk_available_bytes, a.disk_total_bytes),
-            ),
-            (
-                "Log lines dropped",
-                a.log_lines_dropped.unwrap_or(0).to_string(),
-            ),
-        ]),
+        Some(a) => items.extend(heartbeat_facts(&a)),
         None if !d.agent_key_hash.is_empty() => items.push((
             "Agent",
             "enrolled, not heard from since the hub started".to_string(),
@@ -330,6 +257,90 @@ fn facts(state: &AppState, d: &watchgrid_store::Device, now: u64) -> String {
         .map(|(k, v)| format!("<tr><th scope=\"row\">{k}</th><td>{v}</td></tr>"))
         .collect();
     format!("<div class=\"scroll\"><table id=\"facts\">{rows}</table></div>")
+}
+
+type Facts = Vec<(&'static str, String)>;
+
+fn link_facts(state: &AppState, d: &watchgrid_store::Device, now: u64) -> Facts {
+    let live = state.peers_now.get(&d.public_key);
+    let handshake = live
+        .as_ref()
+        .and_then(|p| p.last_handshake_at)
+        .map_or("never".to_string(), |at| {
+            format!("{} ago", super::pages::duration(now.saturating_sub(at)))
+        });
+    let endpoint = live
+        .and_then(|p| p.endpoint)
+        .map_or("-".to_string(), |e| e.to_string());
+    let address = match d.address_v6 {
+        Some(v6) => format!("{}, {v6}", d.address_v4),
+        None => d.address_v4.to_string(),
+    };
+    let groups = if d.groups.is_empty() {
+        "-".to_string()
+    } else {
+        d.groups.join(", ")
+    };
+    let state = if d.enabled { "enabled" } else { "disabled" };
+    vec![
+        ("Id", esc(&d.id)),
+        ("State", state.to_string()),
+        ("Address", address),
+        (
+            "Public key",
+            format!("<code>{}</code>", esc(&d.public_key.to_string())),
+        ),
+        ("Endpoint", esc(&endpoint)),
+        ("Latest handshake", handshake),
+        ("Groups", esc(&groups)),
+        (
+            "Expires",
+            d.expires_at
+                .map_or("never".to_string(), |at| time(at * 1_000_000)),
+        ),
+    ]
+}
+
+fn heartbeat_facts(a: &crate::dto::AgentStatus) -> Facts {
+    let seen = format!(
+        "{} · {}, last seen {}",
+        esc(&a.agent_version),
+        if a.online { "online" } else { "offline" },
+        time(a.last_seen * 1_000_000)
+    );
+    let host = format!(
+        "{} · {} {}",
+        esc(a.hostname.as_deref().unwrap_or("-")),
+        esc(a.os.as_deref().unwrap_or("")),
+        esc(a.kernel.as_deref().unwrap_or(""))
+    );
+    let load = a.load.as_ref().map_or("-".to_string(), |l| {
+        l.iter()
+            .map(|v| format!("{v:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    vec![
+        ("Agent", seen),
+        ("Host", host),
+        (
+            "Uptime",
+            a.uptime_s.map_or("-".to_string(), super::pages::duration),
+        ),
+        ("Load", load),
+        (
+            "Memory available",
+            available(a.memory_available_bytes, a.memory_total_bytes),
+        ),
+        (
+            "Disk available",
+            available(a.disk_available_bytes, a.disk_total_bytes),
+        ),
+        (
+            "Log lines dropped",
+            a.log_lines_dropped.unwrap_or(0).to_string(),
+        ),
+    ]
 }
 
 /// "1.2 GiB of 3.8 GiB" from a heartbeat's pair of byte counts.
