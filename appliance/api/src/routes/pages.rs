@@ -54,6 +54,7 @@ td,th{border-bottom:1px solid var(--line);padding:.4rem;text-align:left;vertical
 input[type=checkbox]{width:auto;margin-right:.5rem}\
 pre{white-space:pre-wrap;word-break:break-all;background:var(--panel);padding:.6rem;border-radius:4px}\
 code{overflow-wrap:anywhere}\
+.skip{position:absolute;left:-9999px}.skip:focus{left:.5rem;top:.5rem;z-index:1;padding:.4rem;background:var(--bg)}\
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(11rem,1fr));gap:.8rem}\
 .card{border:1px solid var(--line);border-radius:6px;padding:.7rem;background:var(--panel)}.card b{display:block;font-size:1.4rem}\
 .filters{display:flex;flex-wrap:wrap;gap:.5rem;align-items:end}.filters label{margin:0}.filters input,.filters select{width:auto}\
@@ -116,7 +117,7 @@ pub fn shell(title: &str, header: &str, body: &str, live: bool) -> Html<String> 
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <title>{} · Watchgrid</title><link rel=\"icon\" href=\"/static/icon.svg\" type=\"image/svg+xml\">\
          <link rel=\"stylesheet\" href=\"/static/app.css\">{script}</head>\
-         <body>{header}<main{class}>{body}</main></body></html>",
+         <body>{header}<main id=\"main\"{class}>{body}</main></body></html>",
         esc(title)
     ))
 }

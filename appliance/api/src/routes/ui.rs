@@ -73,7 +73,7 @@ impl Frame {
             })
             .collect();
         let header = format!(
-            "<header><a class=\"brand\" href=\"/\">Watchgrid</a><nav aria-label=\"Sections\">{links}</nav>\
+            "<header><a class=\"skip\" href=\"#main\">Skip to the content</a><a class=\"brand\" href=\"/\">Watchgrid</a><nav aria-label=\"Sections\">{links}</nav>\
              <form method=\"post\" action=\"/api/auth/logout\" class=\"signout\">{}\
              <span id=\"whoami\">{}</span> <button type=\"submit\" id=\"signout\">Sign out</button></form></header>",
             self.field(),
