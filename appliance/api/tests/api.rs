@@ -1429,6 +1429,30 @@ async fn disabled_and_deleted_agents_get_401_and_enabled_ones_come_back() {
 }
 
 #[tokio::test]
+async fn an_expired_agent_gets_401_even_before_the_expiry_timer_disables_it() {
+    let a = app();
+    let admin = a.admin_token().await;
+    let (id, key) = register_agent(&a, &admin, "temp1", 34).await;
+    let heartbeat = || bearer(post("/api/heartbeat", &beat("1.0")), &key);
+    assert_eq!(a.call(heartbeat()).await.status, StatusCode::OK);
+    // Its expiry passes; it is still enabled (no timer ran in this test).
+    let mut d = a
+        .state
+        .store
+        .devices
+        .get(&id)
+        .expect("get")
+        .expect("device");
+    d.expires_at = Some(watchgrid_api::state::unix_now() - 1);
+    a.state.store.devices.put(&id, &d).expect("put");
+    let r = a.call(heartbeat()).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // The same generic answer as for a key that never existed.
+    let unknown = bearer(post("/api/heartbeat", &beat("1.0")), &"A".repeat(43));
+    assert_eq!(a.call(unknown).await.text, r.text);
+}
+
+#[tokio::test]
 async fn bad_heartbeats_are_refused_and_record_nothing() {
     let a = app();
     let admin = a.admin_token().await;
