@@ -75,40 +75,43 @@ fn firewall_tree(db: &sled::Db) -> std::result::Result<(), MigrationError> {
     Ok(())
 }
 
+/// Calls `each` with every stored device, naming the record a step cannot read.
+fn each_device(
+    db: &sled::Db,
+    mut each: impl FnMut(crate::Device) -> std::result::Result<(), MigrationError>,
+) -> std::result::Result<(), MigrationError> {
+    for kv in db.open_tree("devices")?.iter() {
+        let (key, value) = kv?;
+        let device = serde_json::from_slice(&value).map_err(|e| MigrationError::Record {
+            tree: "devices".into(),
+            key: String::from_utf8_lossy(&key).into_owned(),
+            reason: e.to_string(),
+        })?;
+        each(device)?;
+    }
+    Ok(())
+}
+
 /// Agents authenticate with a key whose hash each device keeps; the index finds the
 /// device from the hash without reading every device.
 fn agent_key_index(db: &sled::Db) -> std::result::Result<(), MigrationError> {
     let index = db.open_tree(crate::AGENT_KEYS_TREE)?;
-    for kv in db.open_tree("devices")?.iter() {
-        let (key, value) = kv?;
-        let device: crate::Device =
-            serde_json::from_slice(&value).map_err(|e| MigrationError::Record {
-                tree: "devices".into(),
-                key: String::from_utf8_lossy(&key).into_owned(),
-                reason: e.to_string(),
-            })?;
+    each_device(db, |device| {
         if !device.agent_key_hash.is_empty() {
             index.insert(device.agent_key_hash.as_bytes(), device.id.as_bytes())?;
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// A new device's key is checked against every other's; the index makes that one
 /// lookup instead of reading every device (registrations slowed as the fleet grew).
 fn public_key_index(db: &sled::Db) -> std::result::Result<(), MigrationError> {
     let index = db.open_tree(crate::PUBLIC_KEYS_TREE)?;
-    for kv in db.open_tree("devices")?.iter() {
-        let (key, value) = kv?;
-        let device: crate::Device =
-            serde_json::from_slice(&value).map_err(|e| MigrationError::Record {
-                tree: "devices".into(),
-                key: String::from_utf8_lossy(&key).into_owned(),
-                reason: e.to_string(),
-            })?;
+    each_device(db, |device| {
         index.insert(device.public_key.0, device.id.as_bytes())?;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 pub(crate) fn version(db: &sled::Db) -> Result<u32> {

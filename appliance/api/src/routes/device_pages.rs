@@ -281,7 +281,7 @@ pub(crate) struct AddDeviceForm {
 }
 
 /// Comma-separated names as a list (empty entries dropped).
-fn list(s: &str) -> Vec<String> {
+pub(crate) fn list(s: &str) -> Vec<String> {
     s.split(',')
         .map(str::trim)
         .filter(|g| !g.is_empty())

@@ -5,7 +5,7 @@
 
 use super::firewall::{FirewallView, RuleBody};
 use super::pages::esc;
-use super::ui::{notice, Frame, Nav};
+use super::ui::{notice, DoneQuery, Frame, Nav};
 use crate::auth::{Admin, ClientIp};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -15,7 +15,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
-use serde::Deserialize;
 use std::collections::HashMap;
 
 pub fn router() -> Router<AppState> {
@@ -29,11 +28,6 @@ pub fn forms_router() -> Router<AppState> {
 
 /// Empty rows the editor offers for new rules.
 const NEW_ROWS: usize = 2;
-
-#[derive(Deserialize, Default)]
-pub(crate) struct DoneQuery {
-    done: Option<String>,
-}
 
 async fn firewall_page(
     State(state): State<AppState>,

@@ -714,13 +714,7 @@ async fn set_groups(
 ) -> Result<Response, ApiError> {
     let result = async {
         let Form(f) = form.map_err(|r| ApiError::Invalid(r.body_text()))?;
-        let groups: Vec<String> = f
-            .groups
-            .split(',')
-            .map(str::trim)
-            .filter(|g| !g.is_empty())
-            .map(str::to_string)
-            .collect();
+        let groups = super::device_pages::list(&f.groups);
         let body = crate::json::StrictJson(super::firewall::GroupsBody { groups });
         super::firewall::set_groups(State(state.clone()), admin.clone(), Path(id.clone()), body)
             .await

@@ -4,7 +4,7 @@
 //! refuses is refused here with the API's message.
 
 use super::pages::esc;
-use super::ui::{notice, Frame, Nav};
+use super::ui::{notice, DoneQuery, Frame, Nav};
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::json::StrictJson;
@@ -85,11 +85,6 @@ fn done_message(code: Option<&str>) -> Option<&'static str> {
     }
 }
 
-#[derive(Deserialize, Default)]
-pub(crate) struct DoneQuery {
-    done: Option<String>,
-}
-
 async fn settings_page(
     State(state): State<AppState>,
     admin: Result<Admin, ApiError>,
@@ -133,6 +128,20 @@ fn render(
          in this version: the store lives on the data partition, and reflashing keeps it.</p>",
     );
     Ok((status, frame.page("Settings", Nav::Settings, &body)).into_response())
+}
+
+/// The page with a new secret shown this once.
+fn show_once(
+    state: &AppState,
+    admin: &Admin,
+    what: &'static str,
+    secret: String,
+) -> Result<Response, ApiError> {
+    let view = View {
+        secret: Some((what, secret)),
+        ..View::default()
+    };
+    render(state, admin, view, StatusCode::OK)
 }
 
 /// Shows the page again with the refusal when it is about the admin's input.
@@ -277,13 +286,7 @@ async fn create_api_token(
     }
     .await;
     match result {
-        Ok(token) => {
-            let view = View {
-                secret: Some(("API token created", token)),
-                ..View::default()
-            };
-            render(&state, &admin, view, StatusCode::OK)
-        }
+        Ok(token) => show_once(&state, &admin, "API token created", token),
         Err(e) => refused(&state, &admin, e),
     }
 }
@@ -430,13 +433,12 @@ async fn set_webhook(
     }
     .await;
     match result {
-        Ok(secret) => {
-            let view = View {
-                secret: Some(("The webhook is saved. Its signing secret", secret)),
-                ..View::default()
-            };
-            render(&state, &admin, view, StatusCode::OK)
-        }
+        Ok(secret) => show_once(
+            &state,
+            &admin,
+            "The webhook is saved. Its signing secret",
+            secret,
+        ),
         Err(e) => refused(&state, &admin, e),
     }
 }

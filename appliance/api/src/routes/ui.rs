@@ -83,6 +83,12 @@ impl Frame {
     }
 }
 
+/// `?done=CODE` after a redirect: which fixed notice the page shows.
+#[derive(serde::Deserialize, Default)]
+pub struct DoneQuery {
+    pub done: Option<String>,
+}
+
 /// A message above a page's content after an action: what happened, or what was wrong.
 pub fn notice(ok: Option<&str>, error: Option<&str>) -> String {
     let mut out = String::new();
