@@ -29,6 +29,7 @@ use utoipa::{Modify, OpenApi};
         alerts::list, alerts::set_webhook, alerts::remove_webhook, alerts::show_settings,
         alerts::update_settings,
         devices::list, devices::create, devices::disable, devices::enable, devices::remove,
+        devices::set_expiry,
         devices::audit_log,
         firewall::show, firewall::update, firewall::set_groups,
         traffic::device_series, traffic::hub_series, traffic::monthly, traffic::show_quota,
@@ -48,7 +49,7 @@ use utoipa::{Modify, OpenApi};
         alerts::WebhookRequest, tls::TlsView, alerts::WebhookCreated, alerts::SettingsBody,
         traffic::Range, traffic::PointView, traffic::SeriesView, traffic::MonthlyRow,
         traffic::MonthlyView, traffic::QuotaBody, traffic::QuotaView, settings::ApplianceSettingsView,
-        settings::EndpointBody,
+        settings::EndpointBody, devices::ExpiryBody,
     )),
     modifiers(&Security)
 )]

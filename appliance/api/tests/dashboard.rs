@@ -8,6 +8,12 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use common::*;
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// A signed-in browser: its cookie and the CSRF token its pages carry.
 struct Browser {
     cookie: String,
@@ -560,6 +566,78 @@ async fn groups_and_the_monthly_quota_are_set_from_the_device_page() {
         .call(bearer(get(&format!("/api/devices/{id}/quota")), &token))
         .await;
     assert_eq!(q.status, StatusCode::NOT_FOUND);
+}
+
+async fn expiry_of(a: &App, token: &str) -> serde_json::Value {
+    let list = a.call(bearer(get("/api/devices"), token)).await;
+    list.json["devices"][0]["expires_at"].clone()
+}
+
+#[tokio::test]
+async fn the_expiry_is_set_and_cleared_from_the_device_page_and_bad_values_change_nothing() {
+    let a = app();
+    let token = a.admin_token().await;
+    let (id, key) = plain_device(&a, &token, 7).await;
+    let b = browser(&a).await;
+    assert_eq!(expiry_of(&a, &token).await, serde_json::Value::Null);
+    let before = unix_now();
+    let path = format!("/forms/devices/{id}/expiry");
+    let r = a.call(b.submit(&path, "days=2")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let at = expiry_of(&a, &token).await.as_u64().expect("an expiry");
+    assert!(
+        (before + 172_800..=unix_now() + 172_800).contains(&at),
+        "{at}"
+    );
+    for bad in ["days=0", "days=3651", "days=soon", "days=0.0001", "days=-1"] {
+        let r = a.call(b.submit(&path, bad)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            r.text
+        );
+        assert!(r.text.contains("id=\"error\""), "{bad}");
+        assert_eq!(expiry_of(&a, &token).await, at, "{bad} changed it");
+    }
+    let api = format!("/api/devices/{id}/expiry");
+    let r = a
+        .call(bearer(
+            put(&api, &serde_json::json!({"expires_in_secs": 59})),
+            &token,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(expiry_of(&a, &token).await, at);
+    let page = a.call(b.get(&format!("/devices/{id}?done=expiry"))).await;
+    assert!(page.text.contains("The expiry is saved."), "{}", page.text);
+    assert!(page.text.contains("id=\"expiry-clear\""));
+
+    let r = a
+        .call(b.submit(&format!("/forms/devices/{id}/expiry/clear"), ""))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert_eq!(expiry_of(&a, &token).await, serde_json::Value::Null);
+    assert!(on_hub(&a, &key), "an expiry change must not touch the peer");
+    let audit = a.call(bearer(get("/api/audit"), &token)).await;
+    let actions: Vec<_> = audit.json["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["action"] == "device.expiry")
+        .map(|e| e["target"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(actions, [format!("{id} never"), format!("{id} until {at}")]);
+    let missing = a
+        .call(bearer(
+            put(
+                "/api/devices/nope/expiry",
+                &serde_json::json!({"expires_in_secs": null}),
+            ),
+            &token,
+        ))
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use crate::error::ApiError;
 use crate::json::StrictQuery;
 use crate::state::AppState;
 use axum::extract::{Path, State};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use watchgrid_store::Device;
@@ -20,6 +20,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/devices/{id}", delete(remove))
         .route("/api/devices/{id}/disable", post(disable))
         .route("/api/devices/{id}/enable", post(enable))
+        .route("/api/devices/{id}/expiry", put(set_expiry))
 }
 
 /// Every device.
@@ -140,6 +141,59 @@ pub(crate) async fn enable(
     Ok(Json(DeviceView::from(&d)))
 }
 
+/// The unix second `secs` from now, for an expiry given as a lifetime.
+fn expiry_from_now(secs: Option<u64>) -> Result<Option<u64>, ApiError> {
+    match secs {
+        Some(s) if !(60..=315_360_000).contains(&s) => Err(ApiError::Invalid(
+            "expires_in_secs: 60 to 315360000 (one minute to ten years), or null for never".into(),
+        )),
+        Some(s) => Ok(Some(crate::state::unix_now() + s)),
+        None => Ok(None),
+    }
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExpiryBody {
+    /// Disabled automatically this many seconds from now; null: never.
+    #[schema(minimum = 60, maximum = 315360000)]
+    pub(crate) expires_in_secs: Option<u64>,
+}
+
+/// Sets or clears a device's expiry. It does not enable a device the old expiry
+/// disabled: that stays the operator's explicit step (`/enable`).
+#[utoipa::path(put, path = "/api/devices/{id}/expiry", tag = "devices", request_body = ExpiryBody,
+    params(("id" = String, Path, description = "device id")),
+    responses((status = 200, body = DeviceView), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub(crate) async fn set_expiry(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+    crate::json::StrictJson(req): crate::json::StrictJson<ExpiryBody>,
+) -> Result<Json<DeviceView>, ApiError> {
+    let expires_at = expiry_from_now(req.expires_in_secs)?;
+    let updated = {
+        let _one_at_a_time = state.device_changes.lock().await;
+        state.store.devices.update(&id, |cur| match cur {
+            Some(d) => Ok(Some(Device { expires_at, ..d })),
+            None => Err(()),
+        })?
+    };
+    let Ok(Some(device)) = updated else {
+        return Err(ApiError::NotFound);
+    };
+    // The timer may be sleeping towards the old expiry, or have none ahead.
+    state.expiry_bell.notify_one();
+    let detail = match expires_at {
+        Some(at) => format!("{id} until {at}"),
+        None => format!("{id} never"),
+    };
+    audit(&state, &admin.username, "device.expiry", &detail)?;
+    Ok(Json(DeviceView::from(&device)))
+}
+
 /// Deletes a device and frees its address.
 #[utoipa::path(delete, path = "/api/devices/{id}", tag = "devices",
     params(("id" = String, Path, description = "device id")),
@@ -215,14 +269,7 @@ pub(crate) async fn create(
             (secret.public_key(), Some(shown))
         }
     };
-    let now = crate::state::unix_now();
-    let expires_at = match req.expires_in_secs {
-        Some(s) if !(60..=315_360_000).contains(&s) => {
-            return Err(ApiError::Invalid("expires_in_secs: 60 to 315360000".into()))
-        }
-        Some(s) => Some(now + s),
-        None => None,
-    };
+    let expires_at = expiry_from_now(req.expires_in_secs)?;
     let settings = state
         .store
         .settings

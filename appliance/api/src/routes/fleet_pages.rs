@@ -31,9 +31,6 @@ pub fn forms_router() -> Router<AppState> {
         .route("/forms/devices/{id}/disable", post(disable))
         .route("/forms/devices/{id}/delete", post(delete))
         .route("/forms/devices/{id}/commands", post(queue_command))
-        .route("/forms/devices/{id}/groups", post(set_groups))
-        .route("/forms/devices/{id}/quota", post(set_quota))
-        .route("/forms/devices/{id}/quota/remove", post(remove_quota))
 }
 
 /// Log text for HTML: escaped, and control characters shown as `\xNN` (they would be
@@ -137,6 +134,8 @@ async fn device_page(
         Some("groups") => Some("The groups are saved and the firewall applied."),
         Some("quota") => Some("The monthly quota is saved."),
         Some("quota-removed") => Some("The monthly quota is removed."),
+        Some("expiry") => Some("The expiry is saved."),
+        Some("expiry-cleared") => Some("The device no longer expires."),
         _ => None,
     };
     render_device(
@@ -151,7 +150,7 @@ async fn device_page(
     .await
 }
 
-async fn render_device(
+pub(crate) async fn render_device(
     state: &AppState,
     admin: &Admin,
     id: &str,
@@ -174,7 +173,7 @@ async fn render_device(
         range_links(&device.id, range),
         super::ui::chart("device-chart", &chart),
         actions(&frame, &device),
-        settings_forms(state, &frame, &device)?,
+        super::device_settings::settings_forms(state, &frame, &device)?,
         agent_sections(state, &frame, &device).await?,
     );
     Ok((status, frame.page(&device.name, Nav::Devices, &body)).into_response())
@@ -471,68 +470,6 @@ fn commands(state: &AppState, device_id: &str) -> Result<String, ApiError> {
     ))
 }
 
-/// Groups and the monthly quota: the forms that change them.
-fn settings_forms(
-    state: &AppState,
-    frame: &Frame,
-    d: &watchgrid_store::Device,
-) -> Result<String, ApiError> {
-    let id = esc(&d.id);
-    let quota = super::traffic::quota_view(state, &d.id, unix_now())?;
-    let (limit, action) = quota.as_ref().map_or((String::new(), "alert"), |q| {
-        let gib = q.monthly_bytes as f64 / f64::from(1u32 << 30);
-        let action = match q.action {
-            watchgrid_store::QuotaAction::Disable => "disable",
-            watchgrid_store::QuotaAction::Alert => "alert",
-        };
-        (format!("{gib}"), action)
-    });
-    let state_line = quota.as_ref().map_or(
-        "<p class=\"muted\" id=\"quota-state\">No monthly quota.</p>".to_string(),
-        |q| {
-            format!(
-                "<p id=\"quota-state\">{} of {} used this month{}{}.</p>",
-                super::pages::bytes(q.used_bytes),
-                super::pages::bytes(q.monthly_bytes),
-                if q.crossed { " · crossed" } else { "" },
-                if q.disabled_by_quota {
-                    " · disabled until the month turns"
-                } else {
-                    ""
-                }
-            )
-        },
-    );
-    let option = |v: &str, label: &str| {
-        let selected = if v == action { " selected" } else { "" };
-        format!("<option value=\"{v}\"{selected}>{label}</option>")
-    };
-    let remove = if quota.is_some() {
-        frame.button(
-            &format!("/forms/devices/{id}/quota/remove"),
-            "Remove the quota",
-            "quota-remove",
-        )
-    } else {
-        String::new()
-    };
-    Ok(format!(
-        "<h2>Groups</h2><form method=\"post\" action=\"/forms/devices/{id}/groups\">{f}\
-         <label for=\"groups\">Groups (comma separated; firewall rules refer to them)</label>\
-         <input id=\"groups\" name=\"groups\" value=\"{}\" maxlength=\"600\">\
-         <button type=\"submit\" id=\"groups-save\">Save the groups</button></form>\
-         <h2>Monthly quota</h2>{state_line}<form method=\"post\" action=\"/forms/devices/{id}/quota\">{f}\
-         <label for=\"quota-gib\">GiB a month, received plus sent</label>\
-         <input id=\"quota-gib\" name=\"gib\" type=\"number\" min=\"0.001\" step=\"any\" value=\"{limit}\" required>\
-         <label for=\"quota-action\">When crossed</label><select id=\"quota-action\" name=\"action\">{}{}</select>\
-         <button type=\"submit\" id=\"quota-save\">Save the quota</button></form>{remove}",
-        esc(&d.groups.join(", ")),
-        option("alert", "send an alert"),
-        option("disable", "disable the device until the month turns"),
-        f = frame.field(),
-    ))
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LoginFilter {
@@ -579,7 +516,7 @@ async fn logins_page(
 }
 
 /// Re-renders the device page with the refusal when it is about the admin's input.
-async fn refused(
+pub(crate) async fn refused(
     state: &AppState,
     admin: &Admin,
     id: &str,
@@ -697,92 +634,4 @@ async fn queue_command(
         Ok(_) => Ok(Redirect::to(&format!("/devices/{id}?done=queued#commands")).into_response()),
         Err(e) => refused(&state, &admin, &id, e).await,
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GroupsForm {
-    #[serde(default)]
-    groups: String,
-}
-
-async fn set_groups(
-    State(state): State<AppState>,
-    admin: Admin,
-    Path(id): Path<String>,
-    form: Result<Form<GroupsForm>, FormRejection>,
-) -> Result<Response, ApiError> {
-    let result = async {
-        let Form(f) = form.map_err(|r| ApiError::Invalid(r.body_text()))?;
-        let groups = super::device_pages::list(&f.groups);
-        let body = crate::json::StrictJson(super::firewall::GroupsBody { groups });
-        super::firewall::set_groups(State(state.clone()), admin.clone(), Path(id.clone()), body)
-            .await
-    }
-    .await;
-    match result {
-        Ok(_) => Ok(Redirect::to(&format!("/devices/{id}?done=groups")).into_response()),
-        Err(e @ ApiError::Unavailable(_)) => {
-            let message = e.to_string();
-            render_device(&state, &admin, &id, None, None, Some(&message), e.status()).await
-        }
-        Err(e) => refused(&state, &admin, &id, e).await,
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct QuotaForm {
-    #[serde(default)]
-    gib: String,
-    #[serde(default)]
-    action: String,
-}
-
-impl QuotaForm {
-    /// GiB (decimals allowed) as the API's byte count; its range is the API's to check.
-    fn body(&self) -> Result<serde_json::Value, ApiError> {
-        let gib: f64 = self
-            .gib
-            .trim()
-            .parse()
-            .ok()
-            .filter(|g: &f64| g.is_finite() && *g > 0.0)
-            .ok_or_else(|| ApiError::Invalid("quota: a number of GiB above 0".into()))?;
-        let bytes = (gib * f64::from(1u32 << 30)).round();
-        if bytes > u64::MAX as f64 {
-            return Err(ApiError::Invalid("quota: at most 1 EiB".into()));
-        }
-        Ok(serde_json::json!({"monthly_bytes": bytes as u64, "action": self.action.trim()}))
-    }
-}
-
-async fn set_quota(
-    State(state): State<AppState>,
-    admin: Admin,
-    Path(id): Path<String>,
-    form: Result<Form<QuotaForm>, FormRejection>,
-) -> Result<Response, ApiError> {
-    let result = async {
-        let Form(f) = form.map_err(|r| ApiError::Invalid(r.body_text()))?;
-        let body = serde_json::from_value(f.body()?)
-            .map(crate::json::StrictJson)
-            .map_err(|e| ApiError::Invalid(format!("quota: {e}")))?;
-        super::traffic::set_quota(State(state.clone()), admin.clone(), Path(id.clone()), body).await
-    }
-    .await;
-    match result {
-        Ok(_) => Ok(Redirect::to(&format!("/devices/{id}?done=quota")).into_response()),
-        Err(e) => refused(&state, &admin, &id, e).await,
-    }
-}
-
-async fn remove_quota(
-    State(state): State<AppState>,
-    admin: Admin,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let _removed =
-        super::traffic::remove_quota(State(state.clone()), admin, Path(id.clone())).await?;
-    Ok(Redirect::to(&format!("/devices/{id}?done=quota-removed")).into_response())
 }

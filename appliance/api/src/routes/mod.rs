@@ -4,6 +4,7 @@ pub mod agents;
 pub mod alerts;
 pub mod commands;
 pub mod device_pages;
+pub mod device_settings;
 pub mod devices;
 pub mod enrollment;
 pub mod firewall;
