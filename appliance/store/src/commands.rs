@@ -114,6 +114,7 @@ fn key(device_id: &str, id: &str) -> String {
 impl Store {
     /// Queues a command (committed before returning).
     pub fn queue_command(&self, command: &AgentCommand) -> Result<()> {
+        let _change = self.durability.gate.change();
         self.commands
             .put(&key(&command.device_id, &command.id), command)
     }
@@ -140,6 +141,7 @@ impl Store {
         now: u64,
         redeliver_after: u64,
     ) -> Result<(Vec<AgentCommand>, Vec<AgentCommand>)> {
+        let _change = self.durability.gate.change();
         let (mut deliver, mut expired) = (Vec::new(), Vec::new());
         let due = |c: &AgentCommand| match c.state {
             CommandState::Queued => true,
@@ -194,6 +196,7 @@ impl Store {
         state: CommandState,
         outcome: CommandOutcome,
     ) -> Result<ResultRecorded> {
+        let _change = self.durability.gate.change();
         let mut earlier = None;
         let updated = self.commands.update(&key(device_id, id), |cur| {
             let Some(mut cur) = cur else { return Err(()) };
@@ -214,6 +217,7 @@ impl Store {
 
     /// Cancels a command the agent has not picked up.
     pub fn cancel_command(&self, id: &str) -> Result<Cancellation> {
+        let _change = self.durability.gate.change();
         let Some(found) = self.command(id)? else {
             return Ok(Cancellation::Unknown);
         };

@@ -13,6 +13,7 @@ impl Store {
         username: &str,
         password_hash: String,
     ) -> Result<Option<AdminUser>> {
+        let _change = self.durability.gate.change();
         let hash = Sensitive::new(password_hash);
         let updated = self.admins.update(username, |current| match current {
             Some(a) => Ok(Some(AdminUser {
@@ -31,6 +32,7 @@ impl Store {
 
     /// Deletes every API token of `username`; returns how many there were.
     pub fn revoke_api_tokens_of(&self, username: &str) -> Result<usize> {
+        let _change = self.durability.gate.change();
         let mut revoked = 0;
         for token in self.api_tokens.list()? {
             if token.username == username && self.api_tokens.remove(&token.token_hash)?.is_some() {

@@ -262,6 +262,7 @@ impl Store {
         subnet_base: std::net::Ipv4Addr,
         prefix: u8,
     ) -> Result<Device> {
+        let _change = self.durability.gate.change();
         let base =
             u32::from(subnet_base) & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
         let hosts = 1u64 << (32 - u32::from(prefix.min(32)));
@@ -335,6 +336,7 @@ impl Store {
 
     /// Deletes a device and releases its address.
     pub fn delete_device(&self, id: &str) -> Result<Option<Device>> {
+        let _change = self.durability.gate.change();
         let removed = self.devices.remove(id)?;
         if let Some(d) = &removed {
             let claims = self.db.open_tree("address_claims")?;
@@ -368,6 +370,7 @@ impl Store {
 
     /// Appends to the audit log (committed).
     pub fn audit(&self, entry: &AuditEntry) -> Result<()> {
+        let _change = self.durability.gate.change();
         // Zero-padded ids keep the log in insertion order under sled's byte ordering.
         let key = format!("{:020}", self.next_id()?);
         self.audit.put(&key, entry)

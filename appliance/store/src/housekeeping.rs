@@ -14,6 +14,7 @@ pub struct Pruned {
 impl Store {
     /// Prunes everything past its time at `now` (unix seconds).
     pub fn prune_expired(&self, now: u64) -> Result<Pruned> {
+        let _change = self.durability.gate.change();
         // A session past its `exp` is refused by its signature check; its revocation
         // record no longer has anything to add.
         let revoked_sessions = self

@@ -19,6 +19,7 @@ mod housekeeping;
 mod logins;
 mod migrate;
 mod sensitive;
+mod snapshot;
 mod table;
 mod traffic;
 
@@ -34,6 +35,7 @@ pub use housekeeping::Pruned;
 pub use logins::{LoginIngest, LoginQuery, LoginRecord};
 pub use migrate::{Migration, MigrationError, MIGRATIONS};
 pub use sensitive::Sensitive;
+pub use snapshot::{SnapshotError, StoreSnapshot, TreeCopy};
 pub use table::Table;
 pub use traffic::{DeviceQuota, QuotaAction, Resolution, TrafficDelta, TrafficPoint};
 
@@ -86,6 +88,24 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub(crate) struct Durability {
     sync: Arc<DiskSync>,
     dir: Arc<Path>,
+    pub(crate) gate: WriteGate,
+}
+
+/// Every change holds the gate shared for as long as it writes (all the trees it
+/// touches); a snapshot holds it alone while it copies the trees, so a backup never
+/// holds half a change (a device without its address claim, say). Shared entry is
+/// recursive because compound changes call the tables' own writes.
+#[derive(Clone, Default)]
+pub(crate) struct WriteGate(Arc<parking_lot::RwLock<()>>);
+
+impl WriteGate {
+    pub(crate) fn change(&self) -> parking_lot::RwLockReadGuard<'_, ()> {
+        self.0.read_recursive()
+    }
+
+    pub(crate) fn quiet(&self) -> parking_lot::RwLockWriteGuard<'_, ()> {
+        self.0.write()
+    }
 }
 
 impl Durability {
@@ -97,6 +117,7 @@ impl Durability {
         Ok(Durability {
             sync: Arc::new(sync),
             dir: dir.into(),
+            gate: WriteGate::default(),
         })
     }
 
@@ -116,6 +137,9 @@ pub struct Store {
     durability: Durability,
     /// Held for the life of the store; the OS releases the lock when it closes.
     _lock: File,
+    /// Added to sled's id generator: a restored store starts above the ids of the one
+    /// it came from.
+    id_floor: u64,
     pub devices: Table<Device>,
     pub enrollment_tokens: Table<EnrollmentToken>,
     pub audit: Table<AuditEntry>,
@@ -188,7 +212,9 @@ impl Store {
         let durability = Durability::open(dir)?;
         migrate::run(&db, &durability, migrations)?;
         let d = &durability;
+        let id_floor = snapshot::id_floor(&db)?;
         Ok(Store {
+            id_floor,
             devices: Table::open(&db, d, "devices")?,
             enrollment_tokens: Table::open(&db, d, "enrollment_tokens")?,
             audit: Table::open(&db, d, "audit")?,
@@ -235,7 +261,7 @@ impl Store {
 
     /// A fresh, strictly increasing id (survives restarts).
     pub fn next_id(&self) -> Result<u64> {
-        Ok(self.db.generate_id()?)
+        Ok(self.db.generate_id()?.saturating_add(self.id_floor))
     }
 }
 

@@ -81,6 +81,7 @@ impl Store {
         device_id: &str,
         mut records: Vec<LoginRecord>,
     ) -> Result<LoginIngest> {
+        let _change = self.durability.gate.change();
         let acked = self.login_acked(device_id)?;
         records.sort_by_key(|r| r.seq);
         records.dedup_by_key(|r| r.seq);
@@ -130,6 +131,7 @@ impl Store {
 
     /// Records that `user` signed in from `ip`; true if that pair is new (committed).
     pub fn note_login_source(&self, user: &str, ip: &str, at_us: u64) -> Result<bool> {
+        let _change = self.durability.gate.change();
         let tree = self.db.open_tree(SOURCES)?;
         let key = format!("{user}\0{ip}");
         let new = tree
@@ -143,6 +145,7 @@ impl Store {
 
     /// Deletes events older than `before_us`; returns how many.
     pub fn prune_login_events(&self, before_us: u64) -> Result<usize> {
+        let _change = self.durability.gate.change();
         let tree = self.db.open_tree(EVENTS)?;
         let end = format!("{before_us:020}");
         let mut batch = sled::Batch::default();

@@ -50,7 +50,7 @@ pub const MIGRATIONS: &[Migration] = &[
     },
 ];
 
-const META: &str = "meta";
+pub(crate) const META: &str = "meta";
 const VERSION_KEY: &str = "schema_version";
 
 fn initial_trees(db: &sled::Db) -> std::result::Result<(), MigrationError> {
@@ -112,6 +112,11 @@ fn public_key_index(db: &sled::Db) -> std::result::Result<(), MigrationError> {
         index.insert(device.public_key.0, device.id.as_bytes())?;
         Ok(())
     })
+}
+
+/// The newest schema this build knows.
+pub(crate) fn supported() -> u32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
 }
 
 pub(crate) fn version(db: &sled::Db) -> Result<u32> {

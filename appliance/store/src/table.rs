@@ -52,6 +52,7 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
 
     /// Writes and commits: when this returns, the record survives a crash or power cut.
     pub fn put(&self, key: &str, value: &T) -> Result<()> {
+        let _change = self.durability.gate.change();
         self.tree.insert(key, Self::encode(value)?)?;
         self.commit()?;
         Ok(())
@@ -59,6 +60,7 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
 
     /// Writes only if `key` is absent; false if it was taken. Committed on success.
     pub fn put_new(&self, key: &str, value: &T) -> Result<bool> {
+        let _change = self.durability.gate.change();
         let swapped = self
             .tree
             .compare_and_swap(key, None::<&[u8]>, Some(Self::encode(value)?))?;
@@ -70,6 +72,7 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
 
     /// Removes and commits; returns the removed record.
     pub fn remove(&self, key: &str) -> Result<Option<T>> {
+        let _change = self.durability.gate.change();
         let old = self.tree.remove(key)?;
         self.commit()?;
         match old {
@@ -112,6 +115,7 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     /// Removes, in one batch and one commit, every record `stale` picks; returns how
     /// many. A record changed meanwhile is judged again at the next sweep.
     pub fn remove_where(&self, mut stale: impl FnMut(&T) -> bool) -> Result<usize> {
+        let _change = self.durability.gate.change();
         let mut batch = sled::Batch::default();
         let mut n = 0;
         for kv in self.tree.iter() {
@@ -147,6 +151,7 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
         key: &str,
         mut f: impl FnMut(Option<T>) -> std::result::Result<Option<T>, E>,
     ) -> Result<std::result::Result<Option<T>, E>> {
+        let _change = self.durability.gate.change();
         loop {
             let current = self.tree.get(key)?;
             let decoded = match &current {

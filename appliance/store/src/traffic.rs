@@ -143,6 +143,7 @@ impl Store {
     /// in one durable commit. Only one task may record (the sampler): the buckets are
     /// read, summed and written back.
     pub fn record_traffic(&self, at: u64, deltas: &[TrafficDelta]) -> Result<()> {
+        let _change = self.durability.gate.change();
         let tree = self.db.open_tree(TREE)?;
         let mut batch = sled::Batch::default();
         let mut any = false;
@@ -202,6 +203,7 @@ impl Store {
     /// Deletes every bucket past its resolution's retention at `now`, and the history of
     /// devices that no longer exist (a sample that raced a delete); returns how many.
     pub fn prune_traffic(&self, now: u64) -> Result<usize> {
+        let _change = self.durability.gate.change();
         let tree = self.db.open_tree(TREE)?;
         let mut batch = sled::Batch::default();
         let mut n = 0;
@@ -228,6 +230,7 @@ impl Store {
 
     /// Deletes a device's whole history (the device was deleted).
     pub fn delete_traffic(&self, device_id: &str) -> Result<()> {
+        let _change = self.durability.gate.change();
         let tree = self.db.open_tree(TREE)?;
         let mut start = device_id.as_bytes().to_vec();
         start.push(0);
