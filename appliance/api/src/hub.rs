@@ -83,6 +83,24 @@ pub enum FirewallError {
     Task(String),
 }
 
+/// Takes an encrypted backup of the whole appliance (implemented by the binary, which
+/// knows the data dir). Blocking: scrypt and the snapshot run on the caller's thread.
+pub trait BackupSource: Send + Sync + 'static {
+    /// The backup file's bytes, encrypted to `passphrase`, and its suggested file name.
+    fn take(&self, passphrase: &str) -> Result<(Vec<u8>, String), BackupRefused>;
+}
+
+/// Why no backup was made.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupRefused {
+    /// The request's fault (a passphrase too short): 422.
+    #[error("{0}")]
+    Invalid(String),
+    /// The appliance's: 500, logged.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// How the control plane changes the HTTPS certificate at setup (implemented by the
 /// binary, which owns the listener).
 pub trait TlsSwitch: Send + Sync + 'static {

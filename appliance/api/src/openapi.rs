@@ -4,8 +4,8 @@
 use crate::dto::*;
 use crate::routes::firewall::{FirewallView, GroupsBody, PolicyBody, RuleBody};
 use crate::routes::{
-    agents, alerts, commands, devices, enrollment, firewall, logs, password, public, session,
-    settings, setup, tls, tokens, traffic,
+    agents, alerts, backup, commands, devices, enrollment, firewall, logs, password, public,
+    session, settings, setup, tls, tokens, traffic,
 };
 use axum::routing::get;
 use axum::{Json, Router};
@@ -29,7 +29,7 @@ use utoipa::{Modify, OpenApi};
         alerts::list, alerts::set_webhook, alerts::remove_webhook, alerts::show_settings,
         alerts::update_settings,
         devices::list, devices::create, devices::disable, devices::enable, devices::remove,
-        devices::set_expiry,
+        devices::set_expiry, backup::download,
         devices::audit_log,
         firewall::show, firewall::update, firewall::set_groups,
         traffic::device_series, traffic::hub_series, traffic::monthly, traffic::show_quota,
@@ -49,7 +49,7 @@ use utoipa::{Modify, OpenApi};
         alerts::WebhookRequest, tls::TlsView, alerts::WebhookCreated, alerts::SettingsBody,
         traffic::Range, traffic::PointView, traffic::SeriesView, traffic::MonthlyRow,
         traffic::MonthlyView, traffic::QuotaBody, traffic::QuotaView, settings::ApplianceSettingsView,
-        settings::EndpointBody, devices::ExpiryBody,
+        settings::EndpointBody, devices::ExpiryBody, backup::BackupRequest,
     )),
     modifiers(&Security)
 )]

@@ -95,6 +95,8 @@ pub struct Inner {
     /// Changes the HTTPS certificate when setup picks ACME or an uploaded one; set by
     /// the binary once its listener exists.
     pub tls: std::sync::OnceLock<Arc<dyn crate::hub::TlsSwitch>>,
+    /// Encrypted backups of the data dir; set by the binary.
+    pub backup: std::sync::OnceLock<Arc<dyn crate::hub::BackupSource>>,
     /// The nftables rules; set by the binary when `--firewall on`.
     pub firewall: std::sync::OnceLock<Arc<dyn crate::hub::Firewall>>,
     /// The admin fence in force (empty: open); changed through the firewall policy.
@@ -141,6 +143,7 @@ impl AppState {
             setup_token: Mutex::new(setup_token),
             ca_cert_pem,
             tls: std::sync::OnceLock::new(),
+            backup: std::sync::OnceLock::new(),
             firewall: std::sync::OnceLock::new(),
             admin_fence: RwLock::new(config.admin_cidrs.clone()),
             peers_now: Default::default(),

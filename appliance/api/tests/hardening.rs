@@ -373,34 +373,6 @@ async fn finding_01_a_password_change_voids_every_session_and_token() {
     assert_eq!(new_login.status, StatusCode::OK);
 }
 
-/// Turns 2FA on through the API; returns its secret and the recovery codes.
-async fn enable_2fa(a: &App, token: &str) -> (String, Vec<String>) {
-    let setup = a
-        .call(bearer(
-            post("/api/auth/2fa/setup", &serde_json::json!({})),
-            token,
-        ))
-        .await;
-    assert_eq!(setup.status, StatusCode::OK, "{}", setup.text);
-    let secret = setup.json["secret"].as_str().expect("secret").to_string();
-    let code =
-        watchgrid_api::totp::code_at(&secret, watchgrid_api::state::unix_now()).expect("code");
-    let en = a
-        .call(bearer(
-            post("/api/auth/2fa/enable", &serde_json::json!({"code": code})),
-            token,
-        ))
-        .await;
-    assert_eq!(en.status, StatusCode::OK, "{}", en.text);
-    let codes = en.json["recovery_codes"]
-        .as_array()
-        .expect("codes")
-        .iter()
-        .filter_map(|c| c.as_str().map(str::to_string))
-        .collect();
-    (secret, codes)
-}
-
 #[tokio::test]
 async fn finding_01_with_2fa_a_password_change_and_a_new_token_need_a_code() {
     let a = app();

@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod alerts;
+pub mod backup;
 pub mod commands;
 pub mod device_pages;
 pub mod device_settings;

@@ -307,3 +307,31 @@ pub fn on_hub(a: &App, key: &PublicKey) -> bool {
         .iter()
         .any(|(k, _)| k == key)
 }
+
+/// Turns 2FA on through the API; returns its secret and the recovery codes.
+pub async fn enable_2fa(a: &App, token: &str) -> (String, Vec<String>) {
+    let setup = a
+        .call(bearer(
+            post("/api/auth/2fa/setup", &serde_json::json!({})),
+            token,
+        ))
+        .await;
+    assert_eq!(setup.status, StatusCode::OK, "{}", setup.text);
+    let secret = setup.json["secret"].as_str().expect("secret").to_string();
+    let code =
+        watchgrid_api::totp::code_at(&secret, watchgrid_api::state::unix_now()).expect("code");
+    let en = a
+        .call(bearer(
+            post("/api/auth/2fa/enable", &serde_json::json!({"code": code})),
+            token,
+        ))
+        .await;
+    assert_eq!(en.status, StatusCode::OK, "{}", en.text);
+    let codes = en.json["recovery_codes"]
+        .as_array()
+        .expect("codes")
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_string))
+        .collect();
+    (secret, codes)
+}

@@ -1,4 +1,5 @@
-//! `watchgrid admin`: local maintenance on a data dir, with the daemon stopped.
+//! `watchgrid admin`: local maintenance on a data dir, with the daemon stopped (a
+//! backup also works while it runs).
 
 use anyhow::{bail, Context};
 use std::io::BufRead;
@@ -27,6 +28,12 @@ enum AdminCommand {
         #[arg(long, env = "WATCHGRID_DATA_DIR", default_value = "/var/lib/watchgrid")]
         data_dir: PathBuf,
     },
+    /// Write an encrypted backup of the whole appliance (works while watchgrid runs).
+    Backup(super::backup::BackupArgs),
+    /// Restore a backup into an empty data dir, with watchgrid stopped.
+    Restore(super::backup::RestoreArgs),
+    /// Decrypt a backup and check every part, without restoring it.
+    VerifyBackup(super::backup::VerifyArgs),
     /// Show the state of a data dir: schema, setup, admins, devices, tokens.
     Status {
         #[arg(long, env = "WATCHGRID_DATA_DIR", default_value = "/var/lib/watchgrid")]
@@ -46,10 +53,16 @@ fn open(dir: &std::path::Path) -> anyhow::Result<Store> {
 }
 
 pub fn run(args: AdminArgs) -> anyhow::Result<()> {
+    // What admin writes into a data dir (a restored store, a retired CA) is as private
+    // as what the daemon writes, whatever the shell's umask.
+    super::serve::secret_files::private_umask();
     match args.command {
         AdminCommand::ResetPassword { data_dir, username } => reset_password(&data_dir, &username),
         AdminCommand::Status { data_dir } => status(&data_dir),
         AdminCommand::RotateCa { data_dir } => rotate_ca(&data_dir),
+        AdminCommand::Backup(a) => super::backup::backup(a),
+        AdminCommand::Restore(a) => super::backup::restore(a),
+        AdminCommand::VerifyBackup(a) => super::backup::verify(a),
     }
 }
 

@@ -3,5 +3,6 @@
 
 pub mod admin;
 pub mod agent;
+pub mod backup;
 pub mod serve;
 pub mod wg;

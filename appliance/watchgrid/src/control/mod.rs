@@ -4,6 +4,7 @@
 
 pub mod acme;
 pub mod acme_cache;
+pub mod backup;
 pub mod ca_scope;
 pub mod connections;
 pub mod firewall;

@@ -8,7 +8,7 @@ mod certificate;
 mod data_dir;
 mod first_boot;
 mod host_addrs;
-mod secret_files;
+pub mod secret_files;
 mod settings;
 
 pub use args::ServeArgs;
@@ -97,6 +97,7 @@ impl Daemon {
         let (state, setup_token) = self.control_state(&hub, &tls).await?;
         let firewall = self.start_firewall(&state).await?;
         let live_tls = self.install_tls_switch(&state, &tls);
+        self.install_backups(&state)?;
         self.spawn_listeners(&state, live_tls, &shown_names).await?;
         maintenance::spawn(&state, self.renewal(&tls));
         tokio::spawn(watchgrid_api::alerts::webhook::run(state.clone()));
@@ -214,6 +215,19 @@ impl Daemon {
             vpn_v4: IpPrefix::new(IpAddr::V4(config.vpn_subnet), config.vpn_prefix)?,
             vpn_v6: None,
         })
+    }
+
+    /// Backups for the API's download and the local console's socket.
+    fn install_backups(&self, state: &AppState) -> anyhow::Result<()> {
+        let source = Arc::new(crate::control::backup::DataDirBackup {
+            store: self.store.clone(),
+            data_dir: self.args.data_dir.clone(),
+        });
+        crate::control::backup::serve_socket(&self.args.runtime_dir, source.clone())?;
+        if state.backup.set(source).is_err() {
+            tracing::warn!("backups already set");
+        }
+        Ok(())
     }
 
     /// Lets setup switch the certificate the HTTPS listener serves.
