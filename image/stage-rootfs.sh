@@ -42,7 +42,7 @@ systemd-sysusers --root="$root"
 # No password login anywhere: root is locked, consoles show the banner instead of getty.
 sed -i 's|^root:[^:]*:|root:!*:|' "$root/etc/shadow"
 
-systemctl --root="$root" enable watchgrid.service watchgrid-selfcheck.service \
+systemctl --root="$root" enable watchgrid.service watchgrid-selfcheck.service watchgrid-backup.timer \
   watchgrid-console@tty1.service systemd-networkd.service >/dev/null 2>&1
 systemctl --root="$root" mask getty@tty1.service serial-getty@ttyS0.service \
   getty-static.service systemd-machine-id-commit.service >/dev/null 2>&1

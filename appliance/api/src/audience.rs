@@ -23,9 +23,9 @@
 
 use crate::middleware::{admin_fence, check_origin, firewall_gate, setup_gate};
 use crate::routes::{
-    self, agents, alerts, backup, commands, device_pages, device_settings, devices, enrollment,
-    firewall, firewall_page, fleet_pages, live, logs, pages, password, session, settings,
-    settings_pages, tls, tokens, traffic,
+    self, agents, alerts, backup, backup_page, commands, device_pages, device_settings, devices,
+    enrollment, firewall, firewall_page, fleet_pages, live, logs, pages, password, session,
+    settings, settings_pages, tls, tokens, traffic,
 };
 use crate::state::AppState;
 use axum::http::StatusCode;
@@ -94,6 +94,7 @@ pub(crate) fn admin(state: &AppState) -> Router<AppState> {
         .merge(settings_pages::forms_router())
         .merge(fleet_pages::forms_router())
         .merge(device_settings::forms_router())
+        .merge(backup_page::forms_router())
         .merge(live::router())
         .merge(firewall_page::forms_router())
         // `route_layer`: authentication guards these routes only, never the fallback
@@ -112,7 +113,8 @@ pub(crate) fn admin(state: &AppState) -> Router<AppState> {
         .merge(device_pages::router())
         .merge(settings_pages::router())
         .merge(firewall_page::router())
-        .merge(fleet_pages::router());
+        .merge(fleet_pages::router())
+        .merge(backup_page::router());
     let pages = fenced(after_setup(pages, state), state);
     pages.merge(api)
 }

@@ -88,6 +88,10 @@ pub enum FirewallError {
 pub trait BackupSource: Send + Sync + 'static {
     /// The backup file's bytes, encrypted to `passphrase`, and its suggested file name.
     fn take(&self, passphrase: &str) -> Result<(Vec<u8>, String), BackupRefused>;
+    /// Decrypts and checks the backup at `file`; a one-line summary of what it holds.
+    fn verify(&self, file: &std::path::Path, passphrase: &str) -> Result<String, BackupRefused>;
+    /// The directory scheduled backups are kept in.
+    fn dir(&self) -> std::path::PathBuf;
 }
 
 /// Why no backup was made.

@@ -10,6 +10,7 @@ pub mod agent_auth;
 pub mod alerts;
 mod audience;
 pub mod auth;
+pub mod backups;
 pub mod command_bell;
 pub mod csrf;
 pub mod dto;

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub db_sync_duration: Histogram,
     /// 1 when the last firewall apply succeeded, 0 when it failed or the firewall is off.
     pub firewall_applied: Gauge,
+    /// Unix time of the last scheduled backup that succeeded (0: none yet).
+    pub backup_last_success: Gauge,
     /// Per device, only with `--peer-metrics` (otherwise the families stay empty).
     pub peer_rx_bytes: Family<Labels, Counter>,
     pub peer_tx_bytes: Family<Labels, Counter>,
@@ -106,6 +108,11 @@ const FIREWALL_APPLIED: Described = (
     "1 when the node's nftables rules are in force (last apply succeeded)",
 );
 
+const BACKUP_LAST_SUCCESS: Described = (
+    "watchgrid_backup_last_success_timestamp_seconds",
+    "Unix time of the last scheduled backup that succeeded (0 when none has)",
+);
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut r = Registry::default();
@@ -136,6 +143,7 @@ impl Default for Metrics {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             ),
             firewall_applied: registered(&mut r, FIREWALL_APPLIED, Gauge::default()),
+            backup_last_success: registered(&mut r, BACKUP_LAST_SUCCESS, Gauge::default()),
             peer_rx_bytes: registered(&mut r, PEER_RX_BYTES, Family::default()),
             peer_tx_bytes: registered(&mut r, PEER_TX_BYTES, Family::default()),
             registry: r,

@@ -29,7 +29,8 @@ use utoipa::{Modify, OpenApi};
         alerts::list, alerts::set_webhook, alerts::remove_webhook, alerts::show_settings,
         alerts::update_settings,
         devices::list, devices::create, devices::disable, devices::enable, devices::remove,
-        devices::set_expiry, backup::download,
+        devices::set_expiry, backup::download, backup::show, backup::set_schedule,
+        backup::run_now, backup::verify,
         devices::audit_log,
         firewall::show, firewall::update, firewall::set_groups,
         traffic::device_series, traffic::hub_series, traffic::monthly, traffic::show_quota,
@@ -50,6 +51,8 @@ use utoipa::{Modify, OpenApi};
         traffic::Range, traffic::PointView, traffic::SeriesView, traffic::MonthlyRow,
         traffic::MonthlyView, traffic::QuotaBody, traffic::QuotaView, settings::ApplianceSettingsView,
         settings::EndpointBody, devices::ExpiryBody, backup::BackupRequest,
+        backup::BackupsView, backup::ScheduleRequest, backup::BackupRun,
+        crate::backups::StoredBackup, crate::backups::VerificationView,
     )),
     modifiers(&Security)
 )]

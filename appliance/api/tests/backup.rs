@@ -20,6 +20,14 @@ impl BackupSource for CountingSource {
             "watchgrid-1.wgbackup".into(),
         ))
     }
+
+    fn verify(&self, _: &std::path::Path, _: &str) -> Result<String, BackupRefused> {
+        Err(BackupRefused::Failed("not kept".into()))
+    }
+
+    fn dir(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from("/nonexistent")
+    }
 }
 
 fn request(passphrase: &str, totp: Option<&str>) -> serde_json::Value {
@@ -79,4 +87,160 @@ async fn a_backup_needs_an_admin_a_passphrase_and_with_2fa_a_code() {
         .filter(|e| e["action"] == "backup.download")
         .count();
     assert_eq!(downloads, 2);
+}
+
+/// Scheduled backups into a real directory: each take writes `backup N to PASSPHRASE`;
+/// a verify reads the file back and checks it was made with the given passphrase.
+struct DirSource {
+    dir: tempfile::TempDir,
+    taken: AtomicUsize,
+}
+
+impl BackupSource for DirSource {
+    fn take(&self, passphrase: &str) -> Result<(Vec<u8>, String), BackupRefused> {
+        let n = self.taken.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok((
+            format!("backup {n} to {passphrase}").into_bytes(),
+            format!("watchgrid-{n}.wgbackup"),
+        ))
+    }
+
+    fn verify(&self, file: &std::path::Path, passphrase: &str) -> Result<String, BackupRefused> {
+        let text =
+            std::fs::read_to_string(file).map_err(|e| BackupRefused::Failed(e.to_string()))?;
+        if text.ends_with(&format!(" to {passphrase}")) {
+            Ok(format!("good: {text}"))
+        } else {
+            Err(BackupRefused::Failed("wrong passphrase".into()))
+        }
+    }
+
+    fn dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("backups")
+    }
+}
+
+fn metric(a: &App) -> String {
+    a.state
+        .metrics
+        .render()
+        .lines()
+        .find(|l| l.starts_with("watchgrid_backup_last_success_timestamp_seconds "))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn scheduled_backups_keep_the_newest_report_failures_and_are_verified() {
+    let a = app();
+    let token = a.admin_token().await;
+    let source = Arc::new(DirSource {
+        dir: tempfile::tempdir().expect("tempdir"),
+        taken: AtomicUsize::new(0),
+    });
+    assert!(a.state.backup.set(source.clone()).is_ok());
+    let run = || bearer(post("/api/backups/run", &serde_json::json!({})), &token);
+
+    // No passphrase yet: the run fails, says why, and the failure is an alert.
+    let r = a.call(run()).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    let v = a.call(bearer(get("/api/backups"), &token)).await;
+    assert!(
+        v.json["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no backup passphrase"),
+        "{}",
+        v.text
+    );
+    assert_eq!(v.json["last_success_at"], serde_json::Value::Null);
+    assert_eq!(
+        metric(&a),
+        "watchgrid_backup_last_success_timestamp_seconds 0"
+    );
+    let alerts = a.call(bearer(get("/api/alerts"), &token)).await;
+    assert!(alerts.text.contains("backup_failed"), "{}", alerts.text);
+
+    let schedule = serde_json::json!({"passphrase": "the daily passphrase", "keep": 2});
+    let r = a
+        .call(bearer(put("/api/backups/schedule", &schedule), &token))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let short = serde_json::json!({"passphrase": "short", "keep": 2});
+    let r = a
+        .call(bearer(put("/api/backups/schedule", &short), &token))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    for _ in 0..3 {
+        let r = a.call(run()).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    let mut kept: Vec<String> = std::fs::read_dir(source.dir())
+        .expect("backup dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["watchgrid-2.wgbackup", "watchgrid-3.wgbackup"]);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(source.dir().join("watchgrid-3.wgbackup"))
+            .expect("meta")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "a backup open to others");
+    let v = a.call(bearer(get("/api/backups"), &token)).await;
+    assert_eq!(
+        v.json["last_error"],
+        serde_json::Value::Null,
+        "a success clears the error"
+    );
+    let success = v.json["last_success_at"].as_u64().expect("a success time");
+    assert_eq!(
+        metric(&a),
+        format!("watchgrid_backup_last_success_timestamp_seconds {success}")
+    );
+    assert_eq!(
+        v.json["stored"][0]["name"], "watchgrid-3.wgbackup",
+        "newest first"
+    );
+
+    let r = a
+        .call(bearer(
+            post(
+                "/api/backups/watchgrid-3.wgbackup/verify",
+                &serde_json::json!({}),
+            ),
+            &token,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["ok"], true, "{}", r.text);
+    let v = a.call(bearer(get("/api/backups"), &token)).await;
+    assert_eq!(v.json["stored"][0]["verification"]["ok"], true);
+    assert_eq!(v.json["stored"][1]["verification"], serde_json::Value::Null);
+    // A new passphrase: the old file no longer checks out, and the table says so.
+    let other = serde_json::json!({"passphrase": "another long passphrase"});
+    a.call(bearer(put("/api/backups/schedule", &other), &token))
+        .await;
+    let r = a
+        .call(bearer(
+            post(
+                "/api/backups/watchgrid-2.wgbackup/verify",
+                &serde_json::json!({}),
+            ),
+            &token,
+        ))
+        .await;
+    assert_eq!(r.json["ok"], false, "{}", r.text);
+    for missing in ["nope.wgbackup", "..%2Fwatchgrid-3.wgbackup"] {
+        let r = a
+            .call(bearer(
+                post(
+                    &format!("/api/backups/{missing}/verify"),
+                    &serde_json::json!({}),
+                ),
+                &token,
+            ))
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{missing}");
+    }
 }

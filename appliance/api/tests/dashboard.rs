@@ -79,6 +79,7 @@ async fn every_page_answers_signed_in_and_sends_strangers_to_sign_in() {
         "/firewall".to_string(),
         "/logins".to_string(),
         "/audit".to_string(),
+        "/backup".to_string(),
         "/settings".to_string(),
     ] {
         let r = a.call(b.get(&path)).await;
@@ -678,4 +679,40 @@ async fn the_live_stream_is_for_signed_in_admins_and_carries_each_devices_state(
     assert_eq!(counters["devices"], 1);
     assert_eq!(counters["online"], 0);
     assert_eq!(counters["states"][&id], "offline");
+}
+
+#[tokio::test]
+async fn the_backup_page_sets_the_schedule_and_shows_refusals_and_failures() {
+    let a = app();
+    let token = a.admin_token().await;
+    let b = browser(&a).await;
+    let page = a.call(b.get("/backup")).await;
+    assert!(page.text.contains("No passphrase is set"), "{}", page.text);
+    assert!(page.text.contains("id=\"backups-none\""));
+    let r = a
+        .call(b.submit("/forms/backup/schedule", "passphrase=short&keep=3&totp="))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("12 to 1024 characters"), "{}", r.text);
+    let v = a.call(bearer(get("/api/backups"), &token)).await;
+    assert_eq!(v.json["scheduled"], false, "a refusal set it");
+    let r = a
+        .call(b.submit(
+            "/forms/backup/schedule",
+            "passphrase=a+long+daily+passphrase&keep=3&totp=",
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let v = a.call(bearer(get("/api/backups"), &token)).await;
+    assert_eq!(
+        (v.json["scheduled"].clone(), v.json["keep"].clone()),
+        (true.into(), 3.into())
+    );
+    // This app has no backup source: the run fails, the page says why and keeps it.
+    let r = a.call(b.submit("/forms/backup/run", "")).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("not available"), "{}", r.text);
+    let page = a.call(b.get("/backup")).await;
+    assert!(page.text.contains("id=\"backup-error\""), "{}", page.text);
+    assert!(page.text.contains("Daily, keeping the newest 3."));
 }

@@ -11,6 +11,7 @@
 //!   failing migration stops the open with an error that names it.
 
 mod alerts;
+mod backups;
 mod commands;
 mod credentials;
 pub mod durable;
@@ -26,6 +27,7 @@ mod traffic;
 pub use alerts::{
     AlertRecord, DeliveryAttempt, DeliveryState, LogSettings, Webhook, LOG_SETTINGS_KEY,
 };
+pub use backups::{BackupSchedule, BackupStatus, Verification, BACKUP_KEY};
 pub use commands::{AgentCommand, Cancellation, CommandOutcome, CommandState, ResultRecorded};
 pub use entities::{
     AdminUser, ApiToken, AuditEntry, Device, EnrollmentToken, FirewallPolicy, Network, Redemption,
@@ -160,6 +162,10 @@ pub struct Store {
     pub log_settings: Table<LogSettings>,
     /// Monthly traffic quotas, keyed by device id (see [`DeviceQuota`]).
     pub quotas: Table<DeviceQuota>,
+    /// One record, key [`BACKUP_KEY`]; absent until the operator sets a schedule.
+    pub backup_schedule: Table<BackupSchedule>,
+    /// One record, key [`BACKUP_KEY`].
+    pub backup_status: Table<BackupStatus>,
 }
 
 /// Agent key hash -> device id (see [`Store::device_by_agent_key`]).
@@ -228,6 +234,8 @@ impl Store {
             alerts: Table::open(&db, d, "alerts")?,
             log_settings: Table::open(&db, d, "log_settings")?,
             quotas: Table::open(&db, d, "quotas")?,
+            backup_schedule: Table::open(&db, d, "backup_schedule")?,
+            backup_status: Table::open(&db, d, "backup_status")?,
             db,
             durability,
             _lock: lock,

@@ -239,6 +239,44 @@ fn backup_and_restore() -> Result<()> {
         "verify-backup of the download: {text}"
     );
 
+    // The daily timer's run: the daemon keeps it in DATA_DIR/backups with the schedule's
+    // passphrase, and the metric says when.
+    client.ok(
+        "PUT",
+        "/api/backups/schedule",
+        Some(obj(&[("passphrase", PASSPHRASE)])),
+    )?;
+    let (ok, text) = admin(
+        &bin,
+        &[
+            "backup",
+            "--scheduled",
+            "--data-dir",
+            &data_arg,
+            "--runtime-dir",
+            &run_arg,
+        ],
+        &passphrase_file,
+    )?;
+    ensure!(ok, "the timer's scheduled backup: {text}");
+    let kept: Vec<_> = std::fs::read_dir(data.join("backups"))?.collect::<Result<_, _>>()?;
+    ensure!(kept.len() == 1, "scheduled backups kept: {kept:?}");
+    let (ok, text) = admin(
+        &bin,
+        &["verify-backup", &kept[0].path().to_string_lossy()],
+        &passphrase_file,
+    )?;
+    ensure!(ok, "the scheduled backup does not verify: {text}");
+    let metrics = hub.exec(&["python3", "-c", "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9100/metrics').read().decode())"])?;
+    let last = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("watchgrid_backup_last_success_timestamp_seconds "))
+        .context("no backup metric")?;
+    ensure!(
+        last.trim().parse::<u64>()? > 0,
+        "metric after a success: {last}"
+    );
+
     // A wrong passphrase writes nothing.
     let wrong = hub.write_file("wrong", "not the passphrase at all\n")?;
     let refused_dir = hub.dir().join("refused");

@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod alerts;
 pub mod backup;
+pub mod backup_page;
 pub mod commands;
 pub mod device_pages;
 pub mod device_settings;

@@ -124,8 +124,8 @@ fn render(
         password_section(&frame),
         two_factor_section(state, &frame, admin)?,
         webhook_section(state, &frame)?,
-        "<h2 id=\"backup\">Backup and restore</h2><p class=\"muted\" id=\"backup-state\">Not available \
-         in this version: the store lives on the data partition, and reflashing keeps it.</p>",
+        "<h2 id=\"backup\">Backup and restore</h2><p id=\"backup-state\">Encrypted backups, \
+         the daily schedule and verification are on the <a href=\"/backup\">Backup</a> page.</p>",
     );
     Ok((status, frame.page("Settings", Nav::Settings, &body)).into_response())
 }

@@ -17,15 +17,17 @@ pub enum Nav {
     Firewall,
     Logins,
     Audit,
+    Backup,
     Settings,
 }
 
-const SECTIONS: [(Nav, &str, &str); 6] = [
+const SECTIONS: [(Nav, &str, &str); 7] = [
     (Nav::Overview, "/", "Overview"),
     (Nav::Devices, "/devices", "Devices"),
     (Nav::Firewall, "/firewall", "Firewall"),
     (Nav::Logins, "/logins", "Logins"),
     (Nav::Audit, "/audit", "Audit log"),
+    (Nav::Backup, "/backup", "Backup"),
     (Nav::Settings, "/settings", "Settings"),
 ];
 

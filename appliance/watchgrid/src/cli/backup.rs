@@ -18,8 +18,16 @@ pub struct BackupArgs {
     #[arg(long, env = "WATCHGRID_RUNTIME_DIR", default_value = "/run/watchgrid")]
     runtime_dir: PathBuf,
     /// Where the encrypted backup is written (replaced whole, mode 0600).
+    #[arg(
+        long,
+        required_unless_present = "scheduled",
+        conflicts_with = "scheduled"
+    )]
+    out: Option<PathBuf>,
+    /// Have the running daemon take its scheduled backup (the daily timer's run): kept in
+    /// DATA_DIR/backups with the schedule's passphrase and retention.
     #[arg(long)]
-    out: PathBuf,
+    scheduled: bool,
     #[command(flatten)]
     passphrase: Passphrase,
 }
@@ -78,19 +86,32 @@ impl Passphrase {
 }
 
 pub fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    let Some(out) = &args.out else {
+        let name = ask_daemon(&args.runtime_dir, "scheduled")?;
+        println!(
+            "scheduled backup stored: {}",
+            args.data_dir
+                .join(crate::control::backup::BACKUP_DIR)
+                .join(String::from_utf8_lossy(&name).trim())
+                .display()
+        );
+        return Ok(());
+    };
     let passphrase = args.passphrase.read()?;
     let bytes = match Store::open(&args.data_dir) {
         Ok(store) => crate::control::backup::take(&store, &args.data_dir, &passphrase)?.0,
-        Err(StoreError::Locked(_)) => from_daemon(&args.runtime_dir, &passphrase)?,
+        Err(StoreError::Locked(_)) => {
+            ask_daemon(&args.runtime_dir, &format!("backup {passphrase}"))?
+        }
         Err(e) => return Err(e).with_context(|| format!("opening {}", args.data_dir.display())),
     };
-    watchgrid_store::durable::write_file(&args.out, &bytes, 0o600)
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    watchgrid_store::durable::write_file(out, &bytes, 0o600)
+        .with_context(|| format!("writing {}", out.display()))?;
     let opened = watchgrid_backup::open(bytes.as_slice(), &passphrase)
         .context("reading back the backup just written")?;
     println!(
         "backup written to {} ({} bytes, {} store records, {} files); keep the passphrase apart from it",
-        args.out.display(),
+        out.display(),
         bytes.len(),
         opened.store.records(),
         opened.files.len()
@@ -98,8 +119,8 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Asks the running daemon for a backup over its local socket.
-fn from_daemon(runtime_dir: &Path, passphrase: &str) -> anyhow::Result<Vec<u8>> {
+/// Sends one request line to the running daemon's backup socket; its answer.
+fn ask_daemon(runtime_dir: &Path, request: &str) -> anyhow::Result<Vec<u8>> {
     let path = runtime_dir.join(SOCKET);
     let mut stream = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
         format!(
@@ -108,8 +129,8 @@ fn from_daemon(runtime_dir: &Path, passphrase: &str) -> anyhow::Result<Vec<u8>> 
         )
     })?;
     stream
-        .write_all(format!("{passphrase}\n").as_bytes())
-        .context("sending the passphrase")?;
+        .write_all(format!("{request}\n").as_bytes())
+        .context("sending the request")?;
     let mut reply = Vec::new();
     stream
         .read_to_end(&mut reply)

@@ -2,14 +2,16 @@
 //! which `watchgrid admin backup` gets one while the daemon holds the store.
 //!
 //! The socket lives in the runtime dir, mode 0600, and answers only a peer of our own
-//! uid (root on the appliance). The client writes the passphrase and a newline; the
-//! answer is the backup file, or one line `watchgrid-error: …`.
+//! uid or root. The client writes one line: `backup PASSPHRASE` (the
+//! answer is the backup file) or `scheduled` (the daily timer's run: the answer is the
+//! stored file's name). A failure is answered with one line `watchgrid-error: …`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use watchgrid_api::hub::{BackupRefused, BackupSource};
+use watchgrid_api::state::AppState;
 use watchgrid_backup::BackupError;
 use watchgrid_store::Store;
 
@@ -20,7 +22,7 @@ pub const SOCKET: &str = "backup.sock";
 pub const ERROR_PREFIX: &str = "watchgrid-error: ";
 
 /// The longest passphrase line read from the socket.
-const MAX_LINE: u64 = 1025;
+const MAX_LINE: u64 = 1032;
 
 /// Backups of the daemon's store and data dir.
 pub struct DataDirBackup {
@@ -45,17 +47,49 @@ pub fn take(
     Ok((bytes, file_name(now)))
 }
 
-impl BackupSource for DataDirBackup {
-    fn take(&self, passphrase: &str) -> Result<(Vec<u8>, String), BackupRefused> {
-        take(&self.store, &self.data_dir, passphrase).map_err(|e| match e {
-            BackupError::WeakPassphrase(_) => BackupRefused::Invalid(e.to_string()),
-            e => BackupRefused::Failed(e.to_string()),
-        })
+/// What `verify-backup` and the dashboard say about a good backup.
+pub fn summary(opened: &watchgrid_backup::Opened) -> String {
+    let m = &opened.manifest;
+    format!(
+        "watchgrid {}, taken at {}, hub key {}, {} store records, {} files",
+        m.watchgrid_version,
+        m.created_at,
+        m.hub_public_key,
+        opened.store.records(),
+        opened.files.len()
+    )
+}
+
+fn refused(e: BackupError) -> BackupRefused {
+    match e {
+        BackupError::WeakPassphrase(_) => BackupRefused::Invalid(e.to_string()),
+        e => BackupRefused::Failed(e.to_string()),
     }
 }
 
+impl BackupSource for DataDirBackup {
+    fn take(&self, passphrase: &str) -> Result<(Vec<u8>, String), BackupRefused> {
+        take(&self.store, &self.data_dir, passphrase).map_err(refused)
+    }
+
+    fn verify(&self, file: &Path, passphrase: &str) -> Result<String, BackupRefused> {
+        let input = std::fs::File::open(file)
+            .map_err(|e| BackupRefused::Failed(format!("{}: {e}", file.display())))?;
+        let opened =
+            watchgrid_backup::open(std::io::BufReader::new(input), passphrase).map_err(refused)?;
+        Ok(summary(&opened))
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.data_dir.join(BACKUP_DIR)
+    }
+}
+
+/// Scheduled backups' directory in the data dir (never inside a backup itself).
+pub const BACKUP_DIR: &str = "backups";
+
 /// Binds the socket (replacing a stale one) and serves it for the life of the runtime.
-pub fn serve_socket(runtime_dir: &Path, source: Arc<DataDirBackup>) -> anyhow::Result<()> {
+pub fn serve_socket(runtime_dir: &Path, state: AppState) -> anyhow::Result<()> {
     use anyhow::Context;
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
@@ -78,7 +112,7 @@ pub fn serve_socket(runtime_dir: &Path, source: Arc<DataDirBackup>) -> anyhow::R
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(answer(stream, source.clone()));
+                    tokio::spawn(answer(stream, state.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "backup socket accept");
@@ -90,38 +124,59 @@ pub fn serve_socket(runtime_dir: &Path, source: Arc<DataDirBackup>) -> anyhow::R
     Ok(())
 }
 
-async fn answer(stream: UnixStream, source: Arc<DataDirBackup>) {
+async fn answer(stream: UnixStream, state: AppState) {
     // SAFETY: geteuid(2) cannot fail.
     let ours = unsafe { libc::geteuid() };
-    if !stream.peer_cred().is_ok_and(|c| c.uid() == ours) {
+    // The daemon's own user (the timer's service) or root (the console).
+    if !stream
+        .peer_cred()
+        .is_ok_and(|c| c.uid() == ours || c.uid() == 0)
+    {
         return;
     }
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    let reply = match BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_LINE))
+    let read = BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_LINE))
         .read_line(&mut line)
-        .await
-    {
-        Ok(_) if line.ends_with('\n') => {
-            let passphrase = line.trim_end_matches(['\n', '\r']).to_string();
-            let taken = tokio::task::spawn_blocking(move || {
-                take(&source.store, &source.data_dir, &passphrase)
-            })
-            .await;
-            match taken {
-                Ok(Ok((bytes, name))) => {
-                    tracing::info!(file = %name, bytes = bytes.len(), "backup taken for the local console");
-                    bytes
-                }
-                Ok(Err(e)) => format!("{ERROR_PREFIX}{e}\n").into_bytes(),
-                Err(e) => format!("{ERROR_PREFIX}the backup task failed: {e}\n").into_bytes(),
-            }
-        }
-        _ => format!("{ERROR_PREFIX}send the passphrase and a newline (at most 1024 bytes)\n")
-            .into_bytes(),
+        .await;
+    let request = match read {
+        Ok(_) if line.ends_with('\n') => line.trim_end_matches(['\n', '\r']).to_string(),
+        _ => String::new(),
     };
+    let reply = tokio::task::spawn_blocking(move || reply(&state, &request))
+        .await
+        .unwrap_or_else(|e| format!("{ERROR_PREFIX}the backup task failed: {e}\n").into_bytes());
     if let Err(e) = write.write_all(&reply).await {
         tracing::warn!(error = %e, "answering the backup socket");
     }
     let _ = write.shutdown().await;
+}
+
+/// The answer to one request line (blocking: scrypt and the snapshot).
+fn reply(state: &AppState, request: &str) -> Vec<u8> {
+    let failed = |e: &dyn std::fmt::Display| format!("{ERROR_PREFIX}{e}\n").into_bytes();
+    if request == "scheduled" {
+        return match watchgrid_api::backups::run_scheduled(state) {
+            Ok(name) => {
+                tracing::info!(file = %name, "scheduled backup stored");
+                format!("{name}\n").into_bytes()
+            }
+            Err(e) => failed(&e),
+        };
+    }
+    let Some(passphrase) = request.strip_prefix("backup ") else {
+        return failed(
+            &"send `backup PASSPHRASE` or `scheduled` and a newline (at most 1024 bytes)",
+        );
+    };
+    let Some(source) = state.backup.get() else {
+        return failed(&"backups are not set up in this daemon");
+    };
+    match source.take(passphrase) {
+        Ok((bytes, name)) => {
+            tracing::info!(file = %name, bytes = bytes.len(), "backup taken for the local console");
+            bytes
+        }
+        Err(e) => failed(&e),
+    }
 }

@@ -223,11 +223,16 @@ impl Daemon {
             store: self.store.clone(),
             data_dir: self.args.data_dir.clone(),
         });
-        crate::control::backup::serve_socket(&self.args.runtime_dir, source.clone())?;
         if state.backup.set(source).is_err() {
             tracing::warn!("backups already set");
         }
-        Ok(())
+        let status = state
+            .store
+            .backup_status
+            .get(watchgrid_store::BACKUP_KEY)?
+            .unwrap_or_default();
+        watchgrid_api::backups::publish(state, &status);
+        crate::control::backup::serve_socket(&self.args.runtime_dir, state.clone())
     }
 
     /// Lets setup switch the certificate the HTTPS listener serves.
