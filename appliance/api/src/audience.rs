@@ -64,7 +64,8 @@ pub(crate) fn agent(state: &AppState) -> Router<AppState> {
 /// handlers say "already done" afterwards).
 pub(crate) fn setup(state: &AppState) -> Router<AppState> {
     let pages = fenced(pages::wizard_router(), state);
-    let api = origin_checked(fenced(routes::setup::router(), state), state);
+    let api = routes::setup::router().merge(routes::restore::router());
+    let api = origin_checked(fenced(api, state), state);
     pages.merge(api)
 }
 

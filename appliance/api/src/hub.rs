@@ -92,6 +92,12 @@ pub trait BackupSource: Send + Sync + 'static {
     fn verify(&self, file: &std::path::Path, passphrase: &str) -> Result<String, BackupRefused>;
     /// The directory scheduled backups are kept in.
     fn dir(&self) -> std::path::PathBuf;
+    /// Checks a whole backup and stages it to replace this (not yet set up) appliance's
+    /// data at the next start; a one-line summary of what it holds. Nothing is staged
+    /// unless every part checks out.
+    fn stage_restore(&self, backup: &[u8], passphrase: &str) -> Result<String, BackupRefused>;
+    /// Restarts the daemon (in place), which applies a staged restore.
+    fn restart(&self);
 }
 
 /// Why no backup was made.

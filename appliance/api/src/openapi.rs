@@ -17,7 +17,7 @@ use utoipa::{Modify, OpenApi};
     info(title = "Watchgrid", description = "Self-hosted WireGuard hub: setup, admin, enrollment and devices."),
     paths(
         public::healthz,
-        setup::setup,
+        setup::setup, crate::routes::restore::restore,
         session::login, session::logout, session::me, tokens::create, tokens::list,
         tokens::revoke, password::change, tls::show,
         session::totp_setup, session::totp_enable, session::totp_disable,
@@ -50,7 +50,7 @@ use utoipa::{Modify, OpenApi};
         alerts::WebhookRequest, tls::TlsView, alerts::WebhookCreated, alerts::SettingsBody,
         traffic::Range, traffic::PointView, traffic::SeriesView, traffic::MonthlyRow,
         traffic::MonthlyView, traffic::QuotaBody, traffic::QuotaView, settings::ApplianceSettingsView,
-        settings::EndpointBody, devices::ExpiryBody, backup::BackupRequest,
+        settings::EndpointBody, devices::ExpiryBody, backup::BackupRequest, crate::routes::restore::Restoring,
         backup::BackupsView, backup::ScheduleRequest, backup::BackupRun,
         crate::backups::StoredBackup, crate::backups::VerificationView,
     )),

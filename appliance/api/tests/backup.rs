@@ -28,6 +28,12 @@ impl BackupSource for CountingSource {
     fn dir(&self) -> std::path::PathBuf {
         std::path::PathBuf::from("/nonexistent")
     }
+
+    fn stage_restore(&self, _: &[u8], _: &str) -> Result<String, BackupRefused> {
+        Err(BackupRefused::Failed("not here".into()))
+    }
+
+    fn restart(&self) {}
 }
 
 fn request(passphrase: &str, totp: Option<&str>) -> serde_json::Value {
@@ -118,6 +124,12 @@ impl BackupSource for DirSource {
     fn dir(&self) -> std::path::PathBuf {
         self.dir.path().join("backups")
     }
+
+    fn stage_restore(&self, _: &[u8], _: &str) -> Result<String, BackupRefused> {
+        Err(BackupRefused::Failed("not here".into()))
+    }
+
+    fn restart(&self) {}
 }
 
 fn metric(a: &App) -> String {
@@ -243,4 +255,144 @@ async fn scheduled_backups_keep_the_newest_report_failures_and_are_verified() {
             .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{missing}");
     }
+}
+
+/// Stages whatever it is given, when the passphrase is right; counts restarts.
+#[derive(Default)]
+struct Staging {
+    staged: std::sync::Mutex<Vec<Vec<u8>>>,
+    restarts: AtomicUsize,
+}
+
+impl BackupSource for Staging {
+    fn take(&self, _: &str) -> Result<(Vec<u8>, String), BackupRefused> {
+        Err(BackupRefused::Failed("not here".into()))
+    }
+
+    fn verify(&self, _: &std::path::Path, _: &str) -> Result<String, BackupRefused> {
+        Err(BackupRefused::Failed("not here".into()))
+    }
+
+    fn dir(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from("/nonexistent")
+    }
+
+    fn stage_restore(&self, backup: &[u8], passphrase: &str) -> Result<String, BackupRefused> {
+        if passphrase != "the right passphrase" {
+            return Err(BackupRefused::Invalid("wrong passphrase".into()));
+        }
+        self.staged.lock().expect("lock").push(backup.to_vec());
+        Ok("a good backup".into())
+    }
+
+    fn restart(&self) {
+        self.restarts.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn multipart(fields: &[(&str, &[u8])]) -> axum::http::Request<axum::body::Body> {
+    let boundary = "wgboundary1234";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"").bytes(),
+        );
+        if *name == "backup" {
+            body.extend(b"; filename=\"a.wgbackup\"\r\nContent-Type: application/octet-stream");
+        }
+        body.extend(b"\r\n\r\n");
+        body.extend(*value);
+        body.extend(b"\r\n");
+    }
+    body.extend(format!("--{boundary}--\r\n").bytes());
+    axum::http::Request::post("/api/setup/restore")
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .header(header::ACCEPT, "application/json")
+        .body(axum::body::Body::from(body))
+        .expect("request")
+}
+
+#[tokio::test]
+async fn a_first_boot_restore_needs_the_setup_token_and_a_good_backup_and_only_once() {
+    let a = app();
+    let source = Arc::new(Staging::default());
+    assert!(a.state.backup.set(source.clone()).is_ok());
+    let file: &[u8] = b"age-encryption.org/v1 ...";
+    let r = a
+        .call(multipart(&[
+            ("setup_token", b"wrong"),
+            ("passphrase", b"the right passphrase"),
+            ("backup", file),
+        ]))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = a
+        .call(multipart(&[
+            ("setup_token", TOKEN.as_bytes()),
+            ("passphrase", b"a wrong one"),
+            ("backup", file),
+        ]))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("wrong passphrase"), "{}", r.text);
+    let r = a
+        .call(multipart(&[
+            ("setup_token", TOKEN.as_bytes()),
+            ("passphrase", b"the right passphrase"),
+        ]))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "no file: {}",
+        r.text
+    );
+    assert!(source.staged.lock().expect("lock").is_empty());
+    assert_eq!(source.restarts.load(Ordering::SeqCst), 0);
+
+    let r = a
+        .call(multipart(&[
+            ("setup_token", TOKEN.as_bytes()),
+            ("passphrase", b"the right passphrase"),
+            ("backup", file),
+        ]))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["status"], "restoring");
+    assert_eq!(
+        source.staged.lock().expect("lock").as_slice(),
+        [file.to_vec()]
+    );
+    assert_eq!(source.restarts.load(Ordering::SeqCst), 1);
+    // The token is spent: neither a second restore nor a setup can follow.
+    let r = a
+        .call(multipart(&[
+            ("setup_token", TOKEN.as_bytes()),
+            ("passphrase", b"the right passphrase"),
+            ("backup", file),
+        ]))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = a.call(post("/api/setup", &setup_body(TOKEN))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+}
+
+#[tokio::test]
+async fn after_setup_a_restore_through_the_wizard_is_refused() {
+    let a = app();
+    a.setup().await;
+    let source = Arc::new(Staging::default());
+    assert!(a.state.backup.set(source.clone()).is_ok());
+    let r = a
+        .call(multipart(&[
+            ("setup_token", TOKEN.as_bytes()),
+            ("passphrase", b"the right passphrase"),
+            ("backup", b"x"),
+        ]))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(source.staged.lock().expect("lock").is_empty());
 }

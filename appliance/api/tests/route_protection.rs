@@ -39,6 +39,7 @@ const OPEN_OPERATIONS: &[(&str, &str, Audience)] = &[
     ("get", "/healthz", Public),
     ("post", "/api/register", Agent),
     ("post", "/api/setup", Setup),
+    ("post", "/api/setup/restore", Setup),
     // Signing in is for the admin audience, before there is a session.
     ("post", "/api/auth/login", Admin),
 ];

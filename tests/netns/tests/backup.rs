@@ -1,9 +1,9 @@
 //! Backup and restore end to end: a hub serving a wireguard-go device while a client
 //! registers devices in a loop; `watchgrid admin backup` takes a backup from the running
-//! daemon; a fresh data dir in another namespace, reached at the same endpoint, is
-//! restored from it and the device reconnects without any change on its side. The old
-//! password and API token work, the CA is the same, and every registration acknowledged
-//! before the backup is there.
+//! daemon; a fresh appliance in another namespace, reached at the same endpoint, is
+//! restored from it through the setup wizard in headless Chromium, and the device
+//! reconnects without any change on its side. The old password and API token work, the
+//! CA is the same, and every registration acknowledged before the backup is there.
 
 use anyhow::{ensure, Context, Result};
 use std::collections::HashSet;
@@ -56,6 +56,56 @@ with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=ca), 
     open(out, "wb").write(r.read())
     print(r.headers["Content-Disposition"])
 "#;
+
+/// The wizard's "restore from a backup" in headless Chromium, then signing in with the
+/// backup's admin: `BASE TOKEN FILE PASSPHRASE PASSWORD`.
+const WIZARD_RESTORE: &str = r##"
+import sys, time
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+base, token, backup, passphrase, password = sys.argv[1:6]
+opts = webdriver.ChromeOptions()
+opts.binary_location = "/usr/bin/chromium"
+for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+          "--disable-quic", "--no-first-run", "--disable-background-networking",
+          "--disable-component-update", "--disable-sync", "--ignore-certificate-errors"]:
+    opts.add_argument(a)
+drv = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+drv.set_page_load_timeout(60)
+try:
+    drv.get(base + "/setup")
+    assert drv.find_elements(By.TAG_NAME, "script") == [], "wizard has script"
+    drv.find_element(By.ID, "restore_token").send_keys(token)
+    drv.find_element(By.ID, "restore_file").send_keys(backup)
+    drv.find_element(By.ID, "restore_passphrase").send_keys(passphrase)
+    drv.find_element(By.ID, "restore_submit").click()
+    try:
+        WebDriverWait(drv, 60).until(EC.presence_of_element_located((By.ID, "restoring")))
+    except Exception:
+        raise AssertionError("after restore: " + drv.current_url + " " + drv.page_source[:800])
+    # The daemon restarts into the backup: sign in as soon as it answers again.
+    deadline = time.time() + 60
+    while True:
+        try:
+            drv.get(base + "/login")
+            if drv.find_elements(By.ID, "username"):
+                break
+        except Exception:
+            pass
+        assert time.time() < deadline, "no sign-in page after the restart"
+        time.sleep(0.5)
+    drv.find_element(By.ID, "username").send_keys("admin")
+    drv.find_element(By.ID, "password").send_keys(password)
+    drv.find_element(By.ID, "submit").click()
+    who = WebDriverWait(drv, 15).until(EC.presence_of_element_located((By.ID, "whoami"))).text
+    print("OK signed in after the restore as", who)
+finally:
+    drv.quit()
+"##;
 
 fn start_daemon(ns: &Netns, bin: &str, data: &Path, runtime: &Path) -> Result<Proc> {
     start_serve(
@@ -296,6 +346,35 @@ fn backup_and_restore() -> Result<()> {
         "a refused restore created {refused_dir:?}"
     );
 
+    // The console's restore into an empty dir: a data dir `admin status` reads.
+    let cli_dir = hub.dir().join("cli-restore");
+    let (ok, text) = admin(
+        &bin,
+        &[
+            "restore",
+            &out_arg,
+            "--data-dir",
+            &cli_dir.to_string_lossy(),
+        ],
+        &passphrase_file,
+    )?;
+    ensure!(ok && text.contains(&hub_key), "admin restore: {text}");
+    let status = run_output(
+        &[
+            bin.as_str(),
+            "admin",
+            "status",
+            "--data-dir",
+            &cli_dir.to_string_lossy(),
+        ],
+        None,
+    )?;
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    ensure!(
+        status.contains("setup:             complete"),
+        "status after restore: {status}"
+    );
+
     // The old box goes away; a new one answers at the same address. The device learns
     // nothing: its next handshake (wireguard-go retries within 15 s) finds the same key.
     daemon.terminate(Duration::from_secs(10))?;
@@ -306,21 +385,31 @@ fn backup_and_restore() -> Result<()> {
     dev.add_addr("vd2", "172.30.11.2/24")?;
     hub2.link_up("vh2")?;
     dev.link_up("vd2")?;
-    let data2 = hub2.dir().join("data");
+    let data2 = hub2.private_dir("data")?;
     let runtime2 = hub2.dir().join("run");
-    let restore_started = Instant::now();
-    let (ok, text) = admin(
-        &bin,
-        &["restore", &out_arg, "--data-dir", &data2.to_string_lossy()],
-        &passphrase_file,
-    )?;
-    ensure!(ok, "restore: {text}");
     let mut daemon2 = start_daemon(&hub2, &bin, &data2, &runtime2)?;
+    let token2 = std::fs::read_to_string(runtime2.join("setup-token"))?;
+    let restore_started = Instant::now();
+    let browser = hub2.run_python(
+        WIZARD_RESTORE,
+        &[
+            &format!("https://{HUB_IP}"),
+            token2.trim(),
+            &out_arg,
+            PASSPHRASE,
+            PASSWORD,
+        ],
+    )?;
+    ensure!(
+        browser.contains("OK signed in"),
+        "the wizard's restore: {browser}"
+    );
     let rtt = dev.ping_within(HUB_V4, Duration::from_secs(45))?;
     eprintln!(
-        "restored and the device reconnected {:?} after the restore began (ping {rtt:?})",
+        "restored through the wizard; signed in, and the device reconnected {:?} after the upload began (ping {rtt:?})",
         restore_started.elapsed()
     );
+    ensure!(daemon2.is_running(), "the daemon did not restart in place");
     ensure!(
         !runtime2.join("setup-token").exists(),
         "the restored hub asks for setup again"

@@ -17,6 +17,7 @@ pub mod logs;
 pub mod pages;
 pub mod password;
 pub mod public;
+pub mod restore;
 pub mod session;
 pub mod settings;
 pub mod settings_pages;

@@ -163,7 +163,18 @@ pub fn setup_form(error: Option<&str>) -> String {
          <textarea id=\"tls_cert_pem\" name=\"tls_cert_pem\" rows=\"4\"></textarea>\
          <label for=\"tls_key_pem\">Upload: private key (PEM)</label>\
          <textarea id=\"tls_key_pem\" name=\"tls_key_pem\" rows=\"4\"></textarea></fieldset>\
-         <button type=\"submit\" id=\"submit\">Complete setup</button></form>"
+         <button type=\"submit\" id=\"submit\">Complete setup</button></form>\
+         <h2 id=\"restore\">Or restore from a backup</h2>\
+         <p class=\"note\">Replacing an appliance: its backup brings back the hub key, \
+         addresses, certificates, admins and devices, so devices and agents reconnect unchanged.</p>\
+         <form method=\"post\" action=\"/api/setup/restore\" enctype=\"multipart/form-data\">\
+         <label for=\"restore_token\">Setup token</label>\
+         <input id=\"restore_token\" name=\"setup_token\" required autocomplete=\"off\">\
+         <label for=\"restore_file\">Backup file (.wgbackup)</label>\
+         <input id=\"restore_file\" name=\"backup\" type=\"file\" accept=\".wgbackup\" required>\
+         <label for=\"restore_passphrase\">Its passphrase</label>\
+         <input id=\"restore_passphrase\" name=\"passphrase\" type=\"password\" required autocomplete=\"off\">\
+         <button type=\"submit\" id=\"restore_submit\">Restore</button></form>"
     )
 }
 

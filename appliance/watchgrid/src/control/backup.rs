@@ -28,7 +28,35 @@ const MAX_LINE: u64 = 1032;
 pub struct DataDirBackup {
     pub store: Arc<Store>,
     pub data_dir: PathBuf,
+    pub restart: Arc<Restart>,
 }
+
+/// A restart of the daemon in place, asked for by a first-boot restore.
+#[derive(Default)]
+pub struct Restart {
+    bell: tokio::sync::Notify,
+    asked: std::sync::atomic::AtomicBool,
+}
+
+impl Restart {
+    pub fn ask(&self) {
+        self.asked.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.bell.notify_one();
+    }
+
+    /// Resolves once a restart is asked for.
+    pub async fn asked(&self) {
+        self.bell.notified().await;
+    }
+
+    pub fn was_asked(&self) -> bool {
+        self.asked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Where a checked backup waits, inside the data dir, for the next start to apply it.
+pub const PENDING: &str = ".restore-pending";
+const STAGING: &str = ".restore-staging";
 
 /// The file name a backup taken at `at` (unix seconds) is offered under.
 pub fn file_name(at: u64) -> String {
@@ -83,6 +111,65 @@ impl BackupSource for DataDirBackup {
     fn dir(&self) -> PathBuf {
         self.data_dir.join(BACKUP_DIR)
     }
+
+    fn stage_restore(&self, backup: &[u8], passphrase: &str) -> Result<String, BackupRefused> {
+        let opened = watchgrid_backup::open(backup, passphrase).map_err(|e| match e {
+            BackupError::Io { .. } => BackupRefused::Failed(e.to_string()),
+            e => BackupRefused::Invalid(e.to_string()),
+        })?;
+        let failed = |e: &dyn std::fmt::Display| BackupRefused::Failed(e.to_string());
+        let staging = self.data_dir.join(STAGING);
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(|e| failed(&e))?;
+        }
+        watchgrid_backup::restore(&opened, &staging).map_err(|e| failed(&e))?;
+        // Complete, so it becomes the pending restore in one rename.
+        std::fs::rename(&staging, self.data_dir.join(PENDING)).map_err(|e| failed(&e))?;
+        watchgrid_store::durable::sync_dir(&self.data_dir).map_err(|e| failed(&e))?;
+        Ok(summary(&opened))
+    }
+
+    fn restart(&self) {
+        self.restart.ask();
+    }
+}
+
+/// At start, before the store opens: a pending restore replaces the data dir's contents
+/// (those of an appliance that was never set up). True when one was applied.
+pub fn apply_pending_restore(data_dir: &Path) -> anyhow::Result<bool> {
+    use anyhow::Context;
+    let pending = data_dir.join(PENDING);
+    if !pending.is_dir() {
+        return Ok(false);
+    }
+    let names = |dir: &Path| -> anyhow::Result<Vec<std::ffi::OsString>> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            v.push(e?.file_name());
+        }
+        Ok(v)
+    };
+    for name in names(data_dir)? {
+        if name == PENDING || name == "lost+found" {
+            continue;
+        }
+        let path = data_dir.join(&name);
+        let removed = if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.with_context(|| format!("clearing {} for the restore", path.display()))?;
+    }
+    for name in names(&pending)? {
+        std::fs::rename(pending.join(&name), data_dir.join(&name)).with_context(|| {
+            format!("moving the restored {} into place", name.to_string_lossy())
+        })?;
+    }
+    std::fs::remove_dir(&pending).with_context(|| format!("removing {}", pending.display()))?;
+    watchgrid_store::durable::sync_dir(data_dir)
+        .with_context(|| format!("syncing {}", data_dir.display()))?;
+    Ok(true)
 }
 
 /// Scheduled backups' directory in the data dir (never inside a backup itself).

@@ -49,6 +49,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let provisioning = args.provisioning.validated()?;
     secret_files::private_umask();
     prepare_data_dir(&args.data_dir)?;
+    if crate::control::backup::apply_pending_restore(&args.data_dir)? {
+        tracing::warn!(data_dir = %args.data_dir.display(), "the data dir is restored from a backup");
+    }
     secret_files::check_secret_files(&args.data_dir, args.tls_key.as_deref())?;
     let store = Arc::new(Store::open(&args.data_dir).context("opening the store")?);
     // A stored forward rule that does not parse stops the start, naming the rule: a
@@ -58,18 +61,40 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("reading the stored firewall policy")?;
     let settings = settings::resolve(&args, &provisioning, &store)?;
     let cert = certificate::choose_tls(&args, &provisioning, &store, &settings.tls_names)?;
+    let restart = Arc::new(crate::control::backup::Restart::default());
     let daemon = Daemon {
         args,
         provisioning,
         store,
         settings,
+        restart: restart.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(daemon.serve(cert))
+    rt.block_on(daemon.serve(cert))?;
+    if restart.was_asked() {
+        // Everything the daemon held (the store's lock, the TUN device, the sockets)
+        // closes with the runtime, before the same binary starts again in this process.
+        drop(rt);
+        return Err(reexec());
+    }
+    Ok(())
+}
+
+/// Replaces this process with a fresh start of the same command line.
+fn reexec() -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| "watchgrid".into());
+    tracing::warn!("restarting to apply the restored backup");
+    let e = std::process::Command::new("/proc/self/exe")
+        .arg0(arg0)
+        .args(args)
+        .exec();
+    anyhow::anyhow!("restarting after the restore: {e}; start watchgrid again")
 }
 
 /// Everything resolved before the runtime starts.
@@ -78,6 +103,7 @@ struct Daemon {
     provisioning: Provisioning,
     store: Arc<Store>,
     settings: Settings,
+    restart: Arc<crate::control::backup::Restart>,
 }
 
 /// The hub before its task starts: the dataplane and its command channel.
@@ -105,7 +131,13 @@ impl Daemon {
         self.announce(&hub, setup_token.as_deref(), &tls, &shown_names);
         let mut dataplane = hub.dataplane;
         dataplane.initiate_handshakes();
-        let result = dataplane.run(hub.inbox, crate::shutdown_signal()).await;
+        let stop = async {
+            tokio::select! {
+                _ = crate::shutdown_signal() => {}
+                _ = self.restart.asked() => {}
+            }
+        };
+        let result = dataplane.run(hub.inbox, stop).await;
         let result = result.map(|endpoints| save_endpoints(&self.store, &endpoints));
         if let (Some(fw), true) = (&firewall, self.args.firewall_cleanup) {
             fw.remove();
@@ -222,6 +254,7 @@ impl Daemon {
         let source = Arc::new(crate::control::backup::DataDirBackup {
             store: self.store.clone(),
             data_dir: self.args.data_dir.clone(),
+            restart: self.restart.clone(),
         });
         if state.backup.set(source).is_err() {
             tracing::warn!("backups already set");
