@@ -39,7 +39,7 @@ pub(crate) fn health() -> Router<AppState> {
 
 /// Downloads (the CA certificate, the agent): every network.
 pub(crate) fn public() -> Router<AppState> {
-    routes::public::router()
+    routes::public::router().merge(routes::ssh::public_router())
 }
 
 /// Answers 503 while no firewall ruleset is in force.
@@ -81,6 +81,7 @@ pub(crate) fn admin(state: &AppState) -> Router<AppState> {
         .merge(session::router())
         .merge(tokens::router())
         .merge(backup::router())
+        .merge(routes::ssh::router())
         .merge(password::router())
         .merge(tls::router())
         .merge(enrollment::admin_router())

@@ -31,6 +31,9 @@ use utoipa::{Modify, OpenApi};
         devices::list, devices::create, devices::disable, devices::enable, devices::remove,
         devices::set_expiry, backup::download, backup::show, backup::set_schedule,
         backup::run_now, backup::verify,
+        crate::routes::ssh::show_ca, crate::routes::ssh::rotate, crate::routes::ssh::retire,
+        crate::routes::ssh::sign_user, crate::routes::ssh::sign_host, crate::routes::ssh::list,
+        crate::routes::ssh::revoke,
         devices::audit_log,
         firewall::show, firewall::update, firewall::set_groups,
         traffic::device_series, traffic::hub_series, traffic::monthly, traffic::show_quota,
@@ -53,6 +56,9 @@ use utoipa::{Modify, OpenApi};
         settings::EndpointBody, devices::ExpiryBody, backup::BackupRequest, crate::routes::restore::Restoring,
         backup::BackupsView, backup::ScheduleRequest, backup::BackupRun,
         crate::backups::StoredBackup, crate::backups::VerificationView,
+        crate::routes::ssh::CaKeyBody, crate::routes::ssh::CaView, crate::routes::ssh::RetireRequest,
+        crate::routes::ssh::CertBody, crate::routes::ssh::CertIssued, crate::routes::ssh::CertView,
+        crate::routes::ssh::CertList,
     )),
     modifiers(&Security)
 )]

@@ -95,6 +95,8 @@ pub struct Inner {
     /// Changes the HTTPS certificate when setup picks ACME or an uploaded one; set by
     /// the binary once its listener exists.
     pub tls: std::sync::OnceLock<Arc<dyn crate::hub::TlsSwitch>>,
+    /// The SSH certificate authority; set by the binary.
+    pub ssh_ca: std::sync::OnceLock<Arc<watchgrid_sshca::SshCa>>,
     /// Encrypted backups of the data dir; set by the binary.
     pub backup: std::sync::OnceLock<Arc<dyn crate::hub::BackupSource>>,
     /// The nftables rules; set by the binary when `--firewall on`.
@@ -144,6 +146,7 @@ impl AppState {
             ca_cert_pem,
             tls: std::sync::OnceLock::new(),
             backup: std::sync::OnceLock::new(),
+            ssh_ca: std::sync::OnceLock::new(),
             firewall: std::sync::OnceLock::new(),
             admin_fence: RwLock::new(config.admin_cidrs.clone()),
             peers_now: Default::default(),

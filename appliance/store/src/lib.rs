@@ -21,6 +21,7 @@ mod logins;
 mod migrate;
 mod sensitive;
 mod snapshot;
+mod ssh;
 mod table;
 mod traffic;
 
@@ -38,6 +39,7 @@ pub use logins::{LoginIngest, LoginQuery, LoginRecord};
 pub use migrate::{Migration, MigrationError, MIGRATIONS};
 pub use sensitive::Sensitive;
 pub use snapshot::{SnapshotError, StoreSnapshot, TreeCopy};
+pub use ssh::{ssh_cert_key, SshCertRecord};
 pub use table::Table;
 pub use traffic::{DeviceQuota, QuotaAction, Resolution, TrafficDelta, TrafficPoint};
 
@@ -166,6 +168,8 @@ pub struct Store {
     pub backup_schedule: Table<BackupSchedule>,
     /// One record, key [`BACKUP_KEY`].
     pub backup_status: Table<BackupStatus>,
+    /// Certificates the SSH CA issued, keyed by [`ssh_cert_key`].
+    pub ssh_certs: Table<SshCertRecord>,
 }
 
 /// Agent key hash -> device id (see [`Store::device_by_agent_key`]).
@@ -236,6 +240,7 @@ impl Store {
             quotas: Table::open(&db, d, "quotas")?,
             backup_schedule: Table::open(&db, d, "backup_schedule")?,
             backup_status: Table::open(&db, d, "backup_status")?,
+            ssh_certs: Table::open(&db, d, "ssh_certs")?,
             db,
             durability,
             _lock: lock,

@@ -19,6 +19,7 @@ mod iperf;
 mod netns;
 mod proc;
 pub mod python;
+pub mod sshd;
 mod topo;
 mod wg;
 

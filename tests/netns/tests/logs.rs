@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use watchgrid_netns_tests::appliance::json::{field, obj, Json};
 use watchgrid_netns_tests::fleet::{enrolled, Hub, Machine};
+use watchgrid_netns_tests::sshd::{which, PrivsepDir};
 use watchgrid_netns_tests::{retry_until, scenario, wait_until, Impl, Netns, Proc, JOURNAL_REMOTE};
 
 const MACHINE: &str = "172.31.1.2";
@@ -398,39 +399,6 @@ impl Sshd {
             String::from_utf8_lossy(&out.stderr)
         );
         Ok(())
-    }
-}
-
-fn which(program: &str) -> Result<String> {
-    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-        .iter()
-        .map(|d| format!("{d}/{program}"))
-        .find(|p| Path::new(p).is_file())
-        .with_context(|| format!("{program} not found"))
-}
-
-/// sshd's privilege-separation directory (`/run/sshd`, root-owned, 0755); removed again
-/// when this test created it.
-struct PrivsepDir {
-    created: bool,
-}
-
-impl PrivsepDir {
-    fn ensure() -> Result<PrivsepDir> {
-        let path = Path::new("/run/sshd");
-        if path.is_dir() {
-            return Ok(PrivsepDir { created: false });
-        }
-        std::fs::create_dir(path).context("creating /run/sshd")?;
-        Ok(PrivsepDir { created: true })
-    }
-}
-
-impl Drop for PrivsepDir {
-    fn drop(&mut self) {
-        if self.created {
-            let _ = std::fs::remove_dir("/run/sshd");
-        }
     }
 }
 

@@ -22,6 +22,7 @@ pub mod session;
 pub mod settings;
 pub mod settings_pages;
 pub mod setup;
+pub mod ssh;
 pub mod tls;
 pub mod tokens;
 pub mod traffic;

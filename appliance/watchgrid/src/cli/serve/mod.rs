@@ -200,6 +200,13 @@ impl Daemon {
         );
         watchgrid_api::routes::firewall::refresh_fence(&state)
             .map_err(|e| anyhow::anyhow!("the admin fence: {e}"))?;
+        let ssh_dir = args.data_dir.join("ssh");
+        let ssh_ca =
+            watchgrid_sshca::SshCa::open_or_create(&ssh_dir, watchgrid_api::state::unix_now())
+                .with_context(|| format!("the SSH CA in {}", ssh_dir.display()))?;
+        if state.ssh_ca.set(Arc::new(ssh_ca)).is_err() {
+            tracing::warn!("SSH CA already set");
+        }
         self.open_log_store(&state)?;
         Ok((state, setup_token))
     }

@@ -18,8 +18,9 @@ const SECRET_FILES: &[&str] = &[
 ];
 
 /// Directories under the data dir whose every file is secret: the ACME account and
-/// certificate cache, and the store (password hashes, the session-signing secret).
-const SECRET_DIRS: &[&str] = &["acme", "db"];
+/// certificate cache, the store (password hashes, the session-signing secret), the SSH
+/// CA's keys and the kept backups.
+const SECRET_DIRS: &[&str] = &["acme", "db", "ssh", "backups"];
 
 /// How deep the secret directories are walked (sled keeps `db/blobs/`).
 const MAX_DEPTH: usize = 4;

@@ -1,0 +1,38 @@
+//! What the tests that run a real OpenSSH server share.
+
+use anyhow::{Context, Result};
+use std::path::Path;
+
+/// The full path of a system program (sshd refuses to start from a relative path).
+pub fn which(program: &str) -> Result<String> {
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        .iter()
+        .map(|d| format!("{d}/{program}"))
+        .find(|p| Path::new(p).is_file())
+        .with_context(|| format!("{program} not found"))
+}
+
+/// sshd's privilege-separation directory (`/run/sshd`, root-owned, 0755); removed again
+/// when this test created it.
+pub struct PrivsepDir {
+    created: bool,
+}
+
+impl PrivsepDir {
+    pub fn ensure() -> Result<PrivsepDir> {
+        let path = Path::new("/run/sshd");
+        if path.is_dir() {
+            return Ok(PrivsepDir { created: false });
+        }
+        std::fs::create_dir(path).context("creating /run/sshd")?;
+        Ok(PrivsepDir { created: true })
+    }
+}
+
+impl Drop for PrivsepDir {
+    fn drop(&mut self) {
+        if self.created {
+            let _ = std::fs::remove_dir("/run/sshd");
+        }
+    }
+}
