@@ -45,6 +45,9 @@ fn refused(e: BackupRefused) -> ApiError {
     match e {
         BackupRefused::Invalid(m) => ApiError::Invalid(m),
         BackupRefused::Failed(m) => ApiError::Unavailable(m),
+        BackupRefused::Busy => ApiError::Busy {
+            retry_after_secs: 5,
+        },
     }
 }
 
@@ -181,6 +184,7 @@ pub fn verify_stored(state: &AppState, name: &str) -> Result<VerificationView, A
         detail: match checked {
             Ok(summary) => summary,
             Err(BackupRefused::Invalid(m) | BackupRefused::Failed(m)) => m,
+            Err(e @ BackupRefused::Busy) => e.to_string(),
         },
     };
     let _stored = state.store.backup_status.update(BACKUP_KEY, |cur| {

@@ -109,6 +109,9 @@ pub enum BackupRefused {
     /// The appliance's: 500, logged.
     #[error("{0}")]
     Failed(String),
+    /// Another backup is being taken (each costs a second of CPU and 128 MiB): 503.
+    #[error("another backup is being taken; try again in a few seconds")]
+    Busy,
 }
 
 /// How the control plane changes the HTTPS certificate at setup (implemented by the

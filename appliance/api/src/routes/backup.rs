@@ -43,7 +43,8 @@ pub(crate) struct BackupRequest {
 #[utoipa::path(post, path = "/api/backup", tag = "admin", request_body = BackupRequest,
     responses((status = 200, description = "the age-encrypted backup",
             content_type = "application/octet-stream"),
-        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
+        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody)),
     security(("bearer" = []), ("cookie" = [])))]
 pub(crate) async fn download(
     State(state): State<AppState>,
@@ -67,6 +68,9 @@ pub(crate) async fn download(
     let (bytes, file_name) = taken.map_err(|e| match e {
         BackupRefused::Invalid(m) => ApiError::Invalid(m),
         BackupRefused::Failed(m) => ApiError::internal(format!("taking a backup: {m}")),
+        BackupRefused::Busy => ApiError::Busy {
+            retry_after_secs: 5,
+        },
     })?;
     audit(&state, &admin.username, "backup.download", &file_name)?;
     Ok((

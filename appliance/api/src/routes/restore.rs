@@ -122,6 +122,9 @@ async fn run_restore(
     .map_err(|e| match e {
         BackupRefused::Invalid(m) => ApiError::Invalid(m),
         BackupRefused::Failed(m) => ApiError::Unavailable(m),
+        BackupRefused::Busy => ApiError::Busy {
+            retry_after_secs: 5,
+        },
     })?;
     if let Ok(mut slot) = state.setup_token.lock() {
         slot.take();

@@ -147,7 +147,7 @@ pub(crate) async fn retire(
 #[serde(deny_unknown_fields)]
 pub(crate) struct CertBody {
     /// The key to certify, one OpenSSH line (`ssh-ed25519 AAAA… comment`).
-    #[schema(min_length = 1, max_length = 16384)]
+    #[schema(min_length = 1, max_length = 4096)]
     pub public_key: String,
     /// User names (user certificates) or host names (host certificates).
     #[schema(min_items = 1, max_items = 32)]
@@ -181,6 +181,11 @@ async fn sign(
     kind: CertKind,
     body: CertBody,
 ) -> Result<Json<CertIssued>, ApiError> {
+    if body.public_key.len() > 4096 {
+        return Err(ApiError::Invalid(
+            "public_key: at most 4096 characters".into(),
+        ));
+    }
     let ca = ca(state)?;
     let now = unix_now();
     let default = match kind {
@@ -245,7 +250,7 @@ async fn sign(
 /// Signs a user's public key for the given principals (login names).
 #[utoipa::path(post, path = "/api/ssh/user-certs", tag = "ssh", request_body = CertBody,
     responses((status = 200, body = CertIssued), (status = 401, body = ErrorBody),
-        (status = 422, body = ErrorBody)),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = []), ("cookie" = [])))]
 pub(crate) async fn sign_user(
     State(state): State<AppState>,
@@ -258,7 +263,7 @@ pub(crate) async fn sign_user(
 /// Signs a host's public key for the given host names.
 #[utoipa::path(post, path = "/api/ssh/host-certs", tag = "ssh", request_body = CertBody,
     responses((status = 200, body = CertIssued), (status = 401, body = ErrorBody),
-        (status = 422, body = ErrorBody)),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = []), ("cookie" = [])))]
 pub(crate) async fn sign_host(
     State(state): State<AppState>,
@@ -328,15 +333,16 @@ pub(crate) async fn list(
 
 /// Revokes a certificate: it is in the KRL (`/downloads/ssh-revoked.krl`) from now on.
 #[utoipa::path(post, path = "/api/ssh/certs/{serial}/revoke", tag = "ssh",
-    params(("serial" = u64, Path, description = "the certificate's serial")),
+    params(("serial" = String, Path, description = "the certificate's serial")),
     responses((status = 200, body = CertView), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)),
     security(("bearer" = []), ("cookie" = [])))]
 pub(crate) async fn revoke(
     State(state): State<AppState>,
     admin: Admin,
-    Path(serial): Path<u64>,
+    Path(serial): Path<String>,
 ) -> Result<Json<CertView>, ApiError> {
+    let serial: u64 = serial.parse().map_err(|_| ApiError::NotFound)?;
     let now = unix_now();
     let updated = state
         .store

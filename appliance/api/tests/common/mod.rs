@@ -121,6 +121,7 @@ pub struct Resp {
     pub headers: axum::http::HeaderMap,
     pub json: serde_json::Value,
     pub text: String,
+    pub bytes: Vec<u8>,
 }
 
 impl App {
@@ -141,6 +142,7 @@ impl App {
             headers,
             json: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
             text,
+            bytes: bytes.to_vec(),
         }
     }
 

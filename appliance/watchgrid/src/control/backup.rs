@@ -29,6 +29,8 @@ pub struct DataDirBackup {
     pub store: Arc<Store>,
     pub data_dir: PathBuf,
     pub restart: Arc<Restart>,
+    /// One backup at a time: each costs a second of CPU and 128 MiB of scrypt.
+    pub busy: std::sync::Mutex<()>,
 }
 
 /// A restart of the daemon in place, asked for by a first-boot restore.
@@ -97,6 +99,7 @@ fn refused(e: BackupError) -> BackupRefused {
 
 impl BackupSource for DataDirBackup {
     fn take(&self, passphrase: &str) -> Result<(Vec<u8>, String), BackupRefused> {
+        let _one = self.busy.try_lock().map_err(|_| BackupRefused::Busy)?;
         take(&self.store, &self.data_dir, passphrase).map_err(refused)
     }
 

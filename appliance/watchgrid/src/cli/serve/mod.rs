@@ -262,6 +262,7 @@ impl Daemon {
             store: self.store.clone(),
             data_dir: self.args.data_dir.clone(),
             restart: self.restart.clone(),
+            busy: std::sync::Mutex::new(()),
         });
         if state.backup.set(source).is_err() {
             tracing::warn!("backups already set");
