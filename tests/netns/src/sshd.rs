@@ -36,3 +36,32 @@ impl Drop for PrivsepDir {
         }
     }
 }
+
+/// Starts `sshd -D` with `config` in `ns`, logging to `log`, and waits until it listens
+/// on `addr:port`.
+pub fn spawn(
+    ns: &crate::Netns,
+    config: &Path,
+    log: &Path,
+    addr: &str,
+    port: &str,
+) -> Result<crate::Proc> {
+    let sshd = which("sshd")?;
+    let proc = ns.spawn(
+        "sshd",
+        &[
+            sshd.as_str(),
+            "-D",
+            "-E",
+            &log.to_string_lossy(),
+            "-f",
+            &config.to_string_lossy(),
+        ],
+    )?;
+    let listening = format!("{addr}:{port}");
+    crate::wait_until(std::time::Duration::from_secs(10), "sshd listening", || {
+        ns.exec(&["ss", "-Htln", &format!("sport = :{port}")])
+            .is_ok_and(|o| o.contains(&listening))
+    })?;
+    Ok(proc)
+}

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use watchgrid_netns_tests::appliance::json::{field, obj, Json};
 use watchgrid_netns_tests::fleet::{enrolled, Hub, Machine};
-use watchgrid_netns_tests::sshd::{which, PrivsepDir};
+use watchgrid_netns_tests::sshd::PrivsepDir;
 use watchgrid_netns_tests::{retry_until, scenario, wait_until, Impl, Netns, Proc, JOURNAL_REMOTE};
 
 const MACHINE: &str = "172.31.1.2";
@@ -306,23 +306,7 @@ impl Sshd {
             ),
         )?;
         let log = dir.join("sshd.log");
-        let sshd = which("sshd")?;
-        let proc = ns.spawn(
-            "sshd",
-            &[
-                sshd.as_str(),
-                "-D",
-                "-E",
-                &log.to_string_lossy(),
-                "-f",
-                &config.to_string_lossy(),
-            ],
-        )?;
-        let addr = format!("{MACHINE}:{SSH_PORT}");
-        wait_until(Duration::from_secs(10), "sshd listening", || {
-            ns.exec(&["ss", "-Htln", &format!("sport = :{SSH_PORT}")])
-                .is_ok_and(|o| o.contains(&addr))
-        })?;
+        let proc = watchgrid_netns_tests::sshd::spawn(ns, &config, &log, MACHINE, SSH_PORT)?;
         Ok(Sshd {
             addr: MACHINE.into(),
             key,

@@ -6,11 +6,11 @@
 
 use anyhow::{ensure, Context, Result};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+
 use watchgrid_netns_tests::appliance::json::{field, Json};
 use watchgrid_netns_tests::fleet::{json_string, Hub, Machine};
-use watchgrid_netns_tests::sshd::{which, PrivsepDir};
-use watchgrid_netns_tests::{scenario, unix_now, wait_until, Impl, Netns, Proc};
+use watchgrid_netns_tests::sshd::PrivsepDir;
+use watchgrid_netns_tests::{scenario, unix_now, Impl, Netns, Proc};
 
 const MACHINE: &str = "172.31.1.2";
 const SSH_PORT: &str = "2222";
@@ -174,23 +174,7 @@ fn start_sshd(
         ),
     )?;
     let log: PathBuf = ns.dir().join("sshd.log");
-    let sshd = which("sshd")?;
-    let proc = ns.spawn(
-        "sshd",
-        &[
-            sshd.as_str(),
-            "-D",
-            "-E",
-            &log.to_string_lossy(),
-            "-f",
-            &config.to_string_lossy(),
-        ],
-    )?;
-    let addr = format!("{MACHINE}:{SSH_PORT}");
-    wait_until(Duration::from_secs(10), "sshd listening", || {
-        ns.exec(&["ss", "-Htln", &format!("sport = :{SSH_PORT}")])
-            .is_ok_and(|o| o.contains(&addr))
-    })?;
+    let proc = watchgrid_netns_tests::sshd::spawn(ns, &config, &log, MACHINE, SSH_PORT)?;
     Ok((proc, privsep))
 }
 
