@@ -8,6 +8,7 @@ use crate::facts::{self, TunnelCounters};
 use crate::journal::{interrupted, Journal, JournalError};
 use crate::logs::collect::{self, SharedSpool};
 use crate::logs::{ship, LogSources};
+use crate::sshd::Sshd;
 use crate::state::{Enrollment, StateDir, Status};
 use std::collections::HashSet;
 use std::future::Future;
@@ -49,6 +50,8 @@ pub struct Agent<T: Tunnel> {
     /// Ids running in this process.
     running: Mutex<HashSet<String>>,
     status: Mutex<Status>,
+    /// sshd's certificates and trust, when enrollment asked for them.
+    sshd: Option<Sshd>,
 }
 
 impl<T: Tunnel> Agent<T> {
@@ -60,8 +63,10 @@ impl<T: Tunnel> Agent<T> {
         tunnel: T,
         logs: Option<(LogSources, SharedSpool)>,
     ) -> Arc<Agent<T>> {
+        let sshd = enrollment.ssh.clone().map(Sshd::new);
         Arc::new(Agent {
             dir,
+            sshd,
             enrollment: Mutex::new(enrollment),
             client,
             journal,
@@ -147,6 +152,10 @@ impl<T: Tunnel> Agent<T> {
                     self.reapply().await;
                 }
                 self.follow_config(&answer).await;
+                if let Some(sshd) = &self.sshd {
+                    let etag = answer.ssh_etag.as_deref();
+                    sshd.follow(&self.client, etag, crate::unix_now()).await;
+                }
                 self.note_heartbeat(counters, Ok(&answer));
                 Some(Duration::from_secs(answer.interval_s.clamp(1, 3600)))
             }
@@ -212,6 +221,7 @@ impl<T: Tunnel> Agent<T> {
                     spool.dropped()
                 )
             });
+            s.ssh = self.sshd.as_ref().map(Sshd::summary);
             s.tunnel = match (answer, t.last_handshake_s) {
                 (Err(ClientError::Unauthorized), _) => "stopped: the hub refused this agent".into(),
                 (_, Some(age)) if age < 180 => "up".into(),

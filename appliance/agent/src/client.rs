@@ -13,8 +13,8 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 use watchgrid_api::dto::{
-    Acked, AgentConfig, CommandOrders, CommandReport, Heartbeat, HeartbeatAnswer, LogBatch,
-    LoginBatch, Registration,
+    Acked, AgentConfig, CommandOrders, CommandReport, Heartbeat, HeartbeatAnswer, HostCerts,
+    LogBatch, LoginBatch, Registration,
 };
 use watchgrid_store::Sensitive;
 
@@ -155,6 +155,18 @@ impl HubClient {
             .json(Method::POST, "/api/logs/login", Some(batch), CALL_TIMEOUT)
             .await?;
         Ok(acked.acked_seq)
+    }
+
+    /// Host certificates for sshd's host keys (`--ssh-host-cert`).
+    pub async fn ssh_host_certs(&self, host_keys: &[String]) -> Result<HostCerts, ClientError> {
+        let body = serde_json::json!({ "host_keys": host_keys });
+        self.json(
+            Method::POST,
+            "/api/agent/ssh-host-certs",
+            Some(&body),
+            CALL_TIMEOUT,
+        )
+        .await
     }
 
     /// A plain GET (the CA download before trusting the hub).

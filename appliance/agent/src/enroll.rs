@@ -25,6 +25,7 @@ pub struct EnrollRequest {
     pub trust: Trust,
     pub allow_commands: bool,
     pub hostname: String,
+    pub ssh: Option<crate::sshd::SshSettings>,
 }
 
 /// What enrollment established, for the operator to read.
@@ -55,6 +56,8 @@ pub enum EnrollError {
     Client(#[from] ClientError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("--ssh-host-cert: {0}; nothing was sent or stored")]
+    Ssh(#[from] crate::sshd::SshdError),
 }
 
 pub async fn enroll(dir: &StateDir, req: EnrollRequest) -> Result<Enrolled, EnrollError> {
@@ -65,6 +68,9 @@ pub async fn enroll(dir: &StateDir, req: EnrollRequest) -> Result<Enrolled, Enro
             server: e.server,
             device_id: e.config.device_id,
         });
+    }
+    if let Some(ssh) = &req.ssh {
+        ssh.check()?;
     }
     let (anchor, is_ca) = find_anchor(&req.server, &req.trust).await?;
     let client = HubClient::new(&req.server, Pinned::new(anchor.clone()))?;
@@ -89,6 +95,7 @@ pub async fn enroll(dir: &StateDir, req: EnrollRequest) -> Result<Enrolled, Enro
             enrolled_at: crate::unix_now(),
             config: reg.config.clone(),
             config_etag: None,
+            ssh: req.ssh.clone(),
         })?;
         Ok::<_, EnrollError>(reg.config)
     }

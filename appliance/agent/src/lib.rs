@@ -13,6 +13,7 @@ pub mod journal;
 pub mod logs;
 pub mod pin;
 pub mod runner;
+pub mod sshd;
 pub mod state;
 
 /// Seconds since the UNIX epoch.

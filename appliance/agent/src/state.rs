@@ -53,6 +53,9 @@ pub struct Enrollment {
     pub config: AgentConfig,
     #[serde(default)]
     pub config_etag: Option<String>,
+    /// sshd trusted through the hub's SSH CA (`--ssh-host-cert`, `--ssh-user-ca`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<crate::sshd::SshSettings>,
 }
 
 /// What `agent run` last saw, for `agent status`.
@@ -70,6 +73,9 @@ pub struct Status {
     /// (`None`: shipping is off, or a status from an older agent).
     #[serde(default)]
     pub logs: Option<String>,
+    /// The SSH CA's state on this machine (`None`: sshd is not managed).
+    #[serde(default)]
+    pub ssh: Option<String>,
 }
 
 pub struct StateDir {

@@ -56,7 +56,8 @@ pub(crate) fn agent(state: &AppState) -> Router<AppState> {
         .merge(enrollment::agent_router())
         .merge(agents::router())
         .merge(commands::agent_router())
-        .merge(logs::agent_router());
+        .merge(logs::agent_router())
+        .merge(routes::ssh_agent::router());
     after_setup(routes, state)
 }
 

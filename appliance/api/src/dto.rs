@@ -233,6 +233,11 @@ pub struct HeartbeatAnswer {
     /// The ETag of `GET /api/wg/config`: fetch it again when this changes.
     pub config_etag: String,
     pub commands_pending: u32,
+    /// Changes whenever the SSH CA's keys or its revocation list change: an agent that
+    /// manages sshd fetches `/downloads/ssh-ca.pub` and `/downloads/ssh-revoked.krl`
+    /// again. Absent when the hub has no SSH CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_etag: Option<String>,
 }
 
 /// A device's WireGuard configuration (its private key never leaves it).
@@ -481,4 +486,21 @@ pub struct LoginBatch {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Acked {
     pub acked_seq: u64,
+}
+
+/// Host certificates the hub signed for an agent's sshd (`POST /api/agent/ssh-host-certs`).
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct HostCerts {
+    /// One per host key, in the order sent.
+    pub certificates: Vec<HostCert>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct HostCert {
+    /// One OpenSSH line: install as `KEY-cert.pub` next to the host key.
+    pub certificate: String,
+    pub serial: u64,
+    pub principals: Vec<String>,
+    pub valid_after: u64,
+    pub valid_before: u64,
 }

@@ -33,7 +33,7 @@ use utoipa::{Modify, OpenApi};
         backup::run_now, backup::verify,
         crate::routes::ssh::show_ca, crate::routes::ssh::rotate, crate::routes::ssh::retire,
         crate::routes::ssh::sign_user, crate::routes::ssh::sign_host, crate::routes::ssh::list,
-        crate::routes::ssh::revoke,
+        crate::routes::ssh::revoke, crate::routes::ssh_agent::host_certs,
         devices::audit_log,
         firewall::show, firewall::update, firewall::set_groups,
         traffic::device_series, traffic::hub_series, traffic::monthly, traffic::show_quota,
@@ -58,7 +58,8 @@ use utoipa::{Modify, OpenApi};
         crate::backups::StoredBackup, crate::backups::VerificationView,
         crate::routes::ssh::CaKeyBody, crate::routes::ssh::CaView, crate::routes::ssh::RetireRequest,
         crate::routes::ssh::CertBody, crate::routes::ssh::CertIssued, crate::routes::ssh::CertView,
-        crate::routes::ssh::CertList,
+        crate::routes::ssh::CertList, crate::routes::ssh_agent::HostKeys,
+        crate::dto::HostCerts, crate::dto::HostCert,
     )),
     modifiers(&Security)
 )]

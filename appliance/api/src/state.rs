@@ -107,6 +107,11 @@ pub struct Inner {
     pub peers_now: crate::accounting::PeersNow,
     /// Unix second the control plane started (the overview's uptime).
     pub started_at: u64,
+    /// What agents keep of the SSH CA (its keys, the KRL) changed this many times since
+    /// start; with `ssh_nonce` it makes the heartbeat's `ssh_etag`.
+    pub ssh_revision: std::sync::atomic::AtomicU64,
+    /// Random per process, so an etag from before a restart never matches one after.
+    pub ssh_nonce: u64,
 }
 
 #[derive(Clone)]
@@ -151,6 +156,8 @@ impl AppState {
             admin_fence: RwLock::new(config.admin_cidrs.clone()),
             peers_now: Default::default(),
             started_at: unix_now(),
+            ssh_revision: Default::default(),
+            ssh_nonce: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
             config,
         }))
     }

@@ -1300,23 +1300,6 @@ fn base64_url_len(s: &str) -> usize {
     s.len() * 6 / 8
 }
 
-async fn register_agent(a: &App, admin: &str, hostname: &str, key: u8) -> (String, String) {
-    let r = a
-        .call(bearer(
-            post("/api/enrollment-tokens", &serde_json::json!({})),
-            admin,
-        ))
-        .await;
-    let token = r.json["token"].as_str().expect("token").to_string();
-    let body = serde_json::json!({"token": token, "public_key": wg_key(key), "hostname": hostname});
-    let r = a.call(post("/api/register", &body)).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    (
-        r.json["device_id"].as_str().expect("id").to_string(),
-        r.json["agent_key"].as_str().expect("agent key").to_string(),
-    )
-}
-
 fn beat(version: &str) -> serde_json::Value {
     serde_json::json!({"agent_version": version, "hostname": "db1", "os": "Debian 12",
         "kernel": "6.1.0", "uptime_s": 42, "load": [0.1, 0.2, 0.3],

@@ -240,11 +240,18 @@ fn any_body() -> impl Strategy<Value = Value> {
             agent_key: Sensitive::new(k),
             config
         })),
-        (any::<u64>(), text(20), any::<u32>()).prop_map(|(i, e, c)| to_json(&HeartbeatAnswer {
-            interval_s: i,
-            config_etag: e,
-            commands_pending: c
-        })),
+        (
+            any::<u64>(),
+            text(20),
+            any::<u32>(),
+            proptest::option::of(text(20))
+        )
+            .prop_map(|(i, e, c, ssh_etag)| to_json(&HeartbeatAnswer {
+                interval_s: i,
+                config_etag: e,
+                commands_pending: c,
+                ssh_etag,
+            })),
         any::<u64>().prop_map(|acked_seq| to_json(&Acked { acked_seq })),
     ]
 }

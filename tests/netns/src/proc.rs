@@ -62,6 +62,16 @@ impl Proc {
     }
 
     /// Everything the process wrote so far (stdout and stderr interleaved).
+    /// Reads the output so far each time it is called (no borrow of the process).
+    pub fn output_reader(&self) -> impl Fn() -> String {
+        let log = self.log.clone();
+        move || {
+            std::fs::read(&log)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        }
+    }
+
     pub fn output(&self) -> String {
         std::fs::read(&self.log)
             .map(|b| String::from_utf8_lossy(&b).into_owned())

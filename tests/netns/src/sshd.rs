@@ -58,10 +58,16 @@ pub fn spawn(
             &config.to_string_lossy(),
         ],
     )?;
+    wait_listening(ns, addr, port)?;
+    Ok(proc)
+}
+
+/// Waits until a socket listens on `addr:port` in `ns` (sshd binds again after a reload).
+pub fn wait_listening(ns: &crate::Netns, addr: &str, port: &str) -> Result<()> {
     let listening = format!("{addr}:{port}");
     crate::wait_until(std::time::Duration::from_secs(10), "sshd listening", || {
         ns.exec(&["ss", "-Htln", &format!("sport = :{port}")])
             .is_ok_and(|o| o.contains(&listening))
-    })?;
-    Ok(proc)
+    })
+    .map(drop)
 }

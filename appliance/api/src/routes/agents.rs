@@ -45,6 +45,7 @@ pub(crate) async fn heartbeat(
         interval_s: state.config.heartbeat_interval_s,
         config_etag: etag(&config)?,
         commands_pending,
+        ssh_etag: super::ssh_agent::ssh_etag(&state),
     }))
 }
 

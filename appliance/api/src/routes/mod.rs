@@ -23,6 +23,7 @@ pub mod settings;
 pub mod settings_pages;
 pub mod setup;
 pub mod ssh;
+pub mod ssh_agent;
 pub mod tls;
 pub mod tokens;
 pub mod traffic;

@@ -45,7 +45,7 @@ pub fn public_router() -> Router<AppState> {
         .route("/downloads/ssh-revoked.krl", get(krl))
 }
 
-fn ca(state: &AppState) -> Result<Arc<SshCa>, ApiError> {
+pub(crate) fn ca(state: &AppState) -> Result<Arc<SshCa>, ApiError> {
     state
         .ssh_ca
         .get()
@@ -116,6 +116,7 @@ pub(crate) async fn rotate(
 ) -> Result<Json<CaView>, ApiError> {
     let ca = ca(&state)?;
     let new = ca.rotate(unix_now()).map_err(ca_error)?;
+    super::ssh_agent::changed(&state);
     audit(&state, &admin.username, "ssh.ca.rotate", &new.fingerprint)?;
     Ok(Json(view(&ca)))
 }
@@ -139,13 +140,14 @@ pub(crate) async fn retire(
 ) -> Result<Json<CaView>, ApiError> {
     let ca = ca(&state)?;
     ca.retire(&req.fingerprint).map_err(ca_error)?;
+    super::ssh_agent::changed(&state);
     audit(&state, &admin.username, "ssh.ca.retire", &req.fingerprint)?;
     Ok(Json(view(&ca)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct CertBody {
+pub struct CertBody {
     /// The key to certify, one OpenSSH line (`ssh-ed25519 AAAA… comment`).
     #[schema(min_length = 1, max_length = 4096)]
     pub public_key: String,
@@ -164,7 +166,7 @@ pub(crate) struct CertBody {
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
-pub(crate) struct CertIssued {
+pub struct CertIssued {
     /// One OpenSSH line: save as `KEY-cert.pub` next to the key.
     pub certificate: String,
     pub serial: u64,
@@ -175,12 +177,14 @@ pub(crate) struct CertIssued {
     pub valid_before: u64,
 }
 
-async fn sign(
+/// Signs, stores and audits one certificate; `issued_by` is the admin, or `agent:ID`
+/// for a host certificate an agent asked for.
+pub(crate) fn issue(
     state: &AppState,
-    admin: &Admin,
+    issued_by: &str,
     kind: CertKind,
     body: CertBody,
-) -> Result<Json<CertIssued>, ApiError> {
+) -> Result<CertIssued, ApiError> {
     if body.public_key.len() > 4096 {
         return Err(ApiError::Invalid(
             "public_key: at most 4096 characters".into(),
@@ -220,13 +224,13 @@ async fn sign(
         valid_after: issued.valid_after,
         valid_before: issued.valid_before,
         issued_at: now,
-        issued_by: admin.username.clone(),
+        issued_by: issued_by.to_string(),
         revoked_at: None,
     };
     state.store.ssh_certs.put(&ssh_cert_key(serial), &record)?;
     audit(
         state,
-        &admin.username,
+        issued_by,
         &format!("ssh.cert.{}", kind.as_str()),
         &format!(
             "serial {serial} key {} principals {} valid {}..{}",
@@ -236,7 +240,7 @@ async fn sign(
             issued.valid_before
         ),
     )?;
-    Ok(Json(CertIssued {
+    Ok(CertIssued {
         certificate: issued.certificate,
         serial,
         key_fingerprint: issued.key_fingerprint,
@@ -244,7 +248,7 @@ async fn sign(
         principals: issued.principals,
         valid_after: issued.valid_after,
         valid_before: issued.valid_before,
-    }))
+    })
 }
 
 /// Signs a user's public key for the given principals (login names).
@@ -257,7 +261,7 @@ pub(crate) async fn sign_user(
     admin: Admin,
     StrictJson(body): StrictJson<CertBody>,
 ) -> Result<Json<CertIssued>, ApiError> {
-    sign(&state, &admin, CertKind::User, body).await
+    issue(&state, &admin.username, CertKind::User, body).map(Json)
 }
 
 /// Signs a host's public key for the given host names.
@@ -270,7 +274,7 @@ pub(crate) async fn sign_host(
     admin: Admin,
     StrictJson(body): StrictJson<CertBody>,
 ) -> Result<Json<CertIssued>, ApiError> {
-    sign(&state, &admin, CertKind::Host, body).await
+    issue(&state, &admin.username, CertKind::Host, body).map(Json)
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -357,6 +361,7 @@ pub(crate) async fn revoke(
     let Ok(Some(record)) = updated else {
         return Err(ApiError::NotFound);
     };
+    super::ssh_agent::changed(&state);
     audit(
         &state,
         &admin.username,

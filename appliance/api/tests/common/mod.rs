@@ -337,3 +337,21 @@ pub async fn enable_2fa(a: &App, token: &str) -> (String, Vec<String>) {
         .collect();
     (secret, codes)
 }
+
+/// Registers an agent through a fresh enrollment token: its device id and agent key.
+pub async fn register_agent(a: &App, admin: &str, hostname: &str, key: u8) -> (String, String) {
+    let r = a
+        .call(bearer(
+            post("/api/enrollment-tokens", &serde_json::json!({})),
+            admin,
+        ))
+        .await;
+    let token = r.json["token"].as_str().expect("token").to_string();
+    let body = serde_json::json!({"token": token, "public_key": wg_key(key), "hostname": hostname});
+    let r = a.call(post("/api/register", &body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    (
+        r.json["device_id"].as_str().expect("id").to_string(),
+        r.json["agent_key"].as_str().expect("agent key").to_string(),
+    )
+}

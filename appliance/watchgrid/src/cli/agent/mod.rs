@@ -74,7 +74,44 @@ struct EnrollArgs {
     #[arg(long)]
     hostname: Option<String>,
     #[command(flatten)]
+    ssh: SshArgs,
+    #[command(flatten)]
     dir: StateDirArg,
+}
+
+/// sshd trusted through the hub's SSH CA (README: "SSH certificates").
+#[derive(clap::Args)]
+struct SshArgs {
+    /// Have the hub certify sshd's host keys (renewed at half-life) and point sshd at
+    /// the certificates: clients that trust the hub's CA connect without a prompt.
+    #[arg(long)]
+    ssh_host_cert: bool,
+    /// Let sshd accept user certificates the hub signs, and keep the hub's revocation
+    /// list installed (a login name must be a principal of the certificate).
+    #[arg(long)]
+    ssh_user_ca: bool,
+    /// sshd's directory: its host keys, and where certificates and the drop-in
+    /// `sshd_config.d/watchgrid.conf` are written.
+    #[arg(long, value_name = "DIR", default_value = "/etc/ssh")]
+    ssh_dir: PathBuf,
+    /// The command that makes sshd load new host certificates (split at spaces).
+    #[arg(long, value_name = "COMMAND", default_value = watchgrid_agent::sshd::DEFAULT_RELOAD)]
+    sshd_reload: String,
+}
+
+impl SshArgs {
+    fn settings(&self) -> Option<watchgrid_agent::sshd::SshSettings> {
+        (self.ssh_host_cert || self.ssh_user_ca).then(|| watchgrid_agent::sshd::SshSettings {
+            dir: self.ssh_dir.clone(),
+            host_certs: self.ssh_host_cert,
+            user_ca: self.ssh_user_ca,
+            reload: self
+                .sshd_reload
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
+        })
+    }
 }
 
 #[derive(clap::Args)]
@@ -177,7 +214,17 @@ fn run_enroll(args: EnrollArgs) -> anyhow::Result<()> {
         trust,
         allow_commands: args.allow_commands,
         hostname: args.hostname.unwrap_or_else(default_hostname),
+        ssh: args.ssh.settings(),
     };
+    if let Some(ssh) = &request.ssh {
+        if watchgrid_agent::sshd::files::config_includes_dropins(&ssh.dir) == Some(false) {
+            eprintln!(
+                "warning: {}/sshd_config has no `Include {}/sshd_config.d/*.conf`: sshd will not read the agent's settings until it does",
+                ssh.dir.display(),
+                ssh.dir.display()
+            );
+        }
+    }
     let enrolled = crate::runtime()?.block_on(enroll(&dir, request))?;
     let what = if enrolled.trusted_is_ca {
         "CA"
@@ -281,6 +328,9 @@ fn show_status(args: StatusArgs) -> anyhow::Result<()> {
                 s.last_heartbeat.as_deref().unwrap_or("none yet")
             );
             println!("logs:       {}", s.logs.as_deref().unwrap_or("not shipped"));
+            if let Some(ssh) = &s.ssh {
+                println!("ssh:        {ssh}");
+            }
         }
     }
     Ok(())
