@@ -98,6 +98,7 @@ pub(crate) fn admin(state: &AppState) -> Router<AppState> {
         .merge(fleet_pages::forms_router())
         .merge(device_settings::forms_router())
         .merge(backup_page::forms_router())
+        .merge(routes::ssh_page::forms_router())
         .merge(live::router())
         .merge(firewall_page::forms_router())
         // `route_layer`: authentication guards these routes only, never the fallback
@@ -117,7 +118,8 @@ pub(crate) fn admin(state: &AppState) -> Router<AppState> {
         .merge(settings_pages::router())
         .merge(firewall_page::router())
         .merge(fleet_pages::router())
-        .merge(backup_page::router());
+        .merge(backup_page::router())
+        .merge(routes::ssh_page::router());
     let pages = fenced(after_setup(pages, state), state);
     pages.merge(api)
 }

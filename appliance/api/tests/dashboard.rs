@@ -80,6 +80,7 @@ async fn every_page_answers_signed_in_and_sends_strangers_to_sign_in() {
         "/logins".to_string(),
         "/audit".to_string(),
         "/backup".to_string(),
+        "/ssh".to_string(),
         "/settings".to_string(),
     ] {
         let r = a.call(b.get(&path)).await;
@@ -715,4 +716,107 @@ async fn the_backup_page_sets_the_schedule_and_shows_refusals_and_failures() {
     let page = a.call(b.get("/backup")).await;
     assert!(page.text.contains("id=\"backup-error\""), "{}", page.text);
     assert!(page.text.contains("Daily, keeping the newest 3."));
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_ssh_page_signs_a_user_key_revokes_it_and_rotates_the_ca() {
+    let a = app();
+    let token = a.admin_token().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca =
+        watchgrid_sshca::SshCa::open_or_create(&dir.path().join("ssh"), unix_now() - 60).expect("ca");
+    assert!(a.state.ssh_ca.set(std::sync::Arc::new(ca)).is_ok());
+    let b = browser(&a).await;
+    let page = a.call(b.get("/ssh")).await;
+    assert!(page.text.contains("id=\"ssh-certs-none\""), "{}", page.text);
+    assert!(page.text.contains("@cert-authority"), "{}", page.text);
+
+    let key = ssh_key::PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519)
+        .expect("key")
+        .public_key()
+        .to_openssh()
+        .expect("openssh");
+    for bad in [
+        format!("public_key={}&principals=&hours=16", url_encode(&key)),
+        format!("public_key={}&principals=root&hours=0", url_encode(&key)),
+        "public_key=ssh-ed25519+nonsense&principals=root&hours=16".to_string(),
+    ] {
+        let r = a.call(b.submit("/forms/ssh/user-cert", &bad)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            r.text
+        );
+        assert!(r.text.contains("id=\"error\""), "{bad}: no reason shown");
+    }
+    let list = a.call(bearer(get("/api/ssh/certs"), &token)).await;
+    assert_eq!(
+        list.json["certs"].as_array().map(Vec::len),
+        Some(0),
+        "a refusal signed"
+    );
+
+    let form = format!(
+        "public_key={}&principals=root%2C+deploy&hours=2",
+        url_encode(&key)
+    );
+    let r = a.call(b.submit("/forms/ssh/user-cert", &form)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let shown = html_unescape(between(
+        &r.text,
+        "id=\"issued-cert\" class=\"scroll\">",
+        "</pre>",
+    ));
+    let cert = ssh_key::Certificate::from_openssh(&shown).expect("the page shows the certificate");
+    assert_eq!(cert.valid_principals(), ["root", "deploy"]);
+    assert_eq!(cert.valid_before() - cert.valid_after(), 2 * 3600);
+    let serial = cert.serial();
+
+    let r = a
+        .call(b.submit(&format!("/forms/ssh/certs/{serial}/revoke"), ""))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let list = a.call(bearer(get("/api/ssh/certs"), &token)).await;
+    assert!(
+        list.json["certs"][0]["revoked_at"].is_u64(),
+        "{}",
+        list.text
+    );
+    let page = a.call(b.get("/ssh?done=revoked")).await;
+    assert!(page.text.contains("revoked"), "{}", page.text);
+    assert!(
+        !page.text.contains(&format!("id=\"revoke-{serial}\"")),
+        "still revocable"
+    );
+
+    let r = a.call(b.submit("/forms/ssh/ca/rotate", "")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let ca = a.call(bearer(get("/api/ssh/ca"), &token)).await;
+    let keys = ca.json["keys"].as_array().expect("keys").clone();
+    assert_eq!(keys.len(), 2, "{}", ca.text);
+    let old = keys[0]["fingerprint"].as_str().expect("fp");
+    let r = a
+        .call(b.submit(
+            "/forms/ssh/ca/retire",
+            &format!("fingerprint={}", url_encode(old)),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let ca = a.call(bearer(get("/api/ssh/ca"), &token)).await;
+    assert_eq!(
+        ca.json["keys"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        ca.text
+    );
 }

@@ -24,6 +24,7 @@ pub mod settings_pages;
 pub mod setup;
 pub mod ssh;
 pub mod ssh_agent;
+pub mod ssh_page;
 pub mod tls;
 pub mod tokens;
 pub mod traffic;

@@ -18,16 +18,18 @@ pub enum Nav {
     Logins,
     Audit,
     Backup,
+    Ssh,
     Settings,
 }
 
-const SECTIONS: [(Nav, &str, &str); 7] = [
+const SECTIONS: [(Nav, &str, &str); 8] = [
     (Nav::Overview, "/", "Overview"),
     (Nav::Devices, "/devices", "Devices"),
     (Nav::Firewall, "/firewall", "Firewall"),
     (Nav::Logins, "/logins", "Logins"),
     (Nav::Audit, "/audit", "Audit log"),
     (Nav::Backup, "/backup", "Backup"),
+    (Nav::Ssh, "/ssh", "SSH"),
     (Nav::Settings, "/settings", "Settings"),
 ];
 
