@@ -99,11 +99,45 @@ impl Sampler {
                 tx,
             });
         }
+        remember_endpoints(state, &devices, &live);
         // A peer that left the hub starts from zero if it comes back.
         self.previous.retain(|k, _| live.contains_key(k));
         state.peers_now.replace(live);
         state.store.record_traffic(now, &deltas)?;
         enforce_quotas(state, now).await
+    }
+}
+
+/// Stores each device's endpoint when it moved, so that a start after a power cut or a
+/// restore from a backup reaches every device at once instead of waiting for it to
+/// call (a clean shutdown saves them too).
+fn remember_endpoints(
+    state: &AppState,
+    devices: &HashMap<PublicKey, Device>,
+    live: &HashMap<PublicKey, PeerNow>,
+) {
+    for (key, peer) in live {
+        if let (Some(d), Some(ep)) = (devices.get(key), peer.endpoint) {
+            save_endpoint(&state.store, d, ep);
+        }
+    }
+}
+
+/// Records where `device` was last seen; writes only a change (roaming), so sampling
+/// a settled fleet writes nothing.
+pub fn save_endpoint(store: &watchgrid_store::Store, device: &Device, ep: SocketAddr) {
+    let ep = ep.to_string();
+    if device.last_endpoint.as_deref() == Some(ep.as_str()) {
+        return;
+    }
+    let saved = store.devices.update(&device.id, |cur| {
+        Ok::<_, ()>(cur.map(|d| Device {
+            last_endpoint: Some(ep.clone()),
+            ..d
+        }))
+    });
+    if let Err(e) = saved {
+        tracing::warn!(device = %device.id, error = %e, "saving the last endpoint");
     }
 }
 

@@ -732,8 +732,8 @@ async fn the_ssh_page_signs_a_user_key_revokes_it_and_rotates_the_ca() {
     let a = app();
     let token = a.admin_token().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let ca =
-        watchgrid_sshca::SshCa::open_or_create(&dir.path().join("ssh"), unix_now() - 60).expect("ca");
+    let ca = watchgrid_sshca::SshCa::open_or_create(&dir.path().join("ssh"), unix_now() - 60)
+        .expect("ca");
     assert!(a.state.ssh_ca.set(std::sync::Arc::new(ca)).is_ok());
     let b = browser(&a).await;
     let page = a.call(b.get("/ssh")).await;

@@ -345,3 +345,27 @@ async fn per_device_metrics_appear_only_when_asked_for() {
         }
     }
 }
+
+#[tokio::test]
+async fn each_devices_endpoint_is_stored_when_a_sample_sees_it_move() {
+    let a = app();
+    let token = a.admin_token().await;
+    let (id, key) = plain_device(&a, &token, 34).await;
+    let stored = |a: &App| {
+        a.state
+            .store
+            .devices
+            .get(&id)
+            .expect("read")
+            .expect("device")
+            .last_endpoint
+    };
+    assert_eq!(stored(&a), None);
+    counters(&a, key, 1, 1);
+    Sampler::default()
+        .sample(&a.state, T0)
+        .await
+        .expect("sample");
+    // The fake hub reports every peer at 192.0.2.7:40000.
+    assert_eq!(stored(&a).as_deref(), Some("192.0.2.7:40000"));
+}

@@ -181,7 +181,7 @@ try:
     for name, path in [("overview", "/"), ("devices", "/devices"),
                        ("device", f"/devices/{device}"), ("device-month", f"/devices/{device}?range=month"),
                        ("firewall", "/firewall"), ("logins", "/logins"), ("audit", "/audit"),
-                       ("backup", "/backup"), ("settings", "/settings")]:
+                       ("backup", "/backup"), ("ssh", "/ssh"), ("settings", "/settings")]:
         visit(name, path)
     # Dark, as the system asks: the same pages, legible (axe checks the contrast).
     drv.execute_cdp_cmd("Emulation.setEmulatedMedia",

@@ -390,20 +390,11 @@ fn save_endpoints(store: &Store, endpoints: &[(PublicKey, SocketAddr)]) {
             return;
         }
     };
-    let by_key: std::collections::HashMap<PublicKey, String> =
-        devices.into_iter().map(|d| (d.public_key, d.id)).collect();
+    let by_key: std::collections::HashMap<PublicKey, watchgrid_store::Device> =
+        devices.into_iter().map(|d| (d.public_key, d)).collect();
     for (key, ep) in endpoints {
-        let Some(id) = by_key.get(key) else {
-            continue;
-        };
-        let saved = store.devices.update(id, |cur| {
-            Ok::<_, ()>(cur.map(|d| watchgrid_store::Device {
-                last_endpoint: Some(ep.to_string()),
-                ..d
-            }))
-        });
-        if let Err(e) = saved {
-            tracing::warn!(device = %id, error = %e, "saving the last endpoint");
+        if let Some(device) = by_key.get(key) {
+            watchgrid_api::accounting::save_endpoint(store, device, *ep);
         }
     }
 }
