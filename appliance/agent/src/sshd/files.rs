@@ -22,7 +22,9 @@ pub struct HostKey {
     pub cert_path: PathBuf,
 }
 
-/// sshd's host public keys in `dir` (`ssh_host_*_key.pub`), sorted by file name.
+/// sshd's host public keys in `dir` (`ssh_host_*_key.pub`), sorted by file name. A
+/// file that is no public key the CA reads is left out, so that it does not hold back
+/// the others (the hub would refuse the whole request).
 pub fn host_keys(dir: &Path) -> io::Result<Vec<HostKey>> {
     let mut keys = Vec::new();
     for entry in fs::read_dir(dir)? {
@@ -37,6 +39,10 @@ pub fn host_keys(dir: &Path) -> io::Result<Vec<HostKey>> {
             continue;
         };
         let line = fs::read_to_string(&path)?.trim().to_string();
+        if ssh_key::PublicKey::from_openssh(&line).is_err() {
+            tracing::debug!(path = %path.display(), "not a host key the hub certifies; skipped");
+            continue;
+        }
         keys.push(HostKey {
             line,
             cert_path: dir.join(format!("ssh_host_{stem}_key-cert.pub")),
@@ -119,8 +125,10 @@ mod tests {
             "ssh_host_rsa_key-cert.pub",
             "moduli",
         ] {
-            fs::write(dir.path().join(name), "ssh-ed25519 AAAA x\n").expect("write");
+            fs::write(dir.path().join(name), format!("{}\n", new_key())).expect("write");
         }
+        let odd = "ssh-foo AAAAB3NzaC1kc3MAAACB x\n";
+        fs::write(dir.path().join("ssh_host_foo_key.pub"), odd).expect("write");
         let keys = host_keys(dir.path()).expect("keys");
         let certs: Vec<String> = keys
             .iter()
@@ -136,7 +144,7 @@ mod tests {
             certs,
             ["ssh_host_ed25519_key-cert.pub", "ssh_host_rsa_key-cert.pub"]
         );
-        assert_eq!(keys[0].line, "ssh-ed25519 AAAA x");
+        assert!(keys[0].line.starts_with("ssh-ed25519 "));
     }
 
     fn signed(ca: &watchgrid_sshca::SshCa, key: &str, after: u64, before: u64) -> String {

@@ -49,6 +49,8 @@ pub enum SshdError {
     Client(#[from] ClientError),
     #[error("the hub sent {what} this agent does not accept: {why}")]
     BadDownload { what: &'static str, why: String },
+    #[error("the hub has no SSH CA")]
+    NoCa,
     #[error("reloading sshd ({command}): {why}")]
     Reload { command: String, why: String },
 }
@@ -149,8 +151,10 @@ impl Sshd {
     /// The CA keys and KRL, fetched when the hub says they changed since the last
     /// install. Both are checked before either is written.
     async fn refresh_trust(&self, client: &HubClient, etag: Option<&str>) -> Result<(), SshdError> {
-        let installed = lock(&self.installed_etag).clone();
-        if etag.is_some() && installed.as_deref() == etag {
+        let Some(etag) = etag else {
+            return Err(SshdError::NoCa);
+        };
+        if lock(&self.installed_etag).as_deref() == Some(etag) {
             return Ok(());
         }
         let keys = download(client, "/downloads/ssh-ca.pub", "the SSH CA keys").await?;
@@ -167,7 +171,7 @@ impl Sshd {
         files::replace(&krl_path, &krl).map_err(io(&krl_path))?;
         let ca_path = dir.join(USER_CA_FILE);
         files::replace(&ca_path, &keys).map_err(io(&ca_path))?;
-        *lock(&self.installed_etag) = etag.map(str::to_string);
+        *lock(&self.installed_etag) = Some(etag.to_string());
         Ok(())
     }
 
