@@ -324,6 +324,12 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     _admin: Admin,
 ) -> Result<Json<CertList>, ApiError> {
+    let certs = newest_first(&state)?;
+    Ok(Json(CertList { certs }))
+}
+
+/// Every issued certificate, newest first (serials only grow).
+pub(crate) fn newest_first(state: &AppState) -> Result<Vec<CertView>, ApiError> {
     let mut certs: Vec<CertView> = state
         .store
         .ssh_certs
@@ -332,7 +338,7 @@ pub(crate) async fn list(
         .map(Into::into)
         .collect();
     certs.reverse();
-    Ok(Json(CertList { certs }))
+    Ok(certs)
 }
 
 /// Revokes a certificate: it is in the KRL (`/downloads/ssh-revoked.krl`) from now on.

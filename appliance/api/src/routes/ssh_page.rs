@@ -83,14 +83,7 @@ fn render(
             "<h1>SSH</h1><p class=\"muted\" id=\"ssh-none\">This appliance has no SSH CA.</p>";
         return Ok((status, frame.page("SSH", Nav::Ssh, body)).into_response());
     };
-    let mut certs: Vec<CertView> = state
-        .store
-        .ssh_certs
-        .list()?
-        .into_iter()
-        .map(Into::into)
-        .collect();
-    certs.reverse();
+    let certs = super::ssh::newest_first(state)?;
     let body = format!(
         "<h1>SSH</h1>{}{}{}{}{}",
         notice(n.ok, n.error),
