@@ -23,9 +23,9 @@
 
 use crate::middleware::{admin_fence, check_origin, firewall_gate, setup_gate};
 use crate::routes::{
-    self, agents, alerts, backup, backup_page, commands, device_pages, device_settings, devices,
-    enrollment, firewall, firewall_page, fleet_pages, live, logs, pages, password, session,
-    settings, settings_pages, tls, tokens, traffic,
+    self, agents, alerts, backup, backup_offsite, backup_page, commands, device_pages,
+    device_settings, devices, enrollment, firewall, firewall_page, fleet_pages, live, logs, pages,
+    password, session, settings, settings_pages, tls, tokens, traffic,
 };
 use crate::state::AppState;
 use axum::http::StatusCode;
@@ -82,6 +82,7 @@ pub(crate) fn admin(state: &AppState) -> Router<AppState> {
         .merge(session::router())
         .merge(tokens::router())
         .merge(backup::router())
+        .merge(backup_offsite::router())
         .merge(routes::ssh::router())
         .merge(password::router())
         .merge(tls::router())

@@ -163,6 +163,11 @@ pub fn publish(state: &AppState, status: &BackupStatus) {
         .metrics
         .backup_last_success
         .set(i64::try_from(at).unwrap_or(i64::MAX));
+    let copied = status.offsite.last_success_at.unwrap_or(0);
+    state
+        .metrics
+        .backup_offsite_last_success
+        .set(i64::try_from(copied).unwrap_or(i64::MAX));
 }
 
 /// Decrypts and checks one stored backup with the schedule's passphrase (blocking).
@@ -232,4 +237,21 @@ pub fn stored(state: &AppState) -> Result<Vec<StoredBackup>, ApiError> {
         });
     }
     Ok(out)
+}
+
+/// What a scheduled run did: the stored file, and its copy off the box when copies are on.
+pub struct RunOutcome {
+    pub name: String,
+    /// The server and path of the copy, or why it failed; None when copies are off.
+    pub offsite: Option<Result<String, String>>,
+}
+
+/// Takes a scheduled backup (off the async threads), then copies it off the box.
+pub async fn run_and_copy(state: &AppState) -> Result<RunOutcome, ApiError> {
+    let s = state.clone();
+    let name = tokio::task::spawn_blocking(move || run_scheduled(&s))
+        .await
+        .map_err(|e| ApiError::internal(format!("the backup task: {e}")))??;
+    let offsite = crate::offsite::copy(state, &name).await;
+    Ok(RunOutcome { name, offsite })
 }

@@ -21,6 +21,7 @@ pub mod json;
 pub mod limits;
 pub mod metrics;
 mod middleware;
+pub mod offsite;
 pub mod openapi;
 pub mod presence;
 pub mod routes;

@@ -37,6 +37,7 @@ pub struct Metrics {
     pub firewall_applied: Gauge,
     /// Unix time of the last scheduled backup that succeeded (0: none yet).
     pub backup_last_success: Gauge,
+    pub backup_offsite_last_success: Gauge,
     /// Per device, only with `--peer-metrics` (otherwise the families stay empty).
     pub peer_rx_bytes: Family<Labels, Counter>,
     pub peer_tx_bytes: Family<Labels, Counter>,
@@ -113,6 +114,11 @@ const BACKUP_LAST_SUCCESS: Described = (
     "Unix time of the last scheduled backup that succeeded (0 when none has)",
 );
 
+const BACKUP_OFFSITE_LAST_SUCCESS: Described = (
+    "watchgrid_backup_offsite_last_success_timestamp_seconds",
+    "Unix time of the last backup copied off the box over SFTP (0 when none has)",
+);
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut r = Registry::default();
@@ -144,6 +150,11 @@ impl Default for Metrics {
             ),
             firewall_applied: registered(&mut r, FIREWALL_APPLIED, Gauge::default()),
             backup_last_success: registered(&mut r, BACKUP_LAST_SUCCESS, Gauge::default()),
+            backup_offsite_last_success: registered(
+                &mut r,
+                BACKUP_OFFSITE_LAST_SUCCESS,
+                Gauge::default(),
+            ),
             peer_rx_bytes: registered(&mut r, PEER_RX_BYTES, Family::default()),
             peer_tx_bytes: registered(&mut r, PEER_TX_BYTES, Family::default()),
             registry: r,

@@ -396,3 +396,211 @@ async fn after_setup_a_restore_through_the_wizard_is_refused() {
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
     assert!(source.staged.lock().expect("lock").is_empty());
 }
+
+const HOST_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIaSm1a12YtuYLZw4vHixGfKIiksPtc0T2afO+eXjnVX";
+
+fn offsite_metric(a: &App) -> String {
+    a.state
+        .metrics
+        .render()
+        .lines()
+        .find(|l| l.starts_with("watchgrid_backup_offsite_last_success_timestamp_seconds "))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn offsite_settings_are_checked_and_need_a_code_with_2fa() {
+    let a = app();
+    let token = a.admin_token().await;
+    let r = a.call(get("/api/backups/offsite")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let v = a.call(bearer(get("/api/backups/offsite"), &token)).await;
+    assert_eq!(v.status, StatusCode::OK, "{}", v.text);
+    assert_eq!(v.json["enabled"], false);
+    let public_key = v.json["public_key"].as_str().expect("a key").to_string();
+    assert!(public_key.starts_with("ssh-ed25519 "), "{public_key}");
+    let again = a.call(bearer(get("/api/backups/offsite"), &token)).await;
+    assert_eq!(
+        again.json["public_key"],
+        public_key.as_str(),
+        "one key, kept"
+    );
+
+    let good = serde_json::json!({"host": "backup.example.net", "user": "wg",
+        "dir": "backups", "host_key": format!("[backup.example.net]:22 {HOST_KEY}")});
+    for (field, bad) in [
+        ("host", serde_json::json!("bad host!")),
+        ("user", serde_json::json!("")),
+        ("dir", serde_json::json!("")),
+        ("host_key", serde_json::json!("not a key")),
+        ("port", serde_json::json!(0)),
+    ] {
+        let mut body = good.clone();
+        body[field] = bad;
+        let r = a
+            .call(bearer(put("/api/backups/offsite", &body), &token))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{field}: {}",
+            r.text
+        );
+    }
+    let v = a.call(bearer(get("/api/backups/offsite"), &token)).await;
+    assert_eq!(
+        v.json["enabled"], false,
+        "a refused change changed something"
+    );
+
+    let r = a
+        .call(bearer(put("/api/backups/offsite", &good), &token))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["enabled"], true);
+    assert_eq!(r.json["port"], 22);
+    assert_eq!(r.json["public_key"], public_key.as_str());
+    let fingerprints = r.json["host_key_fingerprints"].as_array().expect("list");
+    assert_eq!(fingerprints.len(), 1);
+    assert!(fingerprints[0]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("SHA256:"));
+
+    let (_, recovery) = enable_2fa(&a, &token).await;
+    let elsewhere = serde_json::json!({"host": "evil.example.net", "user": "x",
+        "dir": "d", "host_key": HOST_KEY});
+    let r = a
+        .call(bearer(put("/api/backups/offsite", &elsewhere), &token))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    let r = a
+        .call(bearer(
+            post("/api/backups/offsite/key", &serde_json::json!({})),
+            &token,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    let v = a.call(bearer(get("/api/backups/offsite"), &token)).await;
+    assert_eq!(v.json["host"], "backup.example.net");
+    assert_eq!(v.json["public_key"], public_key.as_str());
+
+    let r = a
+        .call(bearer(
+            post(
+                "/api/backups/offsite/key",
+                &serde_json::json!({"totp": recovery[0]}),
+            ),
+            &token,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_ne!(r.json["public_key"], public_key.as_str(), "a new key");
+
+    let r = a.call(bearer(delete("/api/backups/offsite"), &token)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["enabled"], false);
+    let audit = a.call(bearer(get("/api/audit"), &token)).await;
+    for action in [
+        "backup.offsite",
+        "backup.offsite.key",
+        "backup.offsite.remove",
+    ] {
+        assert!(
+            audit.json["entries"]
+                .as_array()
+                .expect("entries")
+                .iter()
+                .any(|e| e["action"] == action),
+            "{action} not audited"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failed_copy_off_the_box_keeps_the_backup_and_is_reported() {
+    let a = app();
+    let token = a.admin_token().await;
+    let source = Arc::new(DirSource {
+        dir: tempfile::tempdir().expect("tempdir"),
+        taken: AtomicUsize::new(0),
+    });
+    assert!(a.state.backup.set(source.clone()).is_ok());
+    let schedule = serde_json::json!({"passphrase": "the daily passphrase"});
+    a.call(bearer(put("/api/backups/schedule", &schedule), &token))
+        .await;
+    let run = || bearer(post("/api/backups/run", &serde_json::json!({})), &token);
+    let r = a.call(run()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["offsite"], serde_json::Value::Null, "copies are off");
+
+    // Nothing listens on this loopback port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let target = serde_json::json!({"host": "127.0.0.1", "port": port, "user": "wg",
+        "dir": "/backups", "host_key": HOST_KEY});
+    let r = a
+        .call(bearer(put("/api/backups/offsite", &target), &token))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = a
+        .call(bearer(
+            post("/api/backups/offsite/test", &serde_json::json!({})),
+            &token,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["ok"], false);
+    assert!(
+        r.json["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("connecting to 127.0.0.1"),
+        "{}",
+        r.text
+    );
+
+    let r = a.call(run()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["name"], "watchgrid-2.wgbackup");
+    assert_eq!(r.json["offsite"]["ok"], false, "{}", r.text);
+    assert!(
+        source.dir().join("watchgrid-2.wgbackup").is_file(),
+        "the local backup is kept"
+    );
+    let v = a.call(bearer(get("/api/backups/offsite"), &token)).await;
+    assert!(
+        v.json["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("connecting"),
+        "{}",
+        v.text
+    );
+    assert_eq!(v.json["last_success_at"], serde_json::Value::Null);
+    assert!(v.json["last_attempt_at"].as_u64().is_some());
+    assert_eq!(
+        offsite_metric(&a),
+        "watchgrid_backup_offsite_last_success_timestamp_seconds 0"
+    );
+    let alerts = a.call(bearer(get("/api/alerts"), &token)).await;
+    assert!(
+        alerts.text.contains("backup_offsite_failed"),
+        "{}",
+        alerts.text
+    );
+    let local = a.call(bearer(get("/api/backups"), &token)).await;
+    assert_eq!(
+        local.json["last_error"],
+        serde_json::Value::Null,
+        "the local run succeeded"
+    );
+
+    let cookie = a.login_cookie().await;
+    let page = a.call(with(get("/backup"), header::COOKIE, &cookie)).await;
+    assert!(page.text.contains("id=\"offsite-error\""), "{}", page.text);
+}

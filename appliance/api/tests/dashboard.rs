@@ -718,6 +718,69 @@ async fn the_backup_page_sets_the_schedule_and_shows_refusals_and_failures() {
     assert!(page.text.contains("Daily, keeping the newest 3."));
 }
 
+#[tokio::test]
+async fn the_backup_page_sets_tests_and_removes_the_sftp_target() {
+    let a = app();
+    let token = a.admin_token().await;
+    let b = browser(&a).await;
+    let page = a.call(b.get("/backup")).await;
+    assert!(
+        page.text.contains("Off: backups stay on the appliance."),
+        "{}",
+        page.text
+    );
+    let public_key = between(&page.text, "<pre id=\"offsite-public-key\">", "</pre>").to_string();
+    assert!(public_key.starts_with("ssh-ed25519 "), "{public_key}");
+
+    let host_key =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIaSm1a12YtuYLZw4vHixGfKIiksPtc0T2afO+eXjnVX";
+    let r = a
+        .call(b.submit(
+            "/forms/backup/offsite",
+            "host=127.0.0.1&port=1&user=wg&dir=%2Fb&host_key=nonsense&totp=",
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("not an OpenSSH public key"), "{}", r.text);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let form = format!(
+        "host=127.0.0.1&port={port}&user=wg&dir=%2Fb&host_key={}&totp=",
+        url_encode(host_key)
+    );
+    let r = a.call(b.submit("/forms/backup/offsite", &form)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let page = a.call(b.get("/backup")).await;
+    assert!(
+        page.text.contains("<code>wg@127.0.0.1:/b</code>"),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("SHA256:"), "{}", page.text);
+    assert!(page.text.contains(&public_key), "the key changed");
+
+    // Nothing listens there: the test says so, naming the address.
+    let r = a.call(b.submit("/forms/backup/offsite/test", "")).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text);
+    assert!(
+        r.text.contains("The test failed: connecting to 127.0.0.1"),
+        "{}",
+        r.text
+    );
+
+    let r = a.call(b.submit("/forms/backup/offsite/key", "totp=")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let page = a.call(b.get("/backup")).await;
+    assert!(!page.text.contains(&public_key), "the key was not replaced");
+
+    let r = a.call(b.submit("/forms/backup/offsite/remove", "")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let v = a.call(bearer(get("/api/backups/offsite"), &token)).await;
+    assert_eq!(v.json["enabled"], false);
+}
+
 fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {

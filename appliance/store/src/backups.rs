@@ -28,6 +28,42 @@ pub struct BackupStatus {
     /// Stored file name -> its last verification.
     #[serde(default)]
     pub verified: BTreeMap<String, Verification>,
+    /// The copies off the box that followed the runs.
+    #[serde(default)]
+    pub offsite: OffsiteStatus,
+}
+
+/// What became of the copies off the box.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsiteStatus {
+    pub last_attempt_at: Option<u64>,
+    pub last_success_at: Option<u64>,
+    /// The last attempt's error; cleared by a success.
+    pub last_error: Option<String>,
+    /// The server's path of the last copy that arrived.
+    pub last_copy: Option<String>,
+}
+
+/// Where scheduled backups are copied off the box, over SFTP. Absent: they stay here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsiteSettings {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// The remote directory (it must exist).
+    pub dir: String,
+    /// The server's pinned host keys, one OpenSSH public key per line.
+    pub host_key: String,
+    pub updated_at: u64,
+}
+
+/// The appliance's own SSH key for those copies. It outlives the settings, so turning
+/// copies off and on again does not mean authorizing a new key on the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsiteKey {
+    /// OpenSSH private key, unencrypted (the store is the appliance's secret).
+    pub private: Sensitive<String>,
+    pub created_at: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -28,7 +28,10 @@ mod traffic;
 pub use alerts::{
     AlertRecord, DeliveryAttempt, DeliveryState, LogSettings, Webhook, LOG_SETTINGS_KEY,
 };
-pub use backups::{BackupSchedule, BackupStatus, Verification, BACKUP_KEY};
+pub use backups::{
+    BackupSchedule, BackupStatus, OffsiteKey, OffsiteSettings, OffsiteStatus, Verification,
+    BACKUP_KEY,
+};
 pub use commands::{AgentCommand, Cancellation, CommandOutcome, CommandState, ResultRecorded};
 pub use entities::{
     AdminUser, ApiToken, AuditEntry, Device, EnrollmentToken, FirewallPolicy, Network, Redemption,
@@ -168,6 +171,10 @@ pub struct Store {
     pub backup_schedule: Table<BackupSchedule>,
     /// One record, key [`BACKUP_KEY`].
     pub backup_status: Table<BackupStatus>,
+    /// One record, key [`BACKUP_KEY`]: where backups are copied off the box.
+    pub backup_offsite: Table<OffsiteSettings>,
+    /// One record, key [`BACKUP_KEY`]: the key those copies sign in with.
+    pub backup_offsite_key: Table<OffsiteKey>,
     /// Certificates the SSH CA issued, keyed by [`ssh_cert_key`].
     pub ssh_certs: Table<SshCertRecord>,
 }
@@ -240,6 +247,8 @@ impl Store {
             quotas: Table::open(&db, d, "quotas")?,
             backup_schedule: Table::open(&db, d, "backup_schedule")?,
             backup_status: Table::open(&db, d, "backup_status")?,
+            backup_offsite: Table::open(&db, d, "backup_offsite")?,
+            backup_offsite_key: Table::open(&db, d, "backup_offsite_key")?,
             ssh_certs: Table::open(&db, d, "ssh_certs")?,
             db,
             durability,

@@ -187,9 +187,19 @@ fn check_passphrase(p: &str) -> Result<(), ApiError> {
 pub(crate) struct BackupRun {
     /// The stored backup's file name.
     pub name: String,
+    /// Its copy off the box; absent when copies are off.
+    pub offsite: Option<OffsiteCopy>,
 }
 
-/// Takes a scheduled backup now (what the daily timer does).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct OffsiteCopy {
+    pub ok: bool,
+    /// `host:port:/path` of the copy, or why it failed.
+    pub detail: String,
+}
+
+/// Takes a scheduled backup now (what the daily timer does) and copies it off the box
+/// when copies are on. A failed copy leaves the stored backup in place and says why.
 #[utoipa::path(post, path = "/api/backups/run", tag = "admin",
     responses((status = 200, body = BackupRun), (status = 401, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)),
@@ -198,12 +208,15 @@ pub(crate) async fn run_now(
     State(state): State<AppState>,
     admin: Admin,
 ) -> Result<Json<BackupRun>, ApiError> {
-    let s = state.clone();
-    let name = tokio::task::spawn_blocking(move || crate::backups::run_scheduled(&s))
-        .await
-        .map_err(|e| ApiError::internal(format!("the backup task: {e}")))??;
-    audit(&state, &admin.username, "backup.run", &name)?;
-    Ok(Json(BackupRun { name }))
+    let run = crate::backups::run_and_copy(&state).await?;
+    audit(&state, &admin.username, "backup.run", &run.name)?;
+    Ok(Json(BackupRun {
+        name: run.name,
+        offsite: run.offsite.map(|r| match r {
+            Ok(detail) => OffsiteCopy { ok: true, detail },
+            Err(detail) => OffsiteCopy { ok: false, detail },
+        }),
+    }))
 }
 
 /// Decrypts and checks a stored backup with the schedule's passphrase; the result is

@@ -24,7 +24,7 @@ pub fn router() -> Router<AppState> {
 
 /// The page's forms, for the admin API's protection (session, CSRF token, Origin, fence).
 pub fn forms_router() -> Router<AppState> {
-    Router::new()
+    super::backup_offsite_page::forms_router()
         .route("/forms/backup/schedule", post(set_schedule))
         .route("/forms/backup/run", post(run_now))
         .route("/forms/backup/download", post(download))
@@ -36,6 +36,10 @@ fn done_message(code: Option<&str>) -> Option<&'static str> {
         "schedule" => Some("The schedule is saved; the next daily backup uses it."),
         "run" => Some("A backup is taken and kept on the appliance."),
         "verified" => Some("The backup is checked; its result is in the table."),
+        "run-copied" => Some("A backup is taken, kept on the appliance and copied off the box."),
+        "offsite" => Some("The SFTP target is saved; use Test to try it."),
+        "offsite-off" => Some("Backups are no longer copied off the box."),
+        "offsite-key" => Some("The appliance has a new SSH key: authorize it on the server."),
         _ => None,
     }
 }
@@ -58,7 +62,7 @@ async fn backup_page(
     )
 }
 
-fn render(
+pub(super) fn render(
     state: &AppState,
     admin: &Admin,
     ok: Option<&str>,
@@ -68,11 +72,12 @@ fn render(
     let frame = Frame::of(state, admin)?;
     let v = super::backup::view(state)?;
     let body = format!(
-        "<h1>Backup</h1>{}{}{}{}{}",
+        "<h1>Backup</h1>{}{}{}{}{}{}",
         notice(ok, error),
         status_section(&v),
         stored_table(&frame, &v),
         schedule_form(&frame, &v),
+        super::backup_offsite_page::section(&frame, &super::backup_offsite::view(state)?),
         download_form(&frame),
     );
     Ok((status, frame.page("Backup", Nav::Backup, &body)).into_response())
@@ -168,7 +173,7 @@ fn download_form(frame: &Frame) -> String {
 }
 
 /// A refusal the page shows (a short passphrase, a wrong code) rather than an error page.
-fn refused(state: &AppState, admin: &Admin, e: ApiError) -> Result<Response, ApiError> {
+pub(super) fn refused(state: &AppState, admin: &Admin, e: ApiError) -> Result<Response, ApiError> {
     match e {
         ApiError::Invalid(_)
         | ApiError::Unavailable(_)
@@ -244,7 +249,20 @@ async fn set_schedule(
 
 async fn run_now(State(state): State<AppState>, admin: Admin) -> Result<Response, ApiError> {
     match super::backup::run_now(State(state.clone()), admin.clone()).await {
-        Ok(_) => Ok(Redirect::to("/backup?done=run").into_response()),
+        Ok(run) => match &run.offsite {
+            None => Ok(Redirect::to("/backup?done=run").into_response()),
+            Some(c) if c.ok => Ok(Redirect::to("/backup?done=run-copied").into_response()),
+            Some(c) => render(
+                &state,
+                &admin,
+                None,
+                Some(&format!(
+                    "{} is kept on the appliance, but copying it off the box failed: {}",
+                    run.name, c.detail
+                )),
+                StatusCode::BAD_GATEWAY,
+            ),
+        },
         Err(e) => refused(&state, &admin, e),
     }
 }

@@ -3,6 +3,8 @@
 pub mod agents;
 pub mod alerts;
 pub mod backup;
+pub mod backup_offsite;
+pub mod backup_offsite_page;
 pub mod backup_page;
 pub mod commands;
 pub mod device_pages;

@@ -233,27 +233,41 @@ async fn answer(stream: UnixStream, state: AppState) {
         Ok(_) if line.ends_with('\n') => line.trim_end_matches(['\n', '\r']).to_string(),
         _ => String::new(),
     };
-    let reply = tokio::task::spawn_blocking(move || reply(&state, &request))
-        .await
-        .unwrap_or_else(|e| format!("{ERROR_PREFIX}the backup task failed: {e}\n").into_bytes());
+    let reply = if request == "scheduled" {
+        scheduled(&state).await
+    } else {
+        tokio::task::spawn_blocking(move || reply(&state, &request))
+            .await
+            .unwrap_or_else(|e| format!("{ERROR_PREFIX}the backup task failed: {e}\n").into_bytes())
+    };
     if let Err(e) = write.write_all(&reply).await {
         tracing::warn!(error = %e, "answering the backup socket");
     }
     let _ = write.shutdown().await;
 }
 
+/// The daily timer's run: the stored file's name, or an error when the backup or its
+/// copy off the box failed (so the timer's unit fails and shows in `systemctl --failed`).
+async fn scheduled(state: &AppState) -> Vec<u8> {
+    match watchgrid_api::backups::run_and_copy(state).await {
+        Ok(run) => {
+            tracing::info!(file = %run.name, "scheduled backup stored");
+            match run.offsite {
+                Some(Err(e)) => format!(
+                    "{ERROR_PREFIX}{} is stored on the appliance, but copying it off the box failed: {e}\n",
+                    run.name
+                )
+                .into_bytes(),
+                _ => format!("{}\n", run.name).into_bytes(),
+            }
+        }
+        Err(e) => format!("{ERROR_PREFIX}{e}\n").into_bytes(),
+    }
+}
+
 /// The answer to one request line (blocking: scrypt and the snapshot).
 fn reply(state: &AppState, request: &str) -> Vec<u8> {
     let failed = |e: &dyn std::fmt::Display| format!("{ERROR_PREFIX}{e}\n").into_bytes();
-    if request == "scheduled" {
-        return match watchgrid_api::backups::run_scheduled(state) {
-            Ok(name) => {
-                tracing::info!(file = %name, "scheduled backup stored");
-                format!("{name}\n").into_bytes()
-            }
-            Err(e) => failed(&e),
-        };
-    }
     let Some(passphrase) = request.strip_prefix("backup ") else {
         return failed(
             &"send `backup PASSPHRASE` or `scheduled` and a newline (at most 1024 bytes)",
