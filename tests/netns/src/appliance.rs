@@ -196,7 +196,11 @@ pub mod json {
         if v.parse::<i64>().is_ok() {
             v.to_string()
         } else {
-            format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+            let escaped = v
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            format!("\"{escaped}\"")
         }
     }
 

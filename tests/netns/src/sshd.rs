@@ -12,28 +12,15 @@ pub fn which(program: &str) -> Result<String> {
         .with_context(|| format!("{program} not found"))
 }
 
-/// sshd's privilege-separation directory (`/run/sshd`, root-owned, 0755); removed again
-/// when this test created it.
-pub struct PrivsepDir {
-    created: bool,
-}
+/// sshd's privilege-separation directory (`/run/sshd`, root-owned, 0755), as
+/// openssh-server's unit creates it. It is left in place: tests run side by side, and
+/// one removing it would break another's sshd.
+pub struct PrivsepDir;
 
 impl PrivsepDir {
     pub fn ensure() -> Result<PrivsepDir> {
-        let path = Path::new("/run/sshd");
-        if path.is_dir() {
-            return Ok(PrivsepDir { created: false });
-        }
-        std::fs::create_dir(path).context("creating /run/sshd")?;
-        Ok(PrivsepDir { created: true })
-    }
-}
-
-impl Drop for PrivsepDir {
-    fn drop(&mut self) {
-        if self.created {
-            let _ = std::fs::remove_dir("/run/sshd");
-        }
+        std::fs::create_dir_all("/run/sshd").context("creating /run/sshd")?;
+        Ok(PrivsepDir)
     }
 }
 
