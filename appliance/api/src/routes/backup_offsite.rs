@@ -185,7 +185,8 @@ pub(crate) async fn test(
 /// on the server. With 2FA on it needs a code.
 #[utoipa::path(post, path = "/api/backups/offsite/key", tag = "admin",
     request_body = KeyRequest,
-    responses((status = 200, body = OffsiteView), (status = 401, body = ErrorBody)),
+    responses((status = 200, body = OffsiteView), (status = 401, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
     security(("bearer" = []), ("cookie" = [])))]
 pub(crate) async fn new_key(
     State(state): State<AppState>,

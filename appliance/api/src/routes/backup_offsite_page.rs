@@ -33,7 +33,7 @@ pub(super) fn section(frame: &Frame, v: &OffsiteView) -> String {
         "<h2>Copies off the box (SFTP)</h2>{}\
          <p>The appliance signs in with its own key. Add this line to the account's \
          <code>~/.ssh/authorized_keys</code> on the server:</p>\
-         <pre id=\"offsite-public-key\">{}</pre><p class=\"muted\">{}</p>{}{}",
+         <pre id=\"offsite-public-key\">{}</pre><p class=\"muted\">Fingerprint <code>{}</code></p>{}{}",
         state_line(frame, v),
         esc(&v.public_key),
         esc(&v.public_key_fingerprint),
@@ -55,7 +55,7 @@ fn state_line(frame: &Frame, v: &OffsiteView) -> String {
     });
     format!(
         "<p id=\"offsite-state\">Each backup is copied to <code>{}@{}:{}</code> (port {}), \
-         to a server presenting {}.</p>\
+         to a server presenting <code>{}</code>.</p>\
          <p>Last copy: <span id=\"offsite-last-success\">{}</span>{}; last attempt: {}.</p>{error}{}{}",
         esc(v.user.as_deref().unwrap_or("")),
         esc(v.host.as_deref().unwrap_or("")),

@@ -48,7 +48,7 @@ input,select,textarea{width:100%;padding:.45rem;font-size:1rem;color:var(--fg);b
 fieldset{margin-top:1.2rem;border:1px solid var(--line);border-radius:6px}\
 button{margin-top:1rem;padding:.5rem 1rem;font-size:1rem;cursor:pointer;border:1px solid var(--line);border-radius:4px;background:var(--panel);color:var(--fg)}\
 button.danger{border-color:var(--bad);color:var(--bad)}form.inline{display:inline}form.inline button{margin:.1rem .2rem}\
-.note,figcaption,.muted{color:var(--muted)}.error{color:var(--bad);font-weight:600}.ok{color:var(--good);font-weight:600}\
+.note,figcaption,.muted{color:var(--muted)}.error{color:var(--bad);font-weight:600;overflow-wrap:anywhere}.ok{color:var(--good);font-weight:600}\
 .scroll{overflow-x:auto}table{border-collapse:collapse;width:100%}\
 td,th{border-bottom:1px solid var(--line);padding:.4rem;text-align:left;vertical-align:top}\
 input[type=checkbox]{width:auto;margin-right:.5rem}\
