@@ -132,14 +132,19 @@ impl BackupSource for DirSource {
     fn restart(&self) {}
 }
 
-fn metric(a: &App) -> String {
+/// The metric's sample line (`NAME VALUE`).
+fn metric_line(a: &App, name: &str) -> String {
     a.state
         .metrics
         .render()
         .lines()
-        .find(|l| l.starts_with("watchgrid_backup_last_success_timestamp_seconds "))
+        .find(|l| l.strip_prefix(name).is_some_and(|v| v.starts_with(' ')))
         .unwrap_or_default()
         .to_string()
+}
+
+fn metric(a: &App) -> String {
+    metric_line(a, "watchgrid_backup_last_success_timestamp_seconds")
 }
 
 #[tokio::test]
@@ -400,16 +405,6 @@ async fn after_setup_a_restore_through_the_wizard_is_refused() {
 const HOST_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIaSm1a12YtuYLZw4vHixGfKIiksPtc0T2afO+eXjnVX";
 
-fn offsite_metric(a: &App) -> String {
-    a.state
-        .metrics
-        .render()
-        .lines()
-        .find(|l| l.starts_with("watchgrid_backup_offsite_last_success_timestamp_seconds "))
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[tokio::test]
 async fn offsite_settings_are_checked_and_need_a_code_with_2fa() {
     let a = app();
@@ -584,7 +579,10 @@ async fn a_failed_copy_off_the_box_keeps_the_backup_and_is_reported() {
     assert_eq!(v.json["last_success_at"], serde_json::Value::Null);
     assert!(v.json["last_attempt_at"].as_u64().is_some());
     assert_eq!(
-        offsite_metric(&a),
+        metric_line(
+            &a,
+            "watchgrid_backup_offsite_last_success_timestamp_seconds"
+        ),
         "watchgrid_backup_offsite_last_success_timestamp_seconds 0"
     );
     let alerts = a.call(bearer(get("/api/alerts"), &token)).await;

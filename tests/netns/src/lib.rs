@@ -25,7 +25,7 @@ mod wg;
 
 pub use appliance::{api_token, start_serve, test_ca_and_leaf};
 pub use iperf::{iperf3_client, iperf3_server, IperfResult};
-pub use netns::{veth, Netns};
+pub use netns::{veth, veth_addressed, Netns};
 pub use proc::Proc;
 pub use topo::{Outer, Pair};
 pub use wg::{
@@ -203,6 +203,17 @@ pub fn format_cmd<S: AsRef<str>>(args: &[S]) -> String {
         }
     }
     s
+}
+
+/// Runs a command to completion: whether it succeeded, and its stdout then stderr.
+pub fn run_combined<S: AsRef<str>>(args: &[S]) -> Result<(bool, String)> {
+    let out = run_output(args, None)?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), text))
 }
 
 /// Runs a command to completion without judging its exit status.

@@ -244,3 +244,17 @@ pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {
     b.link_up(b_if)?;
     Ok(())
 }
+
+/// [`veth`] with an address on each end (`a_cidr`, `b_cidr`, e.g. `172.30.1.1/24`).
+pub fn veth_addressed(
+    a: &Netns,
+    a_if: &str,
+    a_cidr: &str,
+    b: &Netns,
+    b_if: &str,
+    b_cidr: &str,
+) -> Result<()> {
+    veth(a, a_if, b, b_if)?;
+    a.add_addr(a_if, a_cidr)?;
+    b.add_addr(b_if, b_cidr)
+}

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use watchgrid_netns_tests::appliance::json::{field, obj, string_list};
 use watchgrid_netns_tests::appliance::Client;
 use watchgrid_netns_tests::{
-    api_token, run_output, scenario, start_serve, unique_name, veth, Impl, KeyPair, Netns,
-    PeerConfig, Proc, WgDevice,
+    api_token, run_combined, run_output, scenario, start_serve, unique_name, veth_addressed, Impl,
+    KeyPair, Netns, PeerConfig, Proc, WgDevice,
 };
 
 const HUB_IP: &str = "172.30.11.1";
@@ -124,13 +124,7 @@ fn admin(bin: &str, args: &[&str], passphrase_file: &Path) -> Result<(bool, Stri
     argv.extend_from_slice(args);
     let file = passphrase_file.to_string_lossy();
     argv.extend_from_slice(&["--passphrase-file", &file]);
-    let out = run_output(&argv, None)?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok((out.status.success(), text))
+    run_combined(&argv)
 }
 
 #[test]
@@ -142,11 +136,14 @@ fn backup_and_restore() -> Result<()> {
     let bin = Impl::required_watchgrid_binary()?;
     let hub = Netns::new("bkhub")?;
     let dev = Netns::new("bkdev")?;
-    veth(&hub, "vh", &dev, "vd")?;
-    hub.add_addr("vh", &format!("{HUB_IP}/24"))?;
-    dev.add_addr("vd", "172.30.11.2/24")?;
-    hub.link_up("vh")?;
-    dev.link_up("vd")?;
+    veth_addressed(
+        &hub,
+        "vh",
+        &format!("{HUB_IP}/24"),
+        &dev,
+        "vd",
+        "172.30.11.2/24",
+    )?;
     let data = hub.private_dir("data")?;
     let runtime = hub.dir().join("run");
     let mut daemon = start_daemon(&hub, &bin, &data, &runtime)?;
@@ -380,11 +377,14 @@ fn backup_and_restore() -> Result<()> {
     daemon.terminate(Duration::from_secs(10))?;
     hub.exec(&["ip", "link", "del", "vh"])?;
     let hub2 = Netns::new("bkhub2")?;
-    veth(&hub2, "vh2", &dev, "vd2")?;
-    hub2.add_addr("vh2", &format!("{HUB_IP}/24"))?;
-    dev.add_addr("vd2", "172.30.11.2/24")?;
-    hub2.link_up("vh2")?;
-    dev.link_up("vd2")?;
+    veth_addressed(
+        &hub2,
+        "vh2",
+        &format!("{HUB_IP}/24"),
+        &dev,
+        "vd2",
+        "172.30.11.2/24",
+    )?;
     let data2 = hub2.private_dir("data")?;
     let runtime2 = hub2.dir().join("run");
     let mut daemon2 = start_daemon(&hub2, &bin, &data2, &runtime2)?;

@@ -12,7 +12,7 @@ use watchgrid_netns_tests::appliance::json::{field, obj};
 use watchgrid_netns_tests::appliance::Client;
 use watchgrid_netns_tests::sshd::PrivsepDir;
 use watchgrid_netns_tests::{
-    api_token, run_output, scenario, start_serve, veth, Impl, Netns, Proc,
+    api_token, run_combined, run_output, scenario, start_serve, veth_addressed, Impl, Netns, Proc,
 };
 
 const HUB_IP: &str = "172.30.13.1";
@@ -29,11 +29,14 @@ fn offsite_copies() -> Result<()> {
     let bin = Impl::required_watchgrid_binary()?;
     let hub = Netns::new("oshub")?;
     let server = Netns::new("osbak")?;
-    veth(&hub, "vh", &server, "vs")?;
-    hub.add_addr("vh", &format!("{HUB_IP}/24"))?;
-    server.add_addr("vs", &format!("{BACKUP_IP}/24"))?;
-    hub.link_up("vh")?;
-    server.link_up("vs")?;
+    veth_addressed(
+        &hub,
+        "vh",
+        &format!("{HUB_IP}/24"),
+        &server,
+        "vs",
+        &format!("{BACKUP_IP}/24"),
+    )?;
     let data = hub.private_dir("data")?;
     let runtime = hub.dir().join("run");
     let _daemon = start_serve(
@@ -212,50 +215,28 @@ fn start_sshd(ns: &Netns, authorized: &Path) -> Result<(Proc, PathBuf, PrivsepDi
 
 /// The daily timer's command; whether it succeeded, and what it printed.
 fn scheduled(bin: &str, data: &Path, runtime: &Path) -> Result<(bool, String)> {
-    let out = run_output(
-        &[
-            bin,
-            "admin",
-            "backup",
-            "--scheduled",
-            "--data-dir",
-            &data.to_string_lossy(),
-            "--runtime-dir",
-            &runtime.to_string_lossy(),
-        ],
-        None,
-    )?;
-    Ok((
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    ))
+    run_combined(&[
+        bin,
+        "admin",
+        "backup",
+        "--scheduled",
+        "--data-dir",
+        &data.to_string_lossy(),
+        "--runtime-dir",
+        &runtime.to_string_lossy(),
+    ])
 }
 
 fn verify(bin: &str, file: &Path, hub: &Netns) -> Result<(bool, String)> {
     let passphrase = hub.write_file("passphrase", &format!("{PASSPHRASE}\n"))?;
-    let out = run_output(
-        &[
-            bin,
-            "admin",
-            "verify-backup",
-            &file.to_string_lossy(),
-            "--passphrase-file",
-            &passphrase.to_string_lossy(),
-        ],
-        None,
-    )?;
-    Ok((
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    ))
+    run_combined(&[
+        bin,
+        "admin",
+        "verify-backup",
+        &file.to_string_lossy(),
+        "--passphrase-file",
+        &passphrase.to_string_lossy(),
+    ])
 }
 
 fn listing(dir: &Path) -> Result<Vec<String>> {
