@@ -12,7 +12,7 @@ use watchgrid_netns_tests::appliance::json::{field, obj};
 use watchgrid_netns_tests::appliance::Client;
 use watchgrid_netns_tests::sshd::PrivsepDir;
 use watchgrid_netns_tests::{
-    api_token, run_combined, run_output, scenario, start_serve, veth_addressed, Impl, Netns, Proc,
+    api_token, run_combined, scenario, start_serve, veth_addressed, Impl, Netns, Proc,
 };
 
 const HUB_IP: &str = "172.30.13.1";
@@ -63,19 +63,7 @@ fn offsite_copies() -> Result<()> {
     let scan = hub.exec(&["ssh-keyscan", "-t", "ed25519", BACKUP_IP])?;
     ensure!(scan.contains("ssh-ed25519"), "ssh-keyscan: {scan}");
     let decoy = hub.dir().join("decoy");
-    run_output(
-        &[
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-f",
-            &decoy.to_string_lossy(),
-        ],
-        None,
-    )?;
+    ed25519_key(&decoy)?;
     let decoy_key = std::fs::read_to_string(decoy.with_extension("pub"))?;
 
     // 1. The pin is another key: nothing reaches the server.
@@ -180,23 +168,27 @@ fn put_target(client: &Client, dir: &Path, host_key: &str) -> Result<()> {
         .map(drop)
 }
 
+/// A new ed25519 key pair at `path` and `path.pub`.
+fn ed25519_key(path: &Path) -> Result<()> {
+    let (ok, text) = run_combined(&[
+        "ssh-keygen",
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-f",
+        &path.to_string_lossy(),
+    ])?;
+    ensure!(ok, "ssh-keygen: {text}");
+    Ok(())
+}
+
 /// sshd on the backup server: internal-sftp, only `authorized` for root.
 fn start_sshd(ns: &Netns, authorized: &Path) -> Result<(Proc, PathBuf, PrivsepDir)> {
     let privsep = PrivsepDir::ensure()?;
     let host_key = ns.dir().join("ssh_host_ed25519_key");
-    run_output(
-        &[
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-f",
-            &host_key.to_string_lossy(),
-        ],
-        None,
-    )?;
+    ed25519_key(&host_key)?;
     let config = ns.write_file(
         "sshd_config",
         &format!(
