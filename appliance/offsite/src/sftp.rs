@@ -303,6 +303,8 @@ impl client::Handler for PinnedServer {
     }
 }
 
+/// russh's handler errors must come from its own; the address is filled in where the
+/// connection's context is known (`sign_in`).
 impl From<russh::Error> for OffsiteError {
     fn from(e: russh::Error) -> Self {
         OffsiteError::Ssh {
