@@ -29,7 +29,14 @@ DATA_MIB=${DATA_MIB:-64}
 WATCHGRID_UID=990
 WATCHGRID_GID=990
 
-# Kernel command line of slot A.
+# Kernel command line, with @SLOT_PARTUUID@ where the root slot's PARTUUID goes (an update
+# bundle carries this; each slot's boot entry fills it in).
+kernel_cmdline_template() {
+  echo "root=PARTUUID=@SLOT_PARTUUID@ rootfstype=squashfs ro console=tty0 console=ttyS0,115200n8 systemd.gpt_auto=0 panic=30"
+}
+
+# Kernel command line of slot A (built into the unified kernel image, which boots slot A
+# when started without an entry's options).
 kernel_cmdline() {
-  echo "root=PARTUUID=${ROOT_A_UUID,,} rootfstype=squashfs ro console=tty0 console=ttyS0,115200n8 systemd.gpt_auto=0 panic=30"
+  kernel_cmdline_template | sed "s/@SLOT_PARTUUID@/${ROOT_A_UUID,,}/"
 }

@@ -1,36 +1,45 @@
 #!/usr/bin/env bash
 # Assembles the GPT disk from partition images, without loop devices: the ESP is a FAT
-# file filled with mtools, the root a squashfs, the data partition a small ext4 that
-# first boot grows to fill the disk. Layout and identities: image/layout.sh.
-# Usage: image/mkdisk.sh WORK_DIR ROOTFS_DIR UKI.efi VERSION OUT.img
+# file filled with mtools, the root a squashfs in slot A (slot B stays empty until the
+# first update), the data partition a small ext4 that first boot grows to fill the disk.
+# Layout and identities: image/layout.sh.
+# Usage: image/mkdisk.sh WORK_DIR ROOT.squashfs UKI.efi VERSION OUT.img
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=image/layout.sh
 . "$here/layout.sh"
-work=$1 root=$2 uki=$3 version=$4 out=$5
+work=$1 squashfs=$2 uki=$3 version=$4 out=$5
 MiB=$((1024 * 1024))
 
-# Root slot A: the compressed, read-only root.
-rm -f "$work/root.squashfs"
-mksquashfs "$root" "$work/root.squashfs" -comp zstd -Xcompression-level 15 -b 256K \
-  -noappend -no-progress -quiet >&2
-root_bytes=$(stat -c %s "$work/root.squashfs")
+# Root slot A: the compressed, read-only root (image/mkbundle.sh).
+root_bytes=$(stat -c %s "$squashfs")
 if [ "$root_bytes" -gt $((ROOT_SLOT_MIB * MiB)) ]; then
   echo "the root file system ($((root_bytes / MiB)) MiB) does not fit a root slot (ROOT_SLOT_MIB=$ROOT_SLOT_MIB)" >&2
   exit 1
 fi
 
-# The ESP: systemd-boot, which finds the unified kernel image in /EFI/Linux by itself.
+# The ESP: systemd-boot and one boot entry per root slot (see appliance/update/src/esp.rs):
+# loader/entries/watchgrid-GENERATION-SLOT.conf boots EFI/watchgrid/watchgrid-GENERATION-SLOT.efi
+# with the slot's command line. `default watchgrid-*` takes the highest generation that has
+# tries left, so an update boots next and falls back by itself. The kernel images are not
+# in /EFI/Linux, where systemd-boot would list them a second time without a slot.
 rm -f "$work/esp.img"
 mkfs.vfat -C -F 32 -n ESP -i 5a7c0b10 "$work/esp.img" $((ESP_MIB * 1024)) >/dev/null
 boot=/usr/lib/systemd/boot/efi/systemd-bootx64.efi
 printf 'timeout 0\ndefault watchgrid-*\nconsole-mode keep\neditor no\n' > "$work/loader.conf"
+{
+  echo "title Watchgrid $version (slot A)"
+  echo "version $version"
+  echo "efi /EFI/watchgrid/watchgrid-1-a.efi"
+  echo "options $(kernel_cmdline)"
+} > "$work/entry-a.conf"
 export MTOOLS_SKIP_CHECK=1
-mmd -i "$work/esp.img" ::/EFI ::/EFI/BOOT ::/EFI/systemd ::/EFI/Linux ::/loader ::/loader/entries
+mmd -i "$work/esp.img" ::/EFI ::/EFI/BOOT ::/EFI/systemd ::/EFI/watchgrid ::/loader ::/loader/entries
 mcopy -i "$work/esp.img" "$boot" ::/EFI/BOOT/BOOTX64.EFI
 mcopy -i "$work/esp.img" "$boot" ::/EFI/systemd/systemd-bootx64.efi
 mcopy -i "$work/esp.img" "$work/loader.conf" ::/loader/loader.conf
-mcopy -i "$work/esp.img" "$uki" "::/EFI/Linux/watchgrid-$version-a.efi"
+mcopy -i "$work/esp.img" "$uki" ::/EFI/watchgrid/watchgrid-1-a.efi
+mcopy -i "$work/esp.img" "$work/entry-a.conf" ::/loader/entries/watchgrid-1-a.conf
 
 # The data partition: ext4 whose root belongs to the daemon's user, mode 0700.
 rm -f "$work/data.ext4"
@@ -57,6 +66,6 @@ start=$((root_b_start * 2048)), size=$((ROOT_SLOT_MIB * 2048)), type=$TYPE_ROOT_
 start=$((data_start * 2048)), size=$((DATA_MIB * 2048)), type=$TYPE_LINUX_DATA, uuid=$DATA_UUID, name="$DATA_LABEL"
 SFDISK
 dd if="$work/esp.img" of="$out" bs=1M seek=$esp_start conv=notrunc,sparse status=none
-dd if="$work/root.squashfs" of="$out" bs=1M seek=$root_a_start conv=notrunc,sparse status=none
+dd if="$squashfs" of="$out" bs=1M seek=$root_a_start conv=notrunc,sparse status=none
 dd if="$work/data.ext4" of="$out" bs=1M seek=$data_start conv=notrunc,sparse status=none
 echo "root file system $((root_bytes / MiB)) MiB in a $ROOT_SLOT_MIB MiB slot" >&2

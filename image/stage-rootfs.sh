@@ -80,6 +80,7 @@ systemd-sysusers --root="$root"
 sed -i 's|^root:[^:]*:|root:!*:|' "$root/etc/shadow"
 
 systemctl --root="$root" enable watchgrid.service watchgrid-selfcheck.service watchgrid-backup.timer \
+  watchgrid-update.path watchgrid-boot-check.service \
   watchgrid-console@tty1.service systemd-networkd.service >/dev/null 2>&1
 systemctl --root="$root" mask getty@tty1.service serial-getty@ttyS0.service \
   getty-static.service systemd-machine-id-commit.service >/dev/null 2>&1

@@ -83,6 +83,7 @@ pub(crate) fn admin(state: &AppState) -> Router<AppState> {
         .merge(tokens::router())
         .merge(backup::router())
         .merge(backup_offsite::router())
+        .merge(routes::update::router())
         .merge(routes::ssh::router())
         .merge(password::router())
         .merge(tls::router())

@@ -34,6 +34,10 @@ pub struct Health {
     /// `off`, `pending`, `applied` or `failed` (the reason is in the admin API and the
     /// journal, not here).
     pub firewall: String,
+    /// How the last update of the image went, e.g. `update to 0.2.0 failed, rolled back
+    /// to 0.1.0`; absent before the first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]

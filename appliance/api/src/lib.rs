@@ -13,6 +13,7 @@ pub mod auth;
 pub mod backups;
 pub mod command_bell;
 pub mod csrf;
+pub mod deadline;
 pub mod dto;
 pub mod error;
 pub mod expiry;
@@ -29,6 +30,7 @@ pub mod secrets;
 pub mod state;
 pub mod totp;
 mod unread_body;
+pub mod update;
 
 pub use state::{ApiConfig, AppState};
 

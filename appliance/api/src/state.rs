@@ -101,6 +101,10 @@ pub struct Inner {
     pub backup: std::sync::OnceLock<Arc<dyn crate::hub::BackupSource>>,
     /// The nftables rules; set by the binary when `--firewall on`.
     pub firewall: std::sync::OnceLock<Arc<dyn crate::hub::Firewall>>,
+    /// Where uploaded update bundles go and what the image trusts; set by the binary.
+    pub update: std::sync::OnceLock<Arc<crate::update::UpdateSite>>,
+    /// One bundle upload at a time.
+    pub update_uploads: tokio::sync::Mutex<()>,
     /// The admin fence in force (empty: open); changed through the firewall policy.
     pub admin_fence: RwLock<Vec<IpPrefix>>,
     /// Each hub peer as of the latest traffic sample (status pages, live updates).
@@ -151,6 +155,8 @@ impl AppState {
             ca_cert_pem,
             tls: std::sync::OnceLock::new(),
             backup: std::sync::OnceLock::new(),
+            update: std::sync::OnceLock::new(),
+            update_uploads: tokio::sync::Mutex::new(()),
             ssh_ca: std::sync::OnceLock::new(),
             firewall: std::sync::OnceLock::new(),
             admin_fence: RwLock::new(config.admin_cidrs.clone()),

@@ -39,7 +39,7 @@ pub use entities::{
 };
 pub use housekeeping::Pruned;
 pub use logins::{LoginIngest, LoginQuery, LoginRecord};
-pub use migrate::{Migration, MigrationError, MIGRATIONS};
+pub use migrate::{Migrated, Migration, MigrationError, Rollback, Trial, MIGRATIONS};
 pub use sensitive::Sensitive;
 pub use snapshot::{SnapshotError, StoreSnapshot, TreeCopy};
 pub use ssh::{ssh_cert_key, SshCertRecord};
@@ -144,6 +144,9 @@ pub struct Store {
     durability: Durability,
     /// Held for the life of the store; the OS releases the lock when it closes.
     _lock: File,
+    migrations: Vec<Migration>,
+    /// Steps held back while an update is on trial.
+    held: std::sync::atomic::AtomicUsize,
     /// Added to sled's id generator: a restored store starts above the ids of the one
     /// it came from.
     id_floor: u64,
@@ -201,8 +204,31 @@ impl Store {
         Self::open_with(dir, MIGRATIONS)
     }
 
+    /// Like [`Store::open`], holding back the steps an older build could not read while
+    /// this version is on trial after an update ([`Store::migrate_held`] runs them).
+    pub fn open_on_trial(dir: &Path, trial: Trial) -> Result<Store> {
+        Self::open_migrating(dir, MIGRATIONS, trial)
+    }
+
     /// Like [`Store::open`] with an explicit migration list (tests use their own).
     pub fn open_with(dir: &Path, migrations: &[Migration]) -> Result<Store> {
+        Self::open_migrating(dir, migrations, Trial::No)
+    }
+
+    /// Runs the steps held back at open, once the update is marked good.
+    pub fn migrate_held(&self) -> Result<Migrated> {
+        let done = migrate::run(&self.db, &self.durability, &self.migrations, Trial::No)?;
+        self.held
+            .store(done.held, std::sync::atomic::Ordering::SeqCst);
+        Ok(done)
+    }
+
+    /// Steps held back at open (0 when none wait).
+    pub fn held_migrations(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn open_migrating(dir: &Path, migrations: &[Migration], trial: Trial) -> Result<Store> {
         let io = |source| StoreError::Io {
             path: dir.display().to_string(),
             source,
@@ -227,10 +253,12 @@ impl Store {
         // without it the database closes (and unlocks) as soon as the store is dropped.
         let db = open_sled(&dir.join("db"))?;
         let durability = Durability::open(dir)?;
-        migrate::run(&db, &durability, migrations)?;
+        let migrated = migrate::run(&db, &durability, migrations, trial)?;
         let d = &durability;
         let id_floor = snapshot::id_floor(&db)?;
         Ok(Store {
+            migrations: migrations.to_vec(),
+            held: std::sync::atomic::AtomicUsize::new(migrated.held),
             id_floor,
             devices: Table::open(&db, d, "devices")?,
             enrollment_tokens: Table::open(&db, d, "enrollment_tokens")?,

@@ -47,6 +47,7 @@ fn store_with(dir: &std::path::Path, writer: fn(&sled::Db) -> Result<(), Migrati
         version: MIGRATIONS.len() as u32 + 1,
         name: "records from an older build",
         run: writer,
+        rollback: watchgrid_store::Rollback::Compatible,
     });
     Store::open_with(dir, &steps).expect("open")
 }
@@ -187,6 +188,7 @@ fn agents_enrolled_before_the_key_index_are_found_by_their_key() {
         version: index.version,
         name: "records from an older build",
         run: write_old_agent,
+        rollback: watchgrid_store::Rollback::Compatible,
     });
     steps.push(Migration {
         version: index.version + 1,
@@ -216,6 +218,7 @@ fn devices_from_before_the_public_key_index_keep_their_keys_unique() {
         version: index.version,
         name: "records from an older build",
         run: write_old_agent,
+        rollback: watchgrid_store::Rollback::Compatible,
     });
     steps.push(Migration {
         version: index.version + 1,

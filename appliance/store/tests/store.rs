@@ -109,11 +109,13 @@ fn failing_migration_stops_open_and_names_itself() {
             version: 1,
             name: "one",
             run: ok,
+            rollback: watchgrid_store::Rollback::Compatible,
         },
         Migration {
             version: 2,
             name: "two",
             run: broken,
+            rollback: watchgrid_store::Rollback::Compatible,
         },
     ];
     let err = Store::open_with(dir.path(), &steps)
@@ -131,11 +133,13 @@ fn failing_migration_stops_open_and_names_itself() {
             version: 1,
             name: "one",
             run: broken,
+            rollback: watchgrid_store::Rollback::Compatible,
         },
         Migration {
             version: 2,
             name: "two",
             run: ok,
+            rollback: watchgrid_store::Rollback::Compatible,
         },
     ];
     let s = Store::open_with(dir.path(), &fixed).expect("resume after fix");

@@ -6,7 +6,7 @@ mod control;
 mod dataplane;
 
 use clap::{Parser, Subcommand};
-use cli::{admin, agent, serve, wg};
+use cli::{admin, agent, serve, update, wg};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -32,6 +32,9 @@ enum Command {
     /// Run as a managed machine's agent: enroll with a hub, then keep a tunnel to it,
     /// heartbeat and run the operator's commands.
     Agent(agent::AgentArgs),
+    /// Update the appliance image: signed bundles, installed into the inactive root slot
+    /// and kept only once the new version boots healthy.
+    Update(update::UpdateArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(*args),
         Command::Admin(args) => admin::run(args),
         Command::Agent(args) => agent::run(args),
+        Command::Update(args) => update::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

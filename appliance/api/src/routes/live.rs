@@ -53,7 +53,7 @@ const SCRIPT: &str = "'use strict';\n\
 pub async fn script() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        SCRIPT,
+        [SCRIPT, super::update_page::SCRIPT].concat(),
     )
 }
 

@@ -31,6 +31,8 @@ pub mod tls;
 pub mod tokens;
 pub mod traffic;
 pub mod ui;
+pub mod update;
+pub mod update_page;
 
 use crate::error::ApiError;
 use crate::state::{unix_now, AppState};

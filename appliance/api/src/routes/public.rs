@@ -63,6 +63,7 @@ pub(crate) async fn healthz(
             status: if degraded { "degraded" } else { "ok" }.into(),
             setup_complete: state.setup_done()?,
             firewall: firewall.into(),
+            update: crate::update::last_summary(&state),
         }),
     ))
 }

@@ -116,7 +116,7 @@ fn render(
         )
     });
     let body = format!(
-        "<h1>Settings</h1>{}{secret}{}{}{}{}{}{}{}",
+        "<h1>Settings</h1>{}{secret}{}{}{}{}{}{}{}{}",
         notice(view.ok, view.error.as_deref()),
         network_section(state, &frame)?,
         super::pages::tls_section(state)?,
@@ -124,6 +124,7 @@ fn render(
         password_section(&frame),
         two_factor_section(state, &frame, admin)?,
         webhook_section(state, &frame)?,
+        super::update_page::section(state, &frame)?,
         "<h2 id=\"backup\">Backup and restore</h2><p id=\"backup-state\">Encrypted backups, \
          the daily schedule and verification are on the <a href=\"/backup\">Backup</a> page.</p>",
     );

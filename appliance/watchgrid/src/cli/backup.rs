@@ -120,7 +120,7 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<()> {
 }
 
 /// Sends one request line to the running daemon's backup socket; its answer.
-fn ask_daemon(runtime_dir: &Path, request: &str) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn ask_daemon(runtime_dir: &Path, request: &str) -> anyhow::Result<Vec<u8>> {
     let path = runtime_dir.join(SOCKET);
     let mut stream = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
         format!(

@@ -4,7 +4,9 @@
 //! The socket lives in the runtime dir, mode 0600, and answers only a peer of our own
 //! uid or root. The client writes one line: `backup PASSPHRASE` (the
 //! answer is the backup file) or `scheduled` (the daily timer's run: the answer is the
-//! stored file's name). A failure is answered with one line `watchgrid-error: …`.
+//! stored file's name) or `health` (the boot check's question after an update: the answer
+//! is `healthy`, or why not) or `update-decided` (it recorded the update's outcome: the
+//! daemon audits it). A failure is answered with one line `watchgrid-error: …`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -179,7 +181,11 @@ pub fn apply_pending_restore(data_dir: &Path) -> anyhow::Result<bool> {
 pub const BACKUP_DIR: &str = "backups";
 
 /// Binds the socket (replacing a stale one) and serves it for the life of the runtime.
-pub fn serve_socket(runtime_dir: &Path, state: AppState) -> anyhow::Result<()> {
+pub fn serve_socket(
+    runtime_dir: &Path,
+    state: AppState,
+    https: std::net::SocketAddr,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
@@ -202,7 +208,7 @@ pub fn serve_socket(runtime_dir: &Path, state: AppState) -> anyhow::Result<()> {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(answer(stream, state.clone()));
+                    tokio::spawn(answer(stream, state.clone(), https));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "backup socket accept");
@@ -214,7 +220,7 @@ pub fn serve_socket(runtime_dir: &Path, state: AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn answer(stream: UnixStream, state: AppState) {
+async fn answer(stream: UnixStream, state: AppState, https: std::net::SocketAddr) {
     // SAFETY: geteuid(2) cannot fail.
     let ours = unsafe { libc::geteuid() };
     // The daemon's own user (the timer's service) or root (the console).
@@ -235,6 +241,11 @@ async fn answer(stream: UnixStream, state: AppState) {
     };
     let reply = if request == "scheduled" {
         scheduled(&state).await
+    } else if request == "health" {
+        format!("{}\n", health(&state, https).await).into_bytes()
+    } else if request == "update-decided" {
+        watchgrid_api::update::decided(&state);
+        b"ok\n".to_vec()
     } else {
         tokio::task::spawn_blocking(move || reply(&state, &request))
             .await
@@ -265,12 +276,36 @@ async fn scheduled(state: &AppState) -> Vec<u8> {
     }
 }
 
+/// `healthy` when the store answers (so it opened and its migrations ran), the firewall
+/// protects, and the HTTPS listener accepts a connection; otherwise what is wrong.
+async fn health(state: &AppState, https: std::net::SocketAddr) -> String {
+    if let Err(e) = state.setup_done() {
+        return format!("the store does not answer: {e}");
+    }
+    let firewall = state.firewall_status();
+    if !firewall.protects() {
+        return format!("the firewall is not applied ({firewall:?})");
+    }
+    let ip = match https.ip() {
+        std::net::IpAddr::V4(a) if a.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(a) if a.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let target = std::net::SocketAddr::new(ip, https.port());
+    let connect = tokio::net::TcpStream::connect(target);
+    match tokio::time::timeout(std::time::Duration::from_secs(5), connect).await {
+        Ok(Ok(_)) => "healthy".into(),
+        Ok(Err(e)) => format!("the HTTPS listener {target} refuses connections: {e}"),
+        Err(_) => format!("the HTTPS listener {target} does not answer"),
+    }
+}
+
 /// The answer to one request line (blocking: scrypt and the snapshot).
 fn reply(state: &AppState, request: &str) -> Vec<u8> {
     let failed = |e: &dyn std::fmt::Display| format!("{ERROR_PREFIX}{e}\n").into_bytes();
     let Some(passphrase) = request.strip_prefix("backup ") else {
         return failed(
-            &"send `backup PASSPHRASE` or `scheduled` and a newline (at most 1024 bytes)",
+            &"send `backup PASSPHRASE`, `scheduled` or `health` and a newline (at most 1024 bytes)",
         );
     };
     let Some(source) = state.backup.get() else {

@@ -28,13 +28,14 @@ where
 {
     let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
+        let deadline = watchgrid_api::deadline::Deadline::after(caps.request_timeout);
+        req.extensions_mut().insert(deadline.clone());
         let app = app.clone();
         async move {
-            let answer = tokio::time::timeout(caps.request_timeout, app.oneshot(req)).await;
-            let response = match answer {
-                Ok(Ok(response)) => response,
-                Ok(Err(never)) => match never {},
-                Err(_) => (StatusCode::REQUEST_TIMEOUT, "request took too long").into_response(),
+            let response = match deadline.run(app.oneshot(req)).await {
+                Some(Ok(response)) => response,
+                Some(Err(never)) => match never {},
+                None => (StatusCode::REQUEST_TIMEOUT, "request took too long").into_response(),
             };
             Ok::<_, std::convert::Infallible>(response)
         }

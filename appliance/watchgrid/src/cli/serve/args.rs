@@ -14,6 +14,9 @@ pub struct ServeArgs {
     /// Runtime directory; the setup token is written here until setup completes.
     #[arg(long, env = "WATCHGRID_RUNTIME_DIR", default_value = "/run/watchgrid")]
     pub runtime_dir: PathBuf,
+    /// The release keys update bundles must be signed with (`*.pub` files).
+    #[arg(long, env = "WATCHGRID_UPDATE_KEYS", default_value = watchgrid_update::keys::TRUSTED_DIR)]
+    pub update_keys: PathBuf,
     /// HTTPS listener for the API, the wizard and the dashboard.
     #[arg(long, env = "WATCHGRID_HTTPS_LISTEN", default_value = "[::]:443")]
     pub https_listen: SocketAddr,

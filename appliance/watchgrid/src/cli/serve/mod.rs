@@ -53,7 +53,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!(data_dir = %args.data_dir.display(), "the data dir is restored from a backup");
     }
     secret_files::check_secret_files(&args.data_dir, args.tls_key.as_deref())?;
-    let store = Arc::new(Store::open(&args.data_dir).context("opening the store")?);
+    let store = Arc::new(
+        Store::open_on_trial(&args.data_dir, update_trial(&args.data_dir))
+            .context("opening the store")?,
+    );
+    if store.held_migrations() > 0 {
+        tracing::info!(
+            held = store.held_migrations(),
+            "this version is on trial after an update: migrations an older version could not read wait until it is marked good"
+        );
+    }
     // A stored forward rule that does not parse stops the start, naming the rule: a
     // firewall silently missing a rule is worse than one that does not start.
     store
@@ -124,6 +133,7 @@ impl Daemon {
         let firewall = self.start_firewall(&state).await?;
         let live_tls = self.install_tls_switch(&state, &tls);
         self.install_backups(&state)?;
+        self.install_updates(&state);
         self.spawn_listeners(&state, live_tls, &shown_names).await?;
         maintenance::spawn(&state, self.renewal(&tls));
         tokio::spawn(watchgrid_api::alerts::webhook::run(state.clone()));
@@ -256,6 +266,21 @@ impl Daemon {
         })
     }
 
+    /// Update bundles through the API: where they are staged and what the image trusts.
+    fn install_updates(&self, state: &AppState) {
+        let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        let site = watchgrid_api::update::UpdateSite {
+            dir: watchgrid_update::state::dir(&self.args.data_dir),
+            trusted_keys: self.args.update_keys.clone(),
+            running_version: watchgrid_update::running_version(env!("CARGO_PKG_VERSION")),
+            running_slot: watchgrid_update::slots::running_by_name(&cmdline),
+        };
+        if state.update.set(Arc::new(site)).is_err() {
+            tracing::warn!("updates already set");
+        }
+        watchgrid_api::update::audit_outcome(state);
+    }
+
     /// Backups for the API's download and the local console's socket.
     fn install_backups(&self, state: &AppState) -> anyhow::Result<()> {
         let source = Arc::new(crate::control::backup::DataDirBackup {
@@ -273,7 +298,11 @@ impl Daemon {
             .get(watchgrid_store::BACKUP_KEY)?
             .unwrap_or_default();
         watchgrid_api::backups::publish(state, &status);
-        crate::control::backup::serve_socket(&self.args.runtime_dir, state.clone())
+        crate::control::backup::serve_socket(
+            &self.args.runtime_dir,
+            state.clone(),
+            self.args.https_listen,
+        )
     }
 
     /// Lets setup switch the certificate the HTTPS listener serves.
@@ -422,4 +451,26 @@ fn device_peers(store: &Store) -> anyhow::Result<Vec<PeerChange>> {
         });
     }
     Ok(out)
+}
+
+/// Whether this boot is a new version's trial after an update (see watchgrid-update).
+fn update_trial(data_dir: &std::path::Path) -> watchgrid_store::Trial {
+    use watchgrid_update::state;
+    let dir = state::dir(data_dir);
+    let record = match state::read::<state::Record>(&dir, state::RECORD) {
+        Ok(Some(r)) => r,
+        Ok(None) => return watchgrid_store::Trial::No,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the last update's record");
+            return watchgrid_store::Trial::No;
+        }
+    };
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let running = watchgrid_update::slots::running_by_name(&cmdline);
+    let boot = state::boot_id().unwrap_or_default();
+    if state::on_trial(&record, running, &boot) {
+        watchgrid_store::Trial::OnTrial
+    } else {
+        watchgrid_store::Trial::No
+    }
 }
