@@ -76,10 +76,12 @@ fn internal(e: UpdateError) -> ApiError {
 }
 
 /// What a refused bundle tells the uploader: everything about the bundle itself is the
-/// client's to fix (422); the appliance's own trouble is a 500.
+/// client's to fix (422); an image that trusts no key cannot take updates (503); the
+/// appliance's own trouble is a 500.
 fn refused(e: UpdateError) -> ApiError {
     match e {
-        UpdateError::Io { .. } | UpdateError::NoTrustedKeys(_) => ApiError::Internal(e.to_string()),
+        UpdateError::Io { .. } => ApiError::Internal(e.to_string()),
+        UpdateError::NoTrustedKeys(_) => ApiError::Unavailable(e.to_string()),
         e => ApiError::Invalid(e.to_string()),
     }
 }
