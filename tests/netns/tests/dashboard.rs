@@ -2,7 +2,8 @@
 //! chromedriver, through Selenium): set up, sign in with the keyboard alone, add a
 //! device and scan its QR code (decoded with zbar and compared with the wg-quick file
 //! the page shows), create and revoke an enrollment token, change the firewall (and see
-//! a bad value refused with the API's reason). Every page is saved as a screenshot at 375 px and 1280 px into
+//! a bad value refused with the API's reason), upload an update bundle signed by a foreign
+//! key and see it refused. Every page is saved as a screenshot at 375 px and 1280 px into
 //! the artifacts directory, is checked for sideways overflow at phone width, and is
 //! run through axe-core; any console error (a CSP violation is one) fails the walk.
 
@@ -20,7 +21,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-base, token, out, axe_path = sys.argv[1:5]
+base, token, out, axe_path, foreign_bundle = sys.argv[1:6]
 PASSWORD = "correct horse battery"
 opts = webdriver.ChromeOptions()
 opts.binary_location = "/usr/bin/chromium"
@@ -193,6 +194,18 @@ try:
     for e in drv.get_log("browser"):
         if e["level"] == "SEVERE" and "/forms/backup/offsite/test" not in e["message"]:
             problems.append(f"offsite test: console: {e['message']}")
+    # An update bundle signed by a key the appliance does not trust, through the Settings
+    # page's form: its script uploads it and shows the API's refusal.
+    drv.get(base + "/settings")
+    drv.find_element(By.ID, "update-file").send_keys(foreign_bundle)
+    submit("update-upload")
+    wait.until(lambda d: d.find_element(By.ID, "update-progress").text.startswith("Refused:"),
+               "the update form never showed the refusal")
+    refusal = drv.find_element(By.ID, "update-progress").text
+    assert "does not verify" in refusal, refusal
+    for e in drv.get_log("browser"):
+        if e["level"] == "SEVERE" and "/api/update" not in e["message"]:
+            problems.append(f"update upload: console: {e['message']}")
     device = drv.execute_script(
         "return fetch('/api/devices').then(r => r.json()).then(j => j.devices[0].id)")
     for name, path in [("overview", "/"), ("devices", "/devices"),
@@ -245,13 +258,21 @@ fn walk() -> Result<()> {
         data.to_string_lossy().into_owned(),
         runtime.to_string_lossy().into_owned(),
     );
+    let (keys, foreign) = foreign_bundle(std::path::Path::new(&bin), ns.dir())?;
     let mut daemon = start_serve(
         &ns,
         &bin,
         &data_s,
         &run_s,
         &["SERVER_LATITUDE=52.37", "SERVER_LONGITUDE=4.89"],
-        &["--https-listen", "127.0.0.1:8443", "--http-listen", "off"],
+        &[
+            "--https-listen",
+            "127.0.0.1:8443",
+            "--http-listen",
+            "off",
+            "--update-keys",
+            &keys.to_string_lossy(),
+        ],
     )?;
     let token = std::fs::read_to_string(runtime.join("setup-token"))?
         .trim()
@@ -261,7 +282,13 @@ fn walk() -> Result<()> {
     std::fs::create_dir_all(&artifacts).with_context(|| format!("creating {artifacts}"))?;
     let out = ns.run_python(
         WALK,
-        &["https://127.0.0.1:8443", &token, &artifacts, AXE_JS],
+        &[
+            "https://127.0.0.1:8443",
+            &token,
+            &artifacts,
+            AXE_JS,
+            &foreign.to_string_lossy(),
+        ],
     )?;
     eprintln!("{}", out.trim());
     ensure!(
@@ -278,4 +305,56 @@ fn walk() -> Result<()> {
     }
     daemon.terminate(Duration::from_secs(10))?;
     Ok(())
+}
+
+/// A directory with the one release key the hub trusts, and a bundle signed by another
+/// key (made by the binary's own `update keygen` and `update bundle`).
+fn foreign_bundle(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let run = |args: &[&str]| -> Result<()> {
+        let out = std::process::Command::new(bin).args(args).output()?;
+        ensure!(
+            out.status.success(),
+            "watchgrid {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let keys = dir.join("update-keys");
+    std::fs::create_dir_all(&keys)?;
+    run(&[
+        "update",
+        "keygen",
+        "--key",
+        &path("release.key"),
+        "--public",
+        &path("update-keys/release.pub"),
+    ])?;
+    run(&["update", "keygen", "--key", &path("other.key")])?;
+    std::fs::write(dir.join("root.squashfs"), vec![1u8; 4096])?;
+    std::fs::write(dir.join("uki.efi"), b"MZ")?;
+    run(&[
+        "update",
+        "bundle",
+        "--key",
+        &path("other.key"),
+        "--version",
+        "9.9.9",
+        "--cmdline",
+        "root=PARTUUID=@SLOT_PARTUUID@ ro",
+        "--slot-a",
+        "5a7c0b10-5e2b-4c39-9e4f-57a7c4c0d00a",
+        "--slot-b",
+        "5a7c0b10-5e2b-4c39-9e4f-57a7c4c0d00b",
+        "--root",
+        &path("root.squashfs"),
+        "--uki",
+        &path("uki.efi"),
+        "--out",
+        &path("foreign.update"),
+    ])?;
+    Ok((keys, dir.join("foreign.update")))
 }
