@@ -37,6 +37,9 @@ mmdebstrap --variant=minbase --format=tar --include="$include" --components=main
   --essential-hook="upload '$here/initramfs/watchgrid.conf' /etc/initramfs-tools/conf.d/watchgrid.conf" \
   --essential-hook="upload '$here/initramfs/watchgrid-hook' /etc/initramfs-tools/hooks/watchgrid" \
   --essential-hook='chmod 0755 "$1"/etc/initramfs-tools/hooks/watchgrid' \
+  --essential-hook='mkdir -p "$1"/etc/initramfs-tools/scripts/local-top' \
+  --essential-hook="upload '$here/initramfs/watchgrid-verity' /etc/initramfs-tools/scripts/local-top/watchgrid-verity" \
+  --essential-hook='chmod 0755 "$1"/etc/initramfs-tools/scripts/local-top/watchgrid-verity' \
   --customize-hook="sync-out /var/cache/apt/archives '$cache/apt'" \
   --customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb' \
   "$suite" "$out.tmp" \

@@ -5,7 +5,8 @@
 # the versions it updates to.
 # Usage: image/mkbundle.sh ROOTFS_DIR BOOT_DIR VERSION SIGNING_KEY WORK_DIR BUNDLE_OUT
 #   BOOT_DIR holds vmlinuz and initrd (image/stage-rootfs.sh); WORK_DIR gets
-#   root.squashfs, watchgrid.efi, cmdline and os-release. WATCHGRID_BIN signs.
+#   root.squashfs (with its dm-verity hash tree), watchgrid.efi, cmdline (slot A's) and
+#   os-release. WATCHGRID_BIN signs.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=image/layout.sh
@@ -27,9 +28,22 @@ rm -f "$work/root.squashfs"
 mksquashfs "$root" "$work/root.squashfs" -comp zstd -Xcompression-level 15 -b 256K \
   -noappend -no-progress -quiet >&2
 
-kernel_cmdline > "$work/cmdline"
+# dm-verity: the hash tree follows the squashfs (padded to 4 KiB blocks by mksquashfs) in
+# the same file, so a slot holds both; the command line carries the root hash, and the
+# signed manifest carries the command line (image/initramfs/watchgrid-verity checks it).
+data_bytes=$(stat -c %s "$work/root.squashfs")
+[ $((data_bytes % 4096)) -eq 0 ] || { echo "the squashfs is not a whole number of 4 KiB blocks" >&2; exit 1; }
+blocks=$((data_bytes / 4096))
+veritysetup format --no-superblock --hash-offset="$data_bytes" --data-blocks="$blocks" \
+  "$work/root.squashfs" "$work/root.squashfs" > "$work/verity.txt"
+root_hash=$(sed -n 's/^Root hash:[[:space:]]*//p' "$work/verity.txt")
+salt=$(sed -n 's/^Salt:[[:space:]]*//p' "$work/verity.txt")
+[ -n "$root_hash" ] && [ -n "$salt" ] || { cat "$work/verity.txt" >&2; exit 1; }
+template="$(kernel_cmdline_template) watchgrid.verity=$blocks:$blocks:$root_hash:$salt"
+# Slot A's, built into the kernel image and used by the image's first boot entry.
+echo "${template/@SLOT_PARTUUID@/${ROOT_A_UUID,,}}" > "$work/cmdline"
 "$here/mkuki.sh" "$boot/vmlinuz" "$boot/initrd" "$work/cmdline" "$work/os-release" "$work/watchgrid.efi"
 
-"$bin" update bundle --key "$key" --version "$version" --cmdline "$(kernel_cmdline_template)" \
+"$bin" update bundle --key "$key" --version "$version" --cmdline "$template" \
   --slot-a "${ROOT_A_UUID,,}" --slot-b "${ROOT_B_UUID,,}" \
   --root "$work/root.squashfs" --uki "$work/watchgrid.efi" --out "$out"

@@ -4,6 +4,7 @@
 # first update), the data partition a small ext4 that first boot grows to fill the disk.
 # Layout and identities: image/layout.sh.
 # Usage: image/mkdisk.sh WORK_DIR ROOT.squashfs UKI.efi VERSION OUT.img
+# (WORK_DIR/cmdline: slot A's kernel command line, from image/mkbundle.sh)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=image/layout.sh
@@ -31,7 +32,7 @@ printf 'timeout 0\ndefault watchgrid-*\nconsole-mode keep\neditor no\n' > "$work
   echo "title Watchgrid $version (slot A)"
   echo "version $version"
   echo "efi /EFI/watchgrid/watchgrid-1-a.efi"
-  echo "options $(kernel_cmdline)"
+  echo "options $(cat "$work/cmdline")"
 } > "$work/entry-a.conf"
 export MTOOLS_SKIP_CHECK=1
 mmd -i "$work/esp.img" ::/EFI ::/EFI/BOOT ::/EFI/systemd ::/EFI/watchgrid ::/loader ::/loader/entries
