@@ -13,6 +13,9 @@ use watchgrid_update::slots::Slot;
 use watchgrid_update::state::{self, Phase, Progress, Record, Request};
 use watchgrid_update::UpdateError;
 
+/// Seconds after which an install in progress that reported nothing is taken as dead.
+const STALE_PROGRESS_S: u64 = 600;
+
 /// The largest bundle taken: two root slots' worth.
 pub const MAX_BUNDLE: u64 = 768 << 20;
 
@@ -57,11 +60,14 @@ pub(crate) struct Status {
 pub(crate) fn status(state: &AppState) -> Result<Status, ApiError> {
     let site = site(state)?;
     let progress: Option<Progress> = state::read(&site.dir, state::PROGRESS).map_err(internal)?;
+    // The helper reports at least every 5% written; one silent for longer than this has
+    // died (a power cut mid-install), and a new upload may start over.
+    let live = |p: &Progress| state::now().saturating_sub(p.at) < STALE_PROGRESS_S;
     let busy = site.dir.join(state::REQUEST).exists()
         || site.dir.join(state::TAKEN).exists()
         || progress
             .as_ref()
-            .is_some_and(|p| matches!(p.phase, Phase::Verifying | Phase::Writing));
+            .is_some_and(|p| matches!(p.phase, Phase::Verifying | Phase::Writing) && live(p));
     Ok(Status {
         running_version: site.running_version.to_string(),
         running_slot: site.running_slot,

@@ -274,3 +274,36 @@ async fn the_settings_page_shows_the_version_the_outcome_and_the_upload_form() {
             && script.text.contains("getElementById('update-form')")
     );
 }
+
+#[tokio::test]
+async fn an_install_that_stopped_reporting_does_not_block_the_next_upload() {
+    let a = app();
+    let token = a.admin_token().await;
+    let site = with_updates(&a);
+    std::fs::create_dir_all(site.update_dir()).expect("mkdir");
+    let mut progress = state::Progress {
+        phase: state::Phase::Writing,
+        percent: 40,
+        version: Some("1.1.0".into()),
+        detail: "writing the inactive root slot".into(),
+        at: state::now(),
+    };
+    state::write(&site.update_dir(), state::PROGRESS, &progress).expect("write");
+    let good = site.bundle(&site.key, "1.1.0", watchgrid_update::ARCH);
+    let r = a.call(upload("", good.clone(), &token)).await;
+    assert_eq!(
+        r.status,
+        StatusCode::CONFLICT,
+        "an install is writing: {}",
+        r.text
+    );
+    progress.at -= 3600;
+    state::write(&site.update_dir(), state::PROGRESS, &progress).expect("write");
+    let r = a.call(upload("", good, &token)).await;
+    assert_eq!(
+        r.status,
+        StatusCode::ACCEPTED,
+        "the silent one is dead: {}",
+        r.text
+    );
+}
