@@ -78,7 +78,9 @@ drv = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
 drv.set_page_load_timeout(60)
 try:
     drv.get(base + "/setup")
-    assert drv.find_elements(By.TAG_NAME, "script") == [], "wizard has script"
+    # Chromium's own error page (no connection, a TLS failure) has scripts: say which.
+    assert drv.find_elements(By.TAG_NAME, "script") == [], \
+        f"wizard has script: title {drv.title!r}: {drv.find_element(By.TAG_NAME, 'body').text[:400]!r}"
     drv.find_element(By.ID, "restore_token").send_keys(token)
     drv.find_element(By.ID, "restore_file").send_keys(backup)
     drv.find_element(By.ID, "restore_passphrase").send_keys(passphrase)
