@@ -109,12 +109,12 @@ pub(crate) fn stage(
     let checked = (|| {
         let trusted = TrustedKeys::load(&site.trusted_keys).map_err(refused)?;
         let bundle = VerifiedBundle::open(upload, &trusted).map_err(refused)?;
-        if bundle.version < site.running_version && !request.allow_downgrade {
-            return Err(refused(UpdateError::Downgrade {
-                bundle: bundle.version.to_string(),
-                running: site.running_version.to_string(),
-            }));
-        }
+        watchgrid_update::install::check_version(
+            &bundle,
+            &site.running_version,
+            request.allow_downgrade,
+        )
+        .map_err(refused)?;
         Ok(Staged {
             version: bundle.version.to_string(),
             key_id: bundle.key_id,

@@ -65,7 +65,7 @@ pub fn install(
     options: &Options,
     progress: &mut dyn FnMut(u8),
 ) -> Result<Installed, UpdateError> {
-    check_version(bundle, system, options)?;
+    check_version(bundle, &system.running_version, options.allow_downgrade)?;
     let m = &bundle.manifest;
     let from_slot = slots::running(&system.cmdline, &m.slots)?;
     let slot = from_slot.other();
@@ -114,15 +114,17 @@ pub fn install(
     })
 }
 
-fn check_version(
+/// Refuses a bundle older than the running version unless a downgrade is allowed (the
+/// daemon asks this at upload, the helper again at install).
+pub fn check_version(
     bundle: &VerifiedBundle,
-    system: &System,
-    options: &Options,
+    running: &semver::Version,
+    allow_downgrade: bool,
 ) -> Result<(), UpdateError> {
-    if bundle.version < system.running_version && !options.allow_downgrade {
+    if bundle.version < *running && !allow_downgrade {
         return Err(UpdateError::Downgrade {
             bundle: bundle.version.to_string(),
-            running: system.running_version.to_string(),
+            running: running.to_string(),
         });
     }
     Ok(())
